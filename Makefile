@@ -1,0 +1,38 @@
+# The project's verbs. `make run` starts the platform; `make test` proves it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit schemas clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(INSTALLED)
+
+## run: the embedded broker and database (unless configured), and the four services
+run: $(INSTALLED)
+	$(BIN)/python -m services
+
+## test: lint, type-check, then every test against the real broker and database
+test: $(INSTALLED) lint typecheck
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+## unit: the fast tests only, no servers
+unit: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not infra"
+
+## schemas: refresh the checked-in event schemas after an additive change
+schemas: $(INSTALLED)
+	$(BIN)/python -m shared.contracts --write
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The Early Help services: referral, allocation, audit and reporting."""

@@ -1,0 +1,3 @@
+from services.platform import main
+
+main()

@@ -1,0 +1,1 @@
+"""Allocation service: one family, one worker, within caseload caps."""

@@ -1,0 +1,1 @@
+"""Audit service: monthly quality audits of cases, graded."""

@@ -1,0 +1,174 @@
+"""``make run``: the whole platform on one machine, started and stopped as one.
+
+Starts the embedded broker and database unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``MONGODB_URI``
+point elsewhere, then the four services as separate processes (as they run in production),
+waits until each answers, and prints where they are. Ctrl-C (or SIGTERM, or any service
+dying) stops the services, then the servers, in that order, by process id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.embedded import (
+    EmbeddedServer,
+    EmbeddedServerError,
+    embedded_kafka,
+    embedded_mongodb,
+    kafka_bootstrap,
+    mongodb_uri,
+)
+from shared.serve import PortInUse, ensure_port_free
+from shared.settings import DEFAULT_KAFKA_PORT, DEFAULT_MONGODB_PORT
+
+log = logging.getLogger("earlyhelp")
+
+SERVICES = ("referral", "allocation", "audit", "reporting")
+
+
+class PlatformSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EARLYHELP_", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    mongodb_uri: str | None = Field(default=None, validation_alias="MONGODB_URI")
+    kafka_port: int = DEFAULT_KAFKA_PORT
+    mongodb_port: int = DEFAULT_MONGODB_PORT
+    referral_port: int = 8001
+    allocation_port: int = 8002
+    audit_port: int = 8003
+    reporting_port: int = 8004
+    http_host: str = "127.0.0.1"
+    data_dir: Path = Path("data")
+    start_timeout_s: float = 90.0
+
+    def port_of(self, service: str) -> int:
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+
+class Stopped(Exception):
+    """A signal asked the platform to stop."""
+
+
+def _stop_on_signal(signum: int, _: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s earlyhelp %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = PlatformSettings()
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    try:
+        run(settings)
+    except (PortInUse, EmbeddedServerError, ServiceFailed) as error:
+        log.error("%s", error)
+        raise SystemExit(1) from None
+    except Stopped as stop:
+        log.info("stopped (%s)", stop)
+
+
+class ServiceFailed(RuntimeError):
+    pass
+
+
+def run(settings: PlatformSettings) -> None:
+    run_dir = settings.data_dir / "run"
+    servers: list[EmbeddedServer] = []
+    services: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        env = dict(os.environ)
+        if settings.kafka_bootstrap_servers is None:
+            kafka = embedded_kafka(settings.kafka_port, run_dir)
+            servers.append(kafka)
+            kafka.start()
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap(settings.kafka_port)
+        if settings.mongodb_uri is None:
+            mongodb = embedded_mongodb(
+                settings.mongodb_port, run_dir, (settings.data_dir / "mongodb").resolve()
+            )
+            servers.append(mongodb)
+            mongodb.start()
+            env["MONGODB_URI"] = mongodb_uri(settings.mongodb_port)
+        for name in SERVICES:
+            ensure_port_free(f"{name} HTTP", settings.http_host, settings.port_of(name))
+        for name in SERVICES:
+            services[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=env, start_new_session=True
+            )
+        _wait_until_healthy(settings, services)
+        _print_endpoints(settings, env)
+        while True:
+            for name, process in services.items():
+                if process.poll() is not None:
+                    raise ServiceFailed(f"{name} exited with code {process.returncode}")
+            time.sleep(0.5)
+    finally:
+        # A second Ctrl-C must not cut the clean-up short and leave servers behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_services(services)
+        for server in reversed(servers):
+            server.stop()
+
+
+def _wait_until_healthy(
+    settings: PlatformSettings, services: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    deadline = time.monotonic() + settings.start_timeout_s
+    waiting = set(services)
+    while waiting:
+        for name in sorted(waiting):
+            if services[name].poll() is not None:
+                raise ServiceFailed(f"{name} exited with code {services[name].returncode}")
+            url = f"http://{settings.http_host}:{settings.port_of(name)}/health"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    waiting.discard(name)
+        if waiting and time.monotonic() > deadline:
+            raise ServiceFailed(f"not healthy after {settings.start_timeout_s:.0f}s: {waiting}")
+        time.sleep(0.2)
+
+
+def _stop_services(services: dict[str, subprocess.Popen[bytes]], timeout_s: float = 15) -> None:
+    for process in services.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for process in services.values():
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _print_endpoints(settings: PlatformSettings, env: dict[str, str]) -> None:
+    base = f"http://{settings.http_host}"
+    lines = [
+        "",
+        "Early Help platform is running. Ctrl-C stops everything.",
+        f"  broker    {env['KAFKA_BOOTSTRAP_SERVERS']}",
+        f"  database  {env['MONGODB_URI']}",
+        f"  referral    {base}:{settings.referral_port}   POST /referrals   (docs: /docs)",
+        f"  allocation  {base}:{settings.allocation_port}   GET /cases",
+        f"  audit       {base}:{settings.audit_port}   GET /audits, POST /audits",
+        f"  reporting   {base}:{settings.reporting_port}   GET /reports/summary",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,1 @@
+"""Referral service: the single front door for every referral route."""

@@ -1,0 +1,90 @@
+"""Kafka factories: the FastStream broker for consuming, a producer for the outbox relay."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from shared.outbox import OutgoingMessage
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_broker(settings: ServiceSettings) -> KafkaBroker:
+    """The service's broker; built by ``create_app()``, never at import time."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.service_name,
+        logger=logging.getLogger(f"{settings.service_name}.broker"),
+    )
+
+
+class KafkaPublisher:
+    """Publishes outbox records with ``acks=all``, waiting for every acknowledgement.
+
+    Records are sent without waiting in between, so one batch costs one round trip, and a
+    partition keeps them in the order they were sent.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        # Made here, not in __init__: aiokafka binds to the running event loop.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
+            acks="all",
+            # Tansu refuses the idempotent producer's InitProducerId; consumers dedupe instead.
+            enable_idempotence=False,
+            linger_ms=2,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self._producer is None:
+            raise RuntimeError("publisher not started")
+        pending = [
+            await self._producer.send(
+                message.topic,
+                value=message.value,
+                key=message.key,
+                headers=[(name, value.encode()) for name, value in message.headers.items()],
+            )
+            for message in messages
+        ]
+        for delivery in pending:
+            await delivery
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: int) -> None:
+    """Create the topics a service uses, so partitions are as configured, not auto-created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=topic, num_partitions=partitions, replication_factor=1)
+            for topic in sorted(set(topics) - existing)
+        ]
+        if missing:
+            # Another replica may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            log.info("created topics %s", [topic.name for topic in missing])
+    finally:
+        await admin.close()

@@ -1,0 +1,65 @@
+"""Settings every service reads from its environment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_MONGODB_PORT = 27017
+
+
+def mongodb_uri_for(host: str, port: int) -> str:
+    """The URI of a SecantusDB server: it needs ``retryWrites=false`` to keep its write speed."""
+    return f"mongodb://{host}:{port}/?retryWrites=false&directConnection=true"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where the broker and database are, and its own namespace.
+
+    ``topic_namespace`` and ``database_prefix`` let several copies of the platform (tests,
+    a staging copy) share one broker and one database server without seeing each other.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EARLYHELP_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default=f"127.0.0.1:{DEFAULT_KAFKA_PORT}",
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="Comma-separated Kafka bootstrap servers.",
+    )
+    mongodb_uri: str = Field(
+        default=mongodb_uri_for("127.0.0.1", DEFAULT_MONGODB_PORT),
+        validation_alias="MONGODB_URI",
+        description="MongoDB connection string.",
+    )
+    topic_namespace: str = Field(
+        default="", description="Prefix put before every topic name, empty in production."
+    )
+    database_prefix: str = Field(
+        default="earlyhelp_", description="Prefix of each service's database name."
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
+    kafka_partitions: int = Field(default=4, ge=1, description="Partitions of topics we create.")
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    consumer_max_attempts: int = Field(
+        default=3, ge=1, description="Tries of a failing handler before dead-lettering."
+    )
+    consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
+    outbox_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often the relay looks for unsent events it missed."
+    )
+    log_level: str = "INFO"
+
+    service_name: str = "earlyhelp"
+    http_port: int = 8000
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.database_prefix}{self.service_name}"
+
+    @property
+    def consumer_group(self) -> str:
+        """Consumer group = service name, namespaced so test runs never share offsets."""
+        return f"{self.topic_namespace}{self.service_name}"
