@@ -13,7 +13,7 @@ from datetime import date, datetime
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationError
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -47,7 +47,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
     id: str = Field(min_length=1, description="Unique within the source.")
     source: str = Field(min_length=1, description="URI reference of the producer, /earlyhelp/x.")
     type: str = Field(min_length=1, description="The event type, equal to its topic name.")
-    time: datetime = Field(description="When the fact happened, timezone-aware (UTC).")
+    time: AwareDatetime = Field(description="When the fact happened, timezone-aware.")
     subject: str | None = Field(default=None, description="The family id when family-scoped.")
     datacontenttype: Literal["application/json"] = "application/json"
     correlationid: str = Field(

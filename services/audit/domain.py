@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.events import OfstedGrade, StandardScore
 
@@ -31,7 +31,7 @@ def overall_grade(scores: Sequence[StandardScore]) -> OfstedGrade:
 
 
 def audit_month(at: datetime) -> str:
-    return at.strftime("%Y-%m")
+    return at.astimezone(UTC).strftime("%Y-%m")
 
 
 def audit_id_for(auditor_id: str, case_id: str, month: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +172,10 @@ def family_key(submission: ReferralSubmitted) -> str:
     A first cut of family matching; matching on UPN and NHS number comes with the full
     front door.
     """
-    eldest = min(submission.children, key=lambda child: child.date_of_birth)
+    eldest = min(
+        submission.children,
+        key=lambda child: (child.date_of_birth, _normalise_name(child.family_name)),
+    )
     postcode = normalise_postcode(submission.address.postcode) or submission.address.postcode
     material = "|".join(
         (_normalise_name(eldest.family_name), eldest.date_of_birth.isoformat(), postcode)
@@ -197,4 +201,6 @@ def screen_submission(
 
 
 def _normalise_name(name: str) -> str:
-    return re.sub(r"[^a-z]", "", name.lower())
+    """Case, accents, spaces and punctuation folded away; letters of any script kept."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(char for char in decomposed if char.isalnum())

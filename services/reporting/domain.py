@@ -7,7 +7,7 @@ replayed stream rebuilds the same figures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.events import (
     AllocationStatus,
@@ -33,7 +33,8 @@ class FigureChange:
 
 
 def month_of(at: datetime) -> str:
-    return at.strftime("%Y-%m")
+    """The calendar month in UTC, so every service puts a late-evening fact in one month."""
+    return at.astimezone(UTC).strftime("%Y-%m")
 
 
 def figures_for(data: EventData) -> FigureChange:

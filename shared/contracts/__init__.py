@@ -1,0 +1,106 @@
+"""Checked-in JSON schemas of every event, envelope and data: the services' published contract.
+
+The files under ``schemas/`` are what consumers were built against. Comparing them with the
+models (``python -m shared.contracts``, the contract tests) stops an incompatible change from
+shipping under an existing schema version, and shows additive changes in review as a diff.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shared.contracts.compatibility import breaking_changes
+from shared.events import EVENT_TYPES, UPCASTERS, CloudEvent, EventData
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+__all__ = [
+    "SCHEMA_DIR",
+    "breaking_changes",
+    "check",
+    "current_schemas",
+    "event_schema",
+    "incompatibilities",
+    "load_schema",
+    "render",
+    "schema_path",
+    "write_schemas",
+]
+
+
+def event_schema(model: type[EventData]) -> dict[str, Any]:
+    """The schema of ``CloudEvent[model]``, so the contract covers the envelope as well."""
+    envelope: type[CloudEvent[Any]] = CloudEvent[model]  # type: ignore[valid-type]
+    return envelope.model_json_schema()
+
+
+def schema_path(model: type[EventData]) -> Path:
+    """One file per event type and schema version: older versions stay as upcasting history."""
+    return SCHEMA_DIR / f"{model.event_type}.v{model.schema_version}.json"
+
+
+def current_schemas() -> dict[Path, dict[str, Any]]:
+    return {schema_path(model): event_schema(model) for model in EVENT_TYPES.values()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    """Stable text, so regenerating an unchanged schema leaves no diff."""
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def load_schema(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
+
+
+def write_schemas() -> list[Path]:
+    SCHEMA_DIR.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, schema in current_schemas().items():
+        path.write_text(render(schema), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def incompatibilities() -> list[str]:
+    """Breaking changes against the checked-in schema of the same version, and missing upcasters.
+
+    Rewriting the files cannot fix these: the change needs a new schema version instead.
+    """
+    problems: list[str] = []
+    for model in EVENT_TYPES.values():
+        path = schema_path(model)
+        checked_in = load_schema(path)
+        changes = [] if checked_in is None else breaking_changes(checked_in, event_schema(model))
+        if changes:
+            listed = "".join(f"\n  - {change}" for change in changes)
+            problems.append(
+                f"{path.name}: {model.__name__} is incompatible with its checked-in schema:"
+                f"{listed}\n  bump {model.__name__}.schema_version to"
+                f" {model.schema_version + 1} and add an upcaster for"
+                f" ({model.event_type!r}, {model.schema_version}) to UPCASTERS in"
+                " shared/events.py, then run `make schemas`"
+            )
+        problems.extend(
+            f"{model.event_type}: no upcaster for version {version} in UPCASTERS"
+            " (shared/events.py), so older events cannot be read"
+            for version in range(1, model.schema_version)
+            if (model.event_type, version) not in UPCASTERS
+        )
+    return problems
+
+
+def check() -> list[str]:
+    """Everything wrong with the checked-in contracts; empty when they are up to date."""
+    problems = incompatibilities()
+    for path, schema in current_schemas().items():
+        checked_in = load_schema(path)
+        if checked_in is None:
+            problems.append(f"{path.name}: missing; run `make schemas` to write it")
+        elif checked_in != schema and not breaking_changes(checked_in, schema):
+            problems.append(f"{path.name}: out of date; run `make schemas` to refresh it")
+    return problems

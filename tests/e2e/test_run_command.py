@@ -1,0 +1,113 @@
+"""``make run`` with the embedded servers: it starts, and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.embedded import free_port
+
+pytestmark = pytest.mark.infra
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def embedded_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI"}
+    }
+    env.update(
+        {
+            "EARLYHELP_DATA_DIR": str(tmp_path / "data"),
+            "EARLYHELP_KAFKA_PORT": str(free_port()),
+            "EARLYHELP_MONGODB_PORT": str(free_port()),
+            **{
+                f"EARLYHELP_{service}_PORT": str(free_port())
+                for service in ("REFERRAL", "ALLOCATION", "AUDIT", "REPORTING")
+            },
+            **overrides,
+        }
+    )
+    return env
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process whose ancestry leads to ``pid``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ctrl_c_stops_every_process_the_run_command_started(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services"],
+        cwd=ROOT,
+        env=embedded_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 120
+    started: set[int] = set()
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode(errors="replace")
+        if not line and process.poll() is not None:
+            break
+        output.append(line)
+        started |= descendants(process.pid)
+        if "is running" in line:
+            break
+    assert any("is running" in line for line in output), "".join(output[-40:])
+    started |= descendants(process.pid)
+    assert len(started) >= 6, f"expected broker, database and four services, got {started}"
+
+    process.send_signal(signal.SIGINT)
+    remaining, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, remaining.decode(errors="replace")[-3000:]
+    assert not [pid for pid in started if alive(pid)]
+    assert not list((tmp_path / "data" / "run").glob("*.pid"))
+
+
+def test_a_port_already_in_use_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "services"],
+            cwd=ROOT,
+            env=embedded_env(tmp_path, EARLYHELP_KAFKA_PORT=str(port)),
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr.decode()

@@ -1,0 +1,177 @@
+"""End to end: the platform as ``make run`` starts it, over the real broker and database.
+
+A request posted over HTTP, and one published on ``referral-submitted``, become
+``referral-received``; allocation answers with ``case-allocated``; reporting counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.embedded import free_port
+from shared.events import CaseAllocated, ReferralReceived, decode
+from tests.conftest import Infra, Namespace
+from tests.support import eventually, produce, read_topic
+
+pytestmark = pytest.mark.infra
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "referral.json").read_text())
+SERVICES = ("referral", "allocation", "audit", "reporting")
+
+
+class Platform:
+    def __init__(self, process: subprocess.Popen[bytes], ports: dict[str, int]) -> None:
+        self.process = process
+        self.ports = ports
+
+    def url(self, service: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}{path}"
+
+
+@pytest.fixture
+def platform(infra: Infra, namespace: Namespace, tmp_path: Path) -> Iterator[Platform]:
+    ports = {service: free_port() for service in SERVICES}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+        "MONGODB_URI": infra.mongodb_uri,
+        "EARLYHELP_TOPIC_NAMESPACE": namespace.topics,
+        "EARLYHELP_DATABASE_PREFIX": namespace.databases,
+        "EARLYHELP_DATA_DIR": str(tmp_path),
+        "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        **{f"EARLYHELP_{service.upper()}_PORT": str(port) for service, port in ports.items()},
+    }
+    log = (tmp_path / "platform.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    try:
+        yield Platform(process, ports)
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def submission(submission_id: str, **changes: Any) -> dict[str, Any]:
+    return {**FIXTURE, "submission_id": submission_id, **changes}
+
+
+async def wait_until_up(client: httpx.AsyncClient, platform: Platform) -> None:
+    async def healthy() -> list[bool]:
+        if platform.process.poll() is not None:
+            raise AssertionError(f"platform exited with {platform.process.returncode}")
+        answers = []
+        for service in SERVICES:
+            try:
+                response = await client.get(platform.url(service, "/health"))
+                answers.append(response.status_code == 200)
+            except httpx.HTTPError:
+                answers.append(False)
+        return answers
+
+    await eventually(healthy, all, timeout_s=90, interval_s=0.5)
+
+
+async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
+    infra: Infra, namespace: Namespace, platform: Platform
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        await wait_until_up(client, platform)
+
+        posted = await client.post(platform.url("referral", "/referrals"), json=submission("h-1"))
+        assert posted.status_code == 202, posted.text
+        answer = posted.json()
+        assert answer["decision"] == "early_help"
+        assert answer["district"] == "northvale"
+
+        again = await client.post(platform.url("referral", "/referrals"), json=submission("h-1"))
+        assert again.json()["referral_id"] == answer["referral_id"]
+        assert again.json()["duplicate"] is True
+
+        invalid = await client.post(
+            platform.url("referral", "/referrals"),
+            json=submission("h-2", route="carrier-pigeon", consent={"given": False}),
+        )
+        assert invalid.status_code == 422
+        codes = {reason["code"] for reason in invalid.json()["reasons"]}
+        assert codes == {"unknown_route", "no_consent"}
+
+        # A partner system publishes the same kind of request on Kafka.
+        over_kafka = submission(
+            "k-1",
+            partner_id="wessex-police",
+            route="police",
+            children=[
+                {
+                    "given_name": "Leo",
+                    "family_name": "Brook",
+                    "date_of_birth": "2012-02-01",
+                    "gender": "male",
+                }
+            ],
+            address={"line1": "9 Quay Street", "postcode": "WX12 7QT"},
+        )
+        await produce(
+            infra.kafka_bootstrap_servers,
+            namespace.topic("referral-submitted"),
+            [_cloud_event(over_kafka)],
+        )
+
+        async def summary() -> dict[str, Any]:
+            response = await client.get(platform.url("reporting", "/reports/summary"))
+            totals: dict[str, Any] = response.json()["totals"]
+            return totals
+
+        totals = await eventually(
+            summary,
+            lambda t: t.get("cases_allocated") == 2 and t.get("referrals_rejected") == 1,
+            timeout_s=60,
+        )
+        assert totals["referrals_received"] == 2
+        assert totals["by_source"] == {"2A": 1, "6": 1}
+        assert totals["rejections_by_reason"] == {"no_consent": 1, "unknown_route": 1}
+
+        cases = (await client.get(platform.url("allocation", "/cases"))).json()
+        assert {case["district"] for case in cases} == {"northvale", "southford"}
+
+    received = await read_topic(
+        infra.kafka_bootstrap_servers, namespace.topic("referral-received"), count=2
+    )
+    referrals = [decode(record.value, ReferralReceived) for record in received]
+    allocated = await read_topic(
+        infra.kafka_bootstrap_servers, namespace.topic("case-allocated"), count=2
+    )
+    allocations = [decode(record.value, CaseAllocated) for record in allocated]
+    by_family = {data.family_id: envelope for envelope, data in referrals}
+    for envelope, allocation in allocations:
+        # one correlation id links everything that came from one submission
+        assert envelope.correlationid == by_family[allocation.family_id].correlationid
+        assert envelope.subject == allocation.family_id
+
+
+def _cloud_event(data: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "/partners/wessex-police",
+            "type": "referral-submitted",
+            "time": datetime.now(UTC).isoformat(),
+            "correlationid": str(uuid.uuid4()),
+            "schemaversion": 1,
+            "data": data,
+        }
+    ).encode()

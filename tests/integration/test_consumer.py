@@ -1,0 +1,210 @@
+"""Reliable consumption on the real broker and database: commit after the effect,
+bounded retries, dead letters with the original bytes, and idempotent redelivery."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import pytest
+
+from shared.consumer import DEAD_LETTERS, IncomingMessage
+from shared.events import CaseClosed, CaseOutcome, decode, envelope
+from shared.mongo import Session
+from shared.runtime import Runtime, build_runtime
+from shared.settings import ServiceSettings
+from shared.topics import dead_letter_topic
+from tests.conftest import Infra, Namespace
+from tests.support import eventually, produce, read_topic
+
+pytestmark = pytest.mark.infra
+
+EVENT_TYPE = "case-closed"
+
+
+def closed_event(case_id: str, *, event_id: str | None = None) -> bytes:
+    data = CaseClosed(
+        case_id=case_id,
+        family_id="fam-1",
+        district="eastmere",
+        team_id=None,
+        worker_id=None,
+        outcome=CaseOutcome.DISENGAGED,
+        closed_at=datetime(2026, 11, 5, tzinfo=UTC),
+    )
+    return envelope(
+        data,
+        event_id=event_id or str(uuid.uuid4()),
+        source="/earlyhelp/tests",
+        time=datetime(2026, 11, 5, tzinfo=UTC),
+        correlation_id="corr",
+    ).to_bytes()
+
+
+class RuntimeFactory(Protocol):
+    def __call__(self, wire: Callable[[Runtime], None], **overrides: Any) -> Awaitable[Runtime]: ...
+
+
+@pytest.fixture
+async def start_runtime(infra: Infra, namespace: Namespace) -> AsyncIterator[RuntimeFactory]:
+    """Starts a service runtime wired by the test; stops all of them afterwards."""
+    started: list[Runtime] = []
+
+    async def start(wire: Callable[[Runtime], None], **overrides: Any) -> Runtime:
+        settings = namespace.settings(
+            ServiceSettings, infra, service_name="consumer-tests", **overrides
+        )
+        runtime = build_runtime(settings)
+        wire(runtime)
+        await runtime.start()
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        await runtime.stop()
+
+
+async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_partition_moves_on(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    handled: list[str] = []
+
+    async def on_case_closed(message: IncomingMessage) -> None:
+        handled.append(decode(message.value, CaseClosed)[1].case_id)
+
+    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed))
+    topic = namespace.topic(EVENT_TYPE)
+    garbage = b"\xff{not an event"
+    await produce(infra.kafka_bootstrap_servers, topic, [garbage, closed_event("case-9")], key=b"k")
+
+    await eventually(lambda: _value(handled), lambda seen: seen == ["case-9"])
+    [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
+    dead_letter = json.loads(record.value)
+    assert base64.b64decode(dead_letter["original_base64"]) == garbage
+    assert dead_letter["undecodable"] is True
+    assert "not JSON" in dead_letter["error"]
+    assert dead_letter["attempts"] == 1
+    assert record.key == b"k"
+    assert await runtime.db[DEAD_LETTERS].count_documents({}) == 1
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_message_processed(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    attempts: dict[str, int] = {}
+
+    async def on_case_closed(message: IncomingMessage) -> None:
+        case_id = decode(message.value, CaseClosed)[1].case_id
+        attempts[case_id] = attempts.get(case_id, 0) + 1
+        if case_id == "case-poison":
+            raise RuntimeError("allocation rules exploded")
+
+    await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed), consumer_max_attempts=3)
+    topic = namespace.topic(EVENT_TYPE)
+    await produce(
+        infra.kafka_bootstrap_servers,
+        topic,
+        [closed_event("case-poison"), closed_event("case-after")],
+        key=b"fam-1",
+    )
+
+    await eventually(lambda: _value(dict(attempts)), lambda seen: "case-after" in seen)
+    assert attempts == {"case-poison": 3, "case-after": 1}
+    [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
+    dead_letter = json.loads(record.value)
+    assert dead_letter["attempts"] == 3
+    assert dead_letter["error"] == "RuntimeError: allocation rules exploded"
+    assert decode(base64.b64decode(dead_letter["original_base64"]), CaseClosed)[1].case_id == (
+        "case-poison"
+    )
+
+
+async def test_offsets_are_committed_only_after_the_effect_is_stored(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    """While even dead-lettering fails (the database is down), the message is not
+    committed: it is delivered again, and processed once the outage ends."""
+    outage = True
+    deliveries: list[str] = []
+    effects: list[str] = []
+
+    async def on_case_closed(message: IncomingMessage) -> None:
+        case_id = decode(message.value, CaseClosed)[1].case_id
+        deliveries.append(case_id)
+        if outage and case_id == "case-b":
+            raise ConnectionError("database unavailable")
+        effects.append(case_id)
+
+    def wire(runtime: Runtime) -> None:
+        runtime.subscribe(EVENT_TYPE, on_case_closed)
+        record = runtime.dead_letters.record
+
+        async def record_unless_outage(*args: Any, **kwargs: Any) -> str:
+            if outage:
+                raise ConnectionError("database unavailable")
+            return await record(*args, **kwargs)
+
+        runtime.dead_letters.record = record_unless_outage  # type: ignore[method-assign]
+
+    runtime = await start_runtime(wire, consumer_max_attempts=2)
+    topic = namespace.topic(EVENT_TYPE)
+    await produce(
+        infra.kafka_bootstrap_servers,
+        topic,
+        [closed_event("case-a"), closed_event("case-b")],
+        key=b"fam-1",
+    )
+    # Two attempts, then a failed dead-letter, then redelivery: more than two tries of b.
+    await eventually(lambda: _value(deliveries.count("case-b")), lambda tries: tries > 2)
+    assert effects == ["case-a"]
+    outage = False
+    await eventually(lambda: _value(list(effects)), lambda seen: seen == ["case-a", "case-b"])
+    await runtime.stop()
+
+    later: list[str] = []
+
+    async def on_case_closed_later(message: IncomingMessage) -> None:
+        later.append(decode(message.value, CaseClosed)[1].case_id)
+
+    await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed_later))
+    await produce(infra.kafka_bootstrap_servers, topic, [closed_event("case-c")], key=b"fam-1")
+    await eventually(lambda: _value(list(later)), lambda seen: "case-c" in seen)
+    assert later == ["case-c"], "the same group resumed before its committed offset"
+
+
+async def test_a_redelivered_event_changes_nothing(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    async def on_case_closed(message: IncomingMessage) -> None:
+        event, closure = decode(message.value, CaseClosed)
+
+        async def count(session: Session) -> dict[str, Any]:
+            await runtime.db["closures"].update_one(
+                {"_id": closure.case_id}, {"$inc": {"seen": 1}}, upsert=True, session=session
+            )
+            return {"case_id": closure.case_id}
+
+        await runtime.processed.process_once(event, count)
+
+    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed))
+    same = closed_event("case-once", event_id="evt-1")
+    await produce(
+        infra.kafka_bootstrap_servers,
+        namespace.topic(EVENT_TYPE),
+        [same, same, closed_event("case-marker")],
+        key=b"fam-1",
+    )
+    closures = runtime.db["closures"]
+    await eventually(
+        lambda: closures.count_documents({"_id": "case-marker"}), lambda found: found == 1
+    )
+    assert await closures.find_one({"_id": "case-once"}) == {"_id": "case-once", "seen": 1}
+
+
+async def _value(value: Any) -> Any:
+    return value

@@ -1,0 +1,76 @@
+"""Helpers for tests against the real broker and database: poll, never sleep blindly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+) -> T:
+    """Poll ``probe`` until its value satisfies ``until``; fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s; last value: {value!r}")
+        await asyncio.sleep(interval_s)
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, count: int, timeout_s: float = 30.0
+) -> list[Any]:
+    """Read ``count`` records of ``topic`` from the beginning of every partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions: set[int] | None = None
+        deadline = time.monotonic() + timeout_s
+        while not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {topic} does not exist")
+            if not partitions:
+                await asyncio.sleep(0.1)
+        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        records: list[Any] = []
+        while len(records) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{topic}: got {len(records)} of {count} records")
+            batch = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for partition_records in batch.values():
+                records.extend(partition_records)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def produce(
+    bootstrap_servers: str, topic: str, values: list[bytes], *, key: bytes | None = None
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False
+    )
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
