@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit schemas clean
+.PHONY: run test lint typecheck unit bench schemas clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ typecheck: $(INSTALLED)
 ## unit: the fast tests only, no servers
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not infra"
+
+## bench: end-to-end throughput, latency and memory on the embedded servers
+bench: $(INSTALLED)
+	$(BIN)/python -m benchmarks.pipeline
 
 ## schemas: refresh the checked-in event schemas after an additive change
 schemas: $(INSTALLED)

@@ -103,6 +103,11 @@ class DeadLetters:
         log.warning("dead-lettered %s after %d attempt(s): %s", message.position, attempts, error)
         return dead_letter_id
 
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest dead letters first, for operators (the traceback stays in the store)."""
+        found = self._collection.find({}, {"traceback": 0}).sort("failed_at", -1).limit(limit)
+        return [{"id": document.pop("_id"), **document} for document in await found.to_list()]
+
 
 def dead_letter_document(
     message: IncomingMessage,

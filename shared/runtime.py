@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from faststream.kafka import KafkaBroker
 
 from shared.clock import utc_now
@@ -153,5 +153,9 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
     @app.get("/health", tags=["operations"], summary="Readiness of this service")
     async def health() -> dict[str, Any]:
         return await runtime.health()
+
+    @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
+    async def dead_letters(limit: int = Query(default=50, ge=1, le=500)) -> list[dict[str, Any]]:
+        return await runtime.dead_letters.recent(limit)
 
     return app

@@ -91,6 +91,9 @@ async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_parti
     assert dead_letter["attempts"] == 1
     assert record.key == b"k"
     assert await runtime.db[DEAD_LETTERS].count_documents({}) == 1
+    [listed] = await runtime.dead_letters.recent(10)
+    assert listed["topic"] == topic
+    assert listed["original_text"] is None  # not UTF-8, so only the base64 copy
 
 
 async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_message_processed(
