@@ -49,12 +49,14 @@ class CloudEvent(BaseModel, Generic[DataT]):
     type: str = Field(min_length=1, description="The event type, equal to its topic name.")
     time: AwareDatetime = Field(description="When the fact happened, timezone-aware.")
     subject: str | None = Field(default=None, description="The family id when family-scoped.")
-    datacontenttype: Literal["application/json"] = "application/json"
+    datacontenttype: Literal["application/json"] = Field(
+        default="application/json", description="Media type of ``data``."
+    )
     correlationid: str = Field(
         min_length=1, description="Links every event that came from one submission."
     )
     schemaversion: int = Field(ge=1, description="Version of the data schema for this type.")
-    data: DataT
+    data: DataT = Field(description="The event's own fields, as its type's schema defines.")
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(serialize_as_any=True).encode()
@@ -160,8 +162,8 @@ class Address(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     line1: str = Field(min_length=1, max_length=200, description="First line of the address.")
-    line2: str | None = Field(default=None, max_length=200)
-    town: str | None = Field(default=None, max_length=100)
+    line2: str | None = Field(default=None, max_length=200, description="Second line.")
+    town: str | None = Field(default=None, max_length=100, description="Town or village.")
     postcode: str = Field(min_length=5, max_length=8, description="UK postcode.")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import typing
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from shared.contracts import (
     check,
@@ -21,6 +22,7 @@ from shared.contracts.compatibility import breaking_changes
 from shared.events import (
     EVENT_TYPES,
     CaseAllocated,
+    CloudEvent,
     EventData,
     HeadlineOutcome,
     LevelOfNeed,
@@ -268,3 +270,33 @@ def test_serialised_event_round_trips_against_checked_in_schema() -> None:
     assert event.type == ReferralReceived.event_type
     assert event.schemaversion == ReferralReceived.schema_version
     assert decoded == received
+
+
+def _models_within(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    if model in seen:
+        return seen
+    seen.add(model)
+    for field in model.model_fields.values():
+        for candidate in (field.annotation, *_nested_args(field.annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                _models_within(candidate, seen)
+    return seen
+
+
+def _nested_args(annotation: object) -> list[object]:
+    found: list[object] = []
+    for argument in typing.get_args(annotation):
+        found += [argument, *_nested_args(argument)]
+    return found
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_every_field_of_every_event_is_documented(event_type: str) -> None:
+    models = _models_within(CloudEvent, set()) | _models_within(EVENT_TYPES[event_type], set())
+    undocumented = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name, field in model.model_fields.items()
+        if not field.description
+    ]
+    assert undocumented == []
