@@ -15,7 +15,7 @@ from shared import topics
 from shared.consumer import IncomingMessage
 from shared.events import CaseOutcome, ReferralReceived, decode
 from shared.mongo import Session
-from shared.runtime import Runtime, build_runtime, service_app
+from shared.runtime import build_runtime, service_app
 
 
 class CloseCase(BaseModel):
@@ -27,10 +27,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     runtime = build_runtime(settings, produces=(topics.CASE_ALLOCATED, topics.CASE_CLOSED))
     store = MongoCaseStore(runtime.client, runtime.db, runtime.outbox, runtime.clock)
 
-    async def prepare(_: Runtime) -> None:
-        await store.ensure_indexes()
-
-    runtime.on_start.append(prepare)
+    runtime.on_start.append(lambda _: store.ensure_indexes())
 
     async def on_referral_received(message: IncomingMessage) -> None:
         event, referral = decode(message.value, ReferralReceived)

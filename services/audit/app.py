@@ -23,7 +23,7 @@ from shared.events import (
     decode,
 )
 from shared.mongo import Session
-from shared.runtime import Runtime, build_runtime, service_app
+from shared.runtime import build_runtime, service_app
 
 
 class AuditSubmission(BaseModel):
@@ -40,10 +40,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     runtime = build_runtime(settings, produces=(topics.AUDIT_COMPLETED,))
     store = MongoAuditStore(runtime.client, runtime.db, runtime.outbox)
 
-    async def prepare(_: Runtime) -> None:
-        await store.ensure_indexes()
-
-    runtime.on_start.append(prepare)
+    runtime.on_start.append(lambda _: store.ensure_indexes())
 
     async def on_case_allocated(message: IncomingMessage) -> None:
         event, allocation = decode(message.value, CaseAllocated)

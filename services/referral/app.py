@@ -22,7 +22,7 @@ from services.referral.store import MongoReferralStore
 from shared import topics
 from shared.consumer import IncomingMessage
 from shared.events import UndecodableEvent, read_envelope
-from shared.runtime import Runtime, build_runtime, service_app
+from shared.runtime import build_runtime, service_app
 
 HTTP_SOURCE = "/earlyhelp/referral/http"
 
@@ -32,10 +32,7 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
     runtime = build_runtime(settings, produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED))
     store = MongoReferralStore(runtime.client, runtime.db, runtime.outbox)
 
-    async def prepare(_: Runtime) -> None:
-        await store.ensure_indexes()
-
-    runtime.on_start.append(prepare)
+    runtime.on_start.append(lambda _: store.ensure_indexes())
 
     async def on_referral_submitted(message: IncomingMessage) -> None:
         try:

@@ -20,7 +20,7 @@ from shared.events import (
     decode,
 )
 from shared.mongo import Session
-from shared.runtime import Runtime, build_runtime, service_app
+from shared.runtime import build_runtime, service_app
 
 PROJECTED: tuple[type[EventData], ...] = (
     ReferralReceived,
@@ -36,10 +36,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     runtime = build_runtime(settings)
     store = MongoFiguresStore(runtime.db)
 
-    async def prepare(_: Runtime) -> None:
-        await store.ensure_indexes()
-
-    runtime.on_start.append(prepare)
+    runtime.on_start.append(lambda _: store.ensure_indexes())
 
     def projector(model: type[EventData]) -> Handler:
         async def project(message: IncomingMessage) -> None:
