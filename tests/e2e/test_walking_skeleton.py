@@ -1,7 +1,8 @@
 """End to end: the platform as ``make run`` starts it, over the real broker and database.
 
 A request posted over HTTP, and one published on ``referral-submitted``, become
-``referral-received``; allocation answers with ``case-allocated``; reporting counts them.
+``referral-received``; allocation answers with ``case-allocated``; the case is audited and
+closed; reporting counts all of it.
 """
 
 from __future__ import annotations
@@ -146,6 +147,41 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
 
         cases = (await client.get(platform.url("allocation", "/cases"))).json()
         assert {case["district"] for case in cases} == {"northvale", "southford"}
+
+        # The audit service learnt of the case from case-allocated; a manager audits it.
+        case_id = next(case["_id"] for case in cases if case["district"] == "northvale")
+        audit = {
+            "case_id": case_id,
+            "auditor_id": "tm-northvale",
+            "scores": [
+                {"standard": "voice of the child", "grade": "good"},
+                {"standard": "plan is SMART", "grade": "requires_improvement"},
+                {"standard": "management oversight", "grade": "good"},
+            ],
+            "learning_points": ["Review the plan with the family monthly."],
+        }
+
+        async def audited() -> int:
+            response = await client.post(platform.url("audit", "/audits"), json=audit)
+            return response.status_code
+
+        await eventually(audited, lambda status: status == 201, timeout_s=30)
+        closed = await client.post(
+            platform.url("allocation", f"/cases/{case_id}/close"), json={"outcome": "needs_met"}
+        )
+        assert closed.status_code == 200, closed.text
+        again = await client.post(
+            platform.url("allocation", f"/cases/{case_id}/close"), json={"outcome": "other"}
+        )
+        assert again.status_code == 409
+
+        totals = await eventually(
+            summary,
+            lambda t: t.get("audits_completed") == 1 and t.get("cases_closed") == 1,
+            timeout_s=30,
+        )
+        assert totals["grades"] == {"good": 1}
+        assert totals["closures_by_outcome"] == {"needs_met": 1}
 
     received = await read_topic(
         infra.kafka_bootstrap_servers, namespace.topic("referral-received"), count=2
