@@ -77,10 +77,9 @@ class ProcessedEvents:
     ) -> bool:
         """Run ``work`` (which returns its effect) and record ``event`` in one transaction.
 
-        Returns False, having changed nothing, when the event was processed before.
+        Returns False, having changed nothing, when the event was processed before: the
+        record's unique insert aborts the transaction, so no separate look-up is needed.
         """
-        if await self.effect_of(event) is not None:
-            return False
 
         async def work_and_record(session: Session) -> None:
             effect = await work(session)

@@ -11,32 +11,24 @@ from services.allocation.domain import OpenCase, allocate, case_id_for, team_for
 from shared.events import (
     AllocationKind,
     AllocationStatus,
-    HeadlineOutcome,
     LevelOfNeed,
     ReferralReceived,
     ScreeningDecision,
 )
+from tests.factories import referral_received
 
 RECEIVED_AT = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 NOW = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
 
 
 def referral(**changes: Any) -> ReferralReceived:
-    fields: dict[str, Any] = {
-        "referral_id": "ref-1",
-        "family_id": "fam-1",
-        "partner_id": "northvale-primary",
-        "submission_id": "np-2026-0001",
-        "route": "school",
-        "referral_source": "2A",
-        "district": "northvale",
-        "level_of_need": LevelOfNeed.EARLY_HELP_MULTI_AGENCY,
-        "decision": ScreeningDecision.EARLY_HELP,
-        "needs": [HeadlineOutcome.EDUCATION],
-        "child_count": 1,
-        "received_at": RECEIVED_AT,
-    }
-    return ReferralReceived.model_validate({**fields, **changes})
+    return referral_received(
+        **{
+            "level_of_need": LevelOfNeed.EARLY_HELP_MULTI_AGENCY,
+            "received_at": RECEIVED_AT,
+            **changes,
+        }
+    )
 
 
 @pytest.mark.parametrize(

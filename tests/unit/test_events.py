@@ -16,18 +16,17 @@ from shared.events import (
     CaseOutcome,
     EventData,
     HeadlineOutcome,
-    LevelOfNeed,
     ReferralReceived,
     ReferralRejected,
     ReferralSubmitted,
     RejectionReason,
-    ScreeningDecision,
     UndecodableEvent,
     decode,
     envelope,
     read_data,
     read_envelope,
 )
+from tests.factories import referral_received
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 SOURCE = "/earlyhelp/referral"
@@ -40,21 +39,14 @@ def submission_document() -> dict[str, Any]:
 
 
 def received(**changes: Any) -> ReferralReceived:
-    fields: dict[str, Any] = {
-        "referral_id": "ref-1",
-        "family_id": "fam-1",
-        "partner_id": "northvale-primary",
-        "submission_id": "np-2026-0001",
-        "route": "school",
-        "referral_source": "2A",
-        "district": "northvale",
-        "level_of_need": LevelOfNeed.EARLY_HELP_SINGLE_AGENCY,
-        "decision": ScreeningDecision.EARLY_HELP,
-        "needs": [HeadlineOutcome.EDUCATION, HeadlineOutcome.FAMILY_RELATIONSHIPS],
-        "child_count": 2,
-        "received_at": NOW,
-    }
-    return ReferralReceived.model_validate({**fields, **changes})
+    return referral_received(
+        **{
+            "needs": [HeadlineOutcome.EDUCATION, HeadlineOutcome.FAMILY_RELATIONSHIPS],
+            "child_count": 2,
+            "received_at": NOW,
+            **changes,
+        }
+    )
 
 
 def wrap(data: EventData, event_id: str = "evt-1") -> events.CloudEvent[EventData]:

@@ -23,7 +23,6 @@ from shared.events import (
     CaseAllocated,
     CaseClosed,
     CaseOutcome,
-    HeadlineOutcome,
     LevelOfNeed,
     OfstedGrade,
     ReferralReceived,
@@ -33,27 +32,14 @@ from shared.events import (
     ScreeningDecision,
     StandardScore,
 )
+from tests.factories import referral_received
 
 NOV = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 DEC = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
 def received(**changes: Any) -> ReferralReceived:
-    fields: dict[str, Any] = {
-        "referral_id": "ref-1",
-        "family_id": "fam-1",
-        "partner_id": "northvale-primary",
-        "submission_id": "np-2026-0001",
-        "route": "school",
-        "referral_source": "2A",
-        "district": "northvale",
-        "level_of_need": LevelOfNeed.EARLY_HELP_SINGLE_AGENCY,
-        "decision": ScreeningDecision.EARLY_HELP,
-        "needs": [HeadlineOutcome.EDUCATION],
-        "child_count": 1,
-        "received_at": NOV,
-    }
-    return ReferralReceived.model_validate({**fields, **changes})
+    return referral_received(**{"received_at": NOV, **changes})
 
 
 def allocated(**changes: Any) -> CaseAllocated:
