@@ -101,6 +101,15 @@ class ScreeningDecision(StrEnum):
     STEP_UP = "step_up"
 
 
+class FamilyMatchRule(StrEnum):
+    """How the front door found the family: exact identifiers first, then demographics."""
+
+    UPN = "upn"
+    NHS_NUMBER = "nhs_number"
+    SURNAME_DOB_POSTCODE = "surname_dob_postcode"
+    NEW_FAMILY = "new_family"
+
+
 class AllocationStatus(StrEnum):
     ALLOCATED = "allocated"
     QUEUED = "queued"
@@ -149,12 +158,25 @@ class Child(BaseModel):
 
     given_name: str = Field(min_length=1, max_length=100, description="First name.")
     family_name: str = Field(min_length=1, max_length=100, description="Surname.")
-    date_of_birth: date = Field(description="ISO date of birth.")
+    date_of_birth: date = Field(
+        description="ISO date of birth; for an unborn baby, the expected date (up to 40 weeks"
+        " ahead)."
+    )
     gender: Literal["female", "male", "other", "not_known"] = Field(
         description="Gender as recorded by the referrer."
     )
-    upn: str | None = Field(default=None, description="Unique Pupil Number (13 characters).")
-    nhs_number: str | None = Field(default=None, description="NHS number (10 digits).")
+    upn: str | None = Field(
+        default=None,
+        max_length=20,
+        description="Unique Pupil Number: a check letter then 12 characters, e.g. A123456789012.",
+        examples=["H801200001001"],
+    )
+    nhs_number: str | None = Field(
+        default=None,
+        max_length=20,
+        description="NHS number: 10 digits with a valid check digit; spaces are ignored.",
+        examples=["943 476 5919"],
+    )
     school: str | None = Field(default=None, max_length=200, description="School attended.")
 
 
@@ -164,7 +186,12 @@ class Address(BaseModel):
     line1: str = Field(min_length=1, max_length=200, description="First line of the address.")
     line2: str | None = Field(default=None, max_length=200, description="Second line.")
     town: str | None = Field(default=None, max_length=100, description="Town or village.")
-    postcode: str = Field(min_length=5, max_length=8, description="UK postcode.")
+    postcode: str = Field(
+        min_length=5,
+        max_length=8,
+        description="UK postcode; it decides the family's district.",
+        examples=["WX3 4AB"],
+    )
 
 
 class SafeguardingOverride(BaseModel):
@@ -180,8 +207,12 @@ class Consent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     given: bool = Field(description="Whether the family consented to the request.")
-    given_by: str | None = Field(default=None, description="Who gave consent.")
-    given_at: datetime | None = Field(default=None, description="When consent was given.")
+    given_by: str | None = Field(
+        default=None, max_length=200, description="Who gave consent; required when given."
+    )
+    given_at: AwareDatetime | None = Field(
+        default=None, description="When consent was given, with its timezone; required when given."
+    )
     safeguarding_override: SafeguardingOverride | None = Field(
         default=None, description="Set when the request proceeds without consent."
     )
@@ -194,14 +225,119 @@ class ReferralSubmitted(EventData):
     answered instead of silently lost.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "partner_id": "northvale-primary",
+                    "submission_id": "np-2026-0001",
+                    "route": "school",
+                    "referrer": {
+                        "name": "Sam Patel",
+                        "organisation": "Northvale Primary",
+                        "role": "Designated Safeguarding Lead",
+                        "email": "dsl@northvale.example.org",
+                    },
+                    "children": [
+                        {
+                            "given_name": "Amira",
+                            "family_name": "Hassan",
+                            "date_of_birth": "2016-04-12",
+                            "gender": "female",
+                            "upn": "A123456789012",
+                            "school": "Northvale Primary",
+                        },
+                        {
+                            "given_name": "Yusuf",
+                            "family_name": "Hassan",
+                            "date_of_birth": "2019-09-30",
+                            "gender": "male",
+                        },
+                    ],
+                    "address": {"line1": "4 Mill Lane", "town": "Northvale", "postcode": "WX3 4AB"},
+                    "needs": ["education", "family_relationships"],
+                    "level_of_need": 2,
+                    "consent": {
+                        "given": True,
+                        "given_by": "Layla Hassan (mother)",
+                        "given_at": "2026-11-20T10:00:00Z",
+                    },
+                },
+                {
+                    "partner_id": "wessex-csc",
+                    "submission_id": "csc-step-down-0042",
+                    "route": "social_care_step_down",
+                    "referrer": {
+                        "name": "Jo Okafor",
+                        "organisation": "Wessexshire Children's Social Care",
+                        "role": "Social worker",
+                        "phone": "01632 960 123",
+                    },
+                    "children": [
+                        {
+                            "given_name": "Mia",
+                            "family_name": "Clarke",
+                            "date_of_birth": "2013-06-02",
+                            "gender": "female",
+                            "nhs_number": "943 476 5919",
+                        }
+                    ],
+                    "address": {"line1": "12 Harbour Row", "postcode": "WX7 2PL"},
+                    "needs": ["family_relationships", "health"],
+                    "level_of_need": 3,
+                    "consent": {
+                        "given": True,
+                        "given_by": "Dan Clarke (father)",
+                        "given_at": "2026-11-18T15:30:00Z",
+                    },
+                    "social_care_case_reference": "CSC-2026-1187",
+                },
+                {
+                    "partner_id": "wessex-police",
+                    "submission_id": "pv-99120",
+                    "route": "police",
+                    "referrer": {
+                        "name": "PC Alex Reed",
+                        "organisation": "Wessex Police",
+                        "role": "Public protection officer",
+                    },
+                    "children": [
+                        {
+                            "given_name": "Leo",
+                            "family_name": "Brook",
+                            "date_of_birth": "2012-02-01",
+                            "gender": "male",
+                        }
+                    ],
+                    "address": {"line1": "9 Quay Street", "postcode": "WX12 7QT"},
+                    "needs": ["domestic_abuse", "safe_from_abuse_and_exploitation"],
+                    "level_of_need": 3,
+                    "consent": {
+                        "given": False,
+                        "safeguarding_override": {
+                            "lawful_basis": "Children Act 1989 s.47: risk of significant harm",
+                            "recorded_by": "DS Kim Lowe",
+                        },
+                    },
+                    "safeguarding_concern": True,
+                },
+            ]
+        },
+    )
     event_type: ClassVar[str] = "referral-submitted"
 
     partner_id: str = Field(min_length=1, max_length=100, description="The sending system's id.")
     submission_id: str = Field(
         min_length=1, max_length=200, description="The partner's own id for this submission."
     )
-    route: str = Field(min_length=1, description="The referral route, e.g. school, gp, police.")
+    route: str = Field(
+        min_length=1,
+        max_length=100,
+        description="The referral route, one of GET /routes (e.g. school, gp, police); it"
+        " decides the Children in Need census referral-source code.",
+    )
     referrer: Referrer = Field(description="Who made the request.")
     children: list[Child] = Field(min_length=1, description="The children the request is for.")
     address: Address = Field(description="The family's address.")
@@ -211,10 +347,20 @@ class ReferralSubmitted(EventData):
     level_of_need: LevelOfNeed = Field(description="The referrer's view of the level of need.")
     consent: Consent = Field(description="Consent, or a safeguarding override.")
     open_to_social_care: bool = Field(
-        default=False, description="Whether the family is open to Children's Social Care."
+        default=False,
+        description="Whether the family is open to Children's Social Care; Early Help then"
+        " co-works the case and the reference is required.",
     )
     social_care_case_reference: str | None = Field(
-        default=None, description="The social care case reference (open cases, step-downs)."
+        default=None,
+        max_length=100,
+        description="The social care case reference: required for step-downs and for families"
+        " open to social care.",
+    )
+    safeguarding_concern: bool = Field(
+        default=False,
+        description="The referrer believes a child may be at risk of significant harm: the"
+        " request is stepped up to Children's Social Care whatever the level of need.",
     )
     notes: str | None = Field(default=None, max_length=5000, description="Free text.")
 
@@ -227,8 +373,39 @@ class ReferralSubmitted(EventData):
 
 
 class ReferralReceived(EventData):
-    """A valid request, matched to a family and screened by the front door."""
+    """A valid request, matched to a family and screened by the front door.
 
+    Pseudonymous: the family id, district, ages, needs, level and pathway; names, dates of
+    birth and identifiers stay in the referral service.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "ref-5c1e0b7a9d2f4e6a8b3c",
+                    "family_id": "fam-0f8e2d4c6b1a3957e8d1",
+                    "partner_id": "northvale-primary",
+                    "submission_id": "np-2026-0001",
+                    "route": "school",
+                    "referral_source": "2A",
+                    "district": "northvale",
+                    "level_of_need": 2,
+                    "decision": "early_help",
+                    "needs": ["education", "family_relationships"],
+                    "child_count": 2,
+                    "received_at": "2026-11-20T10:05:00Z",
+                    "child_ages": [10, 7],
+                    "family_match": "new_family",
+                    "screening_reason": "level 2 (Early Help need): for allocation to a"
+                    " locality team",
+                    "screening_rules_version": "2026.11",
+                }
+            ]
+        },
+    )
     event_type: ClassVar[str] = "referral-received"
 
     referral_id: str = Field(description="Referral service's id for this request.")
@@ -250,9 +427,41 @@ class ReferralReceived(EventData):
         default=None, description="Social care case reference, for step-downs and co-working."
     )
     is_re_referral: bool = Field(
-        default=False, description="Within 12 months of the family's last closed case."
+        default=False,
+        description="No case is open and the family's last case closed within 12 months.",
     )
     received_at: datetime = Field(description="When the front door received the request.")
+    child_ages: list[int] = Field(
+        default_factory=list,
+        description="Each child's age in whole years when the request was received (0 for an"
+        " unborn baby), in the order given; no names or dates of birth leave the front door.",
+    )
+    family_match: FamilyMatchRule | None = Field(
+        default=None,
+        description="The rule that matched an existing family, or new_family.",
+    )
+    family_has_open_case: bool = Field(
+        default=False,
+        description="The family already has an open (or queued) Early Help case, which this"
+        " request joins so the family keeps its worker.",
+    )
+    safeguarding_concern: bool = Field(
+        default=False, description="The referrer raised a safeguarding concern."
+    )
+    without_consent: bool = Field(
+        default=False,
+        description="Accepted without consent under a recorded safeguarding override.",
+    )
+    screening_reason: str | None = Field(
+        default=None, description="Why screening decided as it did, for a person."
+    )
+    screening_rules_version: str | None = Field(
+        default=None, description="Version of the screening rules that decided."
+    )
+    signposted_services: list[str] = Field(
+        default_factory=list,
+        description="Directory service ids the family was signposted to (signpost decisions).",
+    )
 
 
 class RejectionReason(BaseModel):
@@ -266,6 +475,34 @@ class RejectionReason(BaseModel):
 class ReferralRejected(EventData):
     """A request that cannot be accepted, with every reason found."""
 
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "rejection_id": "rej-9a7b5c3d1e0f2a4b6c8d",
+                    "partner_id": "northvale-primary",
+                    "submission_id": "np-2026-0002",
+                    "route": "carrier_pigeon",
+                    "reasons": [
+                        {
+                            "field": "route",
+                            "code": "unknown_route",
+                            "message": "unknown route 'carrier_pigeon'; valid routes: ...",
+                        },
+                        {
+                            "field": "consent",
+                            "code": "no_consent",
+                            "message": "consent was not given and no safeguarding override"
+                            " with its lawful basis is recorded",
+                        },
+                    ],
+                    "received_at": "2026-11-20T10:07:00Z",
+                }
+            ]
+        },
+    )
     event_type: ClassVar[str] = "referral-rejected"
 
     rejection_id: str = Field(description="Referral service's id for this rejection.")

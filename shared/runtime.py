@@ -18,6 +18,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.clock import utc_now
 from shared.consumer import DeadLetters, Handler, subscribe
+from shared.contracts.asyncapi import asyncapi_document
 from shared.idempotency import ProcessedEvents
 from shared.kafka import KafkaPublisher, create_broker, ensure_topics
 from shared.mongo import Database, MongoClient, create_mongo_client
@@ -137,7 +138,7 @@ def build_runtime(
 
 
 def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
-    """A FastAPI app whose lifespan starts and stops the runtime, with a health endpoint."""
+    """A FastAPI app whose lifespan starts and stops the runtime, with operations endpoints."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -157,5 +158,17 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
     @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
     async def dead_letters(limit: int = Query(default=50, ge=1, le=500)) -> list[dict[str, Any]]:
         return await runtime.dead_letters.recent(limit)
+
+    @app.get(
+        "/asyncapi.json", tags=["operations"], summary="AsyncAPI document of this service's topics"
+    )
+    async def asyncapi() -> dict[str, Any]:
+        namespace = runtime.settings.topic_namespace
+        return asyncapi_document(
+            title=title,
+            description=description,
+            sends=runtime.produces,
+            receives={topic.removeprefix(namespace) for topic in runtime.handlers},
+        )
 
     return app

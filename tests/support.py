@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -74,3 +77,19 @@ async def produce(
             await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
+
+
+def partner_submission(data: Any, *, partner_id: str, event_id: str | None = None) -> bytes:
+    """A partner's ``referral-submitted`` CloudEvent, as their system would publish it."""
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "source": f"/partners/{partner_id}",
+            "type": "referral-submitted",
+            "time": datetime.now(UTC).isoformat(),
+            "correlationid": str(uuid.uuid4()),
+            "schemaversion": 1,
+            "data": data,
+        }
+    ).encode()

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, TypeAdapter
 
 from services.referral import domain
+from services.referral.directory import DirectoryService, find_services
 from services.referral.handlers import (
     Accepted,
+    FrontDoor,
     Origin,
     Outcome,
+    note_case_closed,
+    note_case_open,
     receive_submission,
     receive_unreadable,
 )
@@ -21,16 +28,67 @@ from services.referral.settings import ReferralSettings
 from services.referral.store import MongoReferralStore
 from shared import topics
 from shared.consumer import IncomingMessage
-from shared.events import UndecodableEvent, read_envelope
+from shared.events import (
+    CaseAllocated,
+    CaseClosed,
+    HeadlineOutcome,
+    ReferralSubmitted,
+    RejectionReason,
+    UndecodableEvent,
+    decode,
+    read_envelope,
+)
 from shared.runtime import build_runtime, service_app
 
 HTTP_SOURCE = "/earlyhelp/referral/http"
+
+
+class SignpostedService(BaseModel):
+    id: str = Field(description="Directory service id.")
+    name: str = Field(description="The service's name.")
+    organisation: str = Field(description="Who runs it.")
+    url: str | None = Field(default=None, description="Where the family can find it.")
+
+
+class ReferralAnswer(BaseModel):
+    """The front door's answer to an accepted request (or to its duplicate)."""
+
+    status: str = Field(description="Always accepted.", examples=["accepted"])
+    referral_id: str = Field(description="The referral's id: the same for a duplicate.")
+    family_id: str = Field(description="The family the request was matched to.")
+    district: str = Field(description="District decided by the postcode.")
+    decision: str = Field(description="signpost, early_help or step_up.")
+    screening_reason: str | None = Field(description="Why screening decided so.")
+    family_match: str | None = Field(description="upn, nhs_number, surname_dob_postcode or new.")
+    is_re_referral: bool = Field(description="Within 12 months of the family's last closure.")
+    family_has_open_case: bool = Field(description="The family keeps its open case and worker.")
+    signposted_services: list[SignpostedService] = Field(
+        description="Local services offered, for a signpost decision."
+    )
+    duplicate: bool = Field(description="This submission was accepted before.")
+
+
+class RejectionAnswer(BaseModel):
+    """Why a request cannot be accepted: one reason per problem found."""
+
+    status: str = Field(description="Always rejected.", examples=["rejected"])
+    rejection_id: str = Field(description="The stored rejection's id.")
+    reasons: list[RejectionReason] = Field(description="One per problem: field, code, message.")
+
+
+class RouteEntry(BaseModel):
+    route: str = Field(description="The route's id, used in submissions.")
+    name: str = Field(description="What the route is.")
+    referral_source: str = Field(description="Children in Need census referral-source code.")
+    referral_source_description: str = Field(description="What the census code means.")
 
 
 def create_app(settings: ReferralSettings | None = None) -> FastAPI:
     settings = settings or ReferralSettings()
     runtime = build_runtime(settings, produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED))
     store = MongoReferralStore(runtime.client, runtime.db, runtime.outbox)
+    front_door = _front_door(settings)
+    directory_by_id = {service.id: service for service in front_door.directory}
 
     runtime.on_start.append(lambda _: store.ensure_indexes())
 
@@ -48,74 +106,209 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
             )
             return
         origin = Origin(source=event.source, event_id=event.id, correlation_id=event.correlationid)
-        await receive_submission(event.data, origin=origin, store=store, now=runtime.clock())
+        await receive_submission(
+            event.data, origin=origin, store=store, now=runtime.clock(), front_door=front_door
+        )
+
+    async def on_case_allocated(message: IncomingMessage) -> None:
+        _, allocated = decode(message.value, CaseAllocated)
+        await note_case_open(allocated.family_id, allocated.case_id, store=store)
+
+    async def on_case_closed(message: IncomingMessage) -> None:
+        _, closed = decode(message.value, CaseClosed)
+        await note_case_closed(closed.family_id, closed.case_id, closed.closed_at, store=store)
 
     runtime.subscribe(topics.REFERRAL_SUBMITTED, on_referral_submitted)
+    runtime.subscribe(topics.CASE_ALLOCATED, on_case_allocated)
+    runtime.subscribe(topics.CASE_CLOSED, on_case_closed)
 
     app = service_app(
         runtime,
         title="Early Help referral service",
         description="The single front door: every referral route gives the same validated, "
-        "matched and screened referral-received.",
+        "matched and screened referral-received. Partners may POST here or publish the same "
+        "Request for Early Help Support on the referral-submitted topic (see /asyncapi.json).",
     )
+
+    def answer(outcome: Outcome) -> JSONResponse:
+        if isinstance(outcome, Accepted):
+            return JSONResponse(
+                _accepted_answer(outcome, directory_by_id).model_dump(mode="json"),
+                status_code=202,
+                headers={"location": f"/referrals/{outcome.referral_id}"},
+            )
+        rejected = RejectionAnswer(
+            status="rejected", rejection_id=outcome.rejection_id, reasons=outcome.reasons
+        )
+        return JSONResponse(rejected.model_dump(mode="json"), status_code=422)
 
     @app.post(
         "/referrals",
         status_code=202,
         tags=["referrals"],
         summary="Submit a Request for Early Help Support",
-        responses={422: {"description": "Rejected, with one reason per problem"}},
+        description="Validated, matched to a family and screened. The same partner_id and "
+        "submission_id sent again (here or on Kafka) gives the same referral and no second "
+        "referral-received. Invalid requests are stored and answered with every reason.",
+        responses={
+            202: {"model": ReferralAnswer, "description": "Accepted (or accepted before)"},
+            422: {"model": RejectionAnswer, "description": "Rejected, one reason per problem"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ReferralSubmitted"},
+                        "examples": _request_examples(),
+                    }
+                },
+            }
+        },
     )
     async def post_referral(request: Request) -> JSONResponse:
         correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
+        origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id)
         body = await request.body()
         try:
             document: Any = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id)
             rejected = await receive_unreadable(
                 body, f"not JSON: {error}", origin=origin, store=store, now=runtime.clock()
             )
-            return _answer(rejected)
-        # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
-        origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id)
+            return answer(rejected)
         outcome = await receive_submission(
-            document, origin=origin, store=store, now=runtime.clock()
+            document, origin=origin, store=store, now=runtime.clock(), front_door=front_door
         )
-        return _answer(outcome)
+        return answer(outcome)
 
     @app.get("/referrals/{referral_id}", tags=["referrals"], summary="A referral as received")
-    async def get_referral(referral_id: str) -> JSONResponse:
+    async def get_referral(referral_id: str) -> dict[str, Any]:
         found = await store.get_referral(referral_id)
         if found is None:
-            return JSONResponse({"detail": f"no referral {referral_id}"}, status_code=404)
-        return JSONResponse(json.loads(json.dumps(found, default=str)))
+            raise HTTPException(404, f"no referral {referral_id}")
+        return _jsonable(found)
 
-    @app.get("/routes", tags=["referrals"], summary="Referral routes and their CIN codes")
-    async def get_routes() -> dict[str, str]:
-        return dict(domain.ROUTES)
+    @app.get("/rejections/{rejection_id}", tags=["referrals"], summary="A stored rejection")
+    async def get_rejection(rejection_id: str) -> dict[str, Any]:
+        found = await store.get_rejection(rejection_id)
+        if found is None:
+            raise HTTPException(404, f"no rejection {rejection_id}")
+        return _jsonable(found)
 
+    @app.get("/routes", tags=["catalogue"], summary="Referral routes and their census codes")
+    async def get_routes() -> list[RouteEntry]:
+        return [
+            RouteEntry(
+                route=route.id,
+                name=route.name,
+                referral_source=route.referral_source,
+                referral_source_description=domain.CIN_REFERRAL_SOURCES[route.referral_source],
+            )
+            for route in domain.ROUTE_CATALOGUE
+        ]
+
+    @app.get("/districts", tags=["catalogue"], summary="Districts and their postcode areas")
+    async def get_districts() -> dict[str, list[str]]:
+        districts: dict[str, list[str]] = {}
+        for outward, district in sorted(front_door.districts.items()):
+            districts.setdefault(district, []).append(outward)
+        return districts
+
+    @app.get(
+        "/directory/services",
+        tags=["catalogue"],
+        summary="Local services, filtered by need, age and district",
+    )
+    async def get_directory_services(
+        need: Annotated[HeadlineOutcome | None, Query(description="A headline outcome.")] = None,
+        age: Annotated[int | None, Query(ge=0, le=25, description="A child's age.")] = None,
+        district: Annotated[str | None, Query(description="A district name.")] = None,
+    ) -> list[DirectoryService]:
+        return find_services(
+            front_door.directory,
+            needs=[need] if need else [],
+            ages=[age] if age is not None else [],
+            district=district,
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            submitted = ReferralSubmitted.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(submitted.pop("$defs", {}))
+            components["ReferralSubmitted"] = submitted
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
-def _answer(outcome: Outcome) -> JSONResponse:
-    if isinstance(outcome, Accepted):
-        return JSONResponse(
-            {
-                "status": "accepted",
-                "referral_id": outcome.referral_id,
-                "family_id": outcome.family_id,
-                "district": outcome.district,
-                "decision": outcome.decision,
-                "duplicate": outcome.duplicate,
-            },
-            status_code=202,
+def _front_door(settings: ReferralSettings) -> FrontDoor:
+    sample = FrontDoor.sample()
+    districts: Mapping[str, str] = sample.districts
+    directory: Sequence[DirectoryService] = sample.directory
+    if settings.postcode_districts_file is not None:
+        districts = TypeAdapter(dict[str, str]).validate_json(
+            settings.postcode_districts_file.read_bytes()
         )
-    return JSONResponse(
-        {
-            "status": "rejected",
-            "rejection_id": outcome.rejection_id,
-            "reasons": [reason.model_dump() for reason in outcome.reasons],
-        },
-        status_code=422,
+        districts = {outward.upper(): name for outward, name in districts.items()}
+    if settings.directory_file is not None:
+        directory = TypeAdapter(list[DirectoryService]).validate_json(
+            settings.directory_file.read_bytes()
+        )
+    return FrontDoor(districts, tuple(directory))
+
+
+def _accepted_answer(
+    outcome: Accepted, directory: Mapping[str, DirectoryService]
+) -> ReferralAnswer:
+    return ReferralAnswer(
+        status="accepted",
+        referral_id=outcome.referral_id,
+        family_id=outcome.family_id,
+        district=outcome.district,
+        decision=outcome.decision,
+        screening_reason=outcome.screening_reason,
+        family_match=outcome.family_match,
+        is_re_referral=outcome.is_re_referral,
+        family_has_open_case=outcome.family_has_open_case,
+        signposted_services=[
+            SignpostedService(
+                id=service.id,
+                name=service.name,
+                organisation=service.organization.name,
+                url=service.url,
+            )
+            for service_id in outcome.signposted_services
+            if (service := directory.get(service_id)) is not None
+        ],
+        duplicate=outcome.duplicate,
     )
+
+
+def _request_examples() -> dict[str, Any]:
+    """The contract's own examples, named by route, so OpenAPI and AsyncAPI show the same."""
+    extra: Any = ReferralSubmitted.model_config.get("json_schema_extra") or {}
+    return {
+        example["route"]: {
+            "summary": f"A request on the {example['route']} route",
+            "value": example,
+        }
+        for example in extra.get("examples", [])
+    }
+
+
+def _jsonable(document: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(document, default=str))
+    return result

@@ -1,58 +1,109 @@
 """The front door's rules: routes, districts, validation, family matching and screening.
 
-Pure functions over typed values: no I/O, no clock, no id generation.
+Pure functions over typed values: no I/O, no clock, no id generation beyond hashing.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from shared.events import LevelOfNeed, ReferralSubmitted, RejectionReason, ScreeningDecision
+from shared.events import (
+    Child,
+    FamilyMatchRule,
+    LevelOfNeed,
+    ReferralSubmitted,
+    RejectionReason,
+    ScreeningDecision,
+)
 
-ROUTES: Mapping[str, str] = {
-    # route -> Children in Need census referral-source code
-    "family_member": "1A",
-    "acquaintance": "1B",
-    "self_referral": "1C",
-    "other_individual": "1D",
-    "school": "2A",
-    "nursery": "2A",
-    "college": "2A",
-    "education_welfare": "2B",
-    "send_service": "2B",
-    "gp": "3A",
-    "health_visitor": "3B",
-    "school_nurse": "3C",
-    "midwife": "3D",
-    "dentist": "3D",
-    "emergency_department": "3E",
-    "camhs": "3F",
-    "adult_mental_health": "3F",
-    "substance_misuse_service": "3F",
-    "housing": "4",
-    "social_care_step_down": "5A",
-    "adult_social_care": "5B",
-    "youth_offending": "5B",
-    "another_local_authority": "5C",
-    "early_help_team": "5D",
-    "police": "6",
-    "probation": "7",
-    "cafcass": "7",
-    "childrens_centre": "8",
-    "voluntary_sector": "8",
-    "domestic_abuse_service": "8",
-    "faith_group": "8",
-    "anonymous": "9",
-    "unknown": "10",
+# ---------------------------------------------------------------------------------------------
+# Routes and the Children in Need census referral-source codes
+
+CIN_REFERRAL_SOURCES: Mapping[str, str] = {
+    "1A": "Individual: family member/relative/carer",
+    "1B": "Individual: acquaintance (including neighbours and child minders)",
+    "1C": "Individual: self",
+    "1D": "Individual: other",
+    "2A": "Schools",
+    "2B": "Education services",
+    "3A": "Health services: GP",
+    "3B": "Health services: health visitor",
+    "3C": "Health services: school nurse",
+    "3D": "Health services: other primary health services",
+    "3E": "Health services: A&E",
+    "3F": "Health services: other",
+    "4": "Housing",
+    "5A": "LA services: social care",
+    "5B": "LA services: other internal",
+    "5C": "LA services: external (another local authority)",
+    "5D": "LA services: early help",
+    "6": "Police",
+    "7": "Other legal agency",
+    "8": "Other",
+    "9": "Anonymous",
+    "10": "Unknown",
 }
+
+
+@dataclass(frozen=True)
+class Route:
+    """A way a request reaches the front door, and the census code it is counted under."""
+
+    id: str
+    name: str
+    referral_source: str
+
+
+ROUTE_CATALOGUE: Sequence[Route] = (
+    Route("family_member", "Family member or carer", "1A"),
+    Route("acquaintance", "Neighbour, friend or childminder", "1B"),
+    Route("self_referral", "The family themselves", "1C"),
+    Route("other_individual", "Another individual", "1D"),
+    Route("school", "School", "2A"),
+    Route("nursery", "Nursery or pre-school in a school", "2A"),
+    Route("college", "Sixth form or further education college", "2A"),
+    Route("education_welfare", "Education welfare and attendance service", "2B"),
+    Route("send_service", "Special educational needs and disabilities service", "2B"),
+    Route("early_years_setting", "Private or voluntary early years setting", "2B"),
+    Route("gp", "GP practice", "3A"),
+    Route("health_visitor", "Health visitor", "3B"),
+    Route("school_nurse", "School nurse", "3C"),
+    Route("midwife", "Midwife", "3D"),
+    Route("dentist", "Dental practice", "3D"),
+    Route("emergency_department", "A&E (emergency department)", "3E"),
+    Route("camhs", "Child and adolescent mental health services", "3F"),
+    Route("adult_mental_health", "Adult mental health services", "3F"),
+    Route("substance_misuse_service", "Drug and alcohol service", "3F"),
+    Route("housing", "Housing provider or housing options", "4"),
+    Route("social_care_step_down", "Children's Social Care step-down", "5A"),
+    Route("adult_social_care", "Adult social care", "5B"),
+    Route("youth_offending", "Youth offending (youth justice) service", "5B"),
+    Route("another_local_authority", "Another local authority", "5C"),
+    Route("early_help_team", "Early Help team", "5D"),
+    Route("police", "Police", "6"),
+    Route("probation", "Probation service", "7"),
+    Route("cafcass", "Cafcass", "7"),
+    Route("childrens_centre", "Children's centre or family hub", "8"),
+    Route("voluntary_sector", "Voluntary or community organisation", "8"),
+    Route("domestic_abuse_service", "Domestic abuse service", "8"),
+    Route("faith_group", "Faith group", "8"),
+    Route("anonymous", "Anonymous", "9"),
+    Route("unknown", "Not known", "10"),
+)
+ROUTES: Mapping[str, str] = {route.id: route.referral_source for route in ROUTE_CATALOGUE}
 STEP_DOWN_ROUTE = "social_care_step_down"
+
+# ---------------------------------------------------------------------------------------------
+# Postcodes and districts
 
 POSTCODE_DISTRICTS: Mapping[str, str] = {
     # outward code -> district, for the fictional county of Wessexshire
@@ -76,6 +127,61 @@ def district_for(postcode: str, districts: Mapping[str, str] = POSTCODE_DISTRICT
     return None if normalised is None else districts.get(normalised.split(" ")[0])
 
 
+# ---------------------------------------------------------------------------------------------
+# Children's identifiers
+
+_UPN_CHECK_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"
+_UPN = re.compile(r"^[A-Z][0-9]{11}[0-9A-Z]$")
+
+
+def normalise_upn(upn: str) -> str:
+    return re.sub(r"\s+", "", upn).upper()
+
+
+def upn_problem(upn: str) -> str | None:
+    """What is wrong with a Unique Pupil Number, or None when it is valid.
+
+    The first character is a check letter over the other twelve (the DfE's modulus 23
+    scheme), so a mistyped UPN is caught here rather than matching the wrong child.
+    """
+    value = normalise_upn(upn)
+    if not _UPN.match(value):
+        return "a UPN is a check letter then 11 digits and a digit or letter (13 characters)"
+    total = sum(
+        weight * (int(char) if char.isdigit() else _UPN_CHECK_LETTERS.find(char))
+        for weight, char in zip(range(2, 14), value[1:], strict=True)
+    )
+    if value[-1].isalpha() and value[-1] not in _UPN_CHECK_LETTERS:
+        return f"{value[-1]!r} is not a letter used in UPNs"
+    expected = _UPN_CHECK_LETTERS[total % 23]
+    return None if value[0] == expected else f"check letter should be {expected}, not {value[0]}"
+
+
+def normalise_nhs_number(nhs_number: str) -> str:
+    return re.sub(r"[\s-]+", "", nhs_number)
+
+
+def nhs_number_problem(nhs_number: str) -> str | None:
+    """What is wrong with an NHS number, or None: ten digits, the last a modulus 11 check."""
+    value = normalise_nhs_number(nhs_number)
+    if not re.fullmatch(r"[0-9]{10}", value):
+        return "an NHS number is 10 digits"
+    remainder = sum(
+        int(digit) * weight for digit, weight in zip(value[:9], range(10, 1, -1), strict=True)
+    )
+    check = (11 - remainder % 11) % 11
+    if check == 10 or check != int(value[9]):
+        return "the check digit does not match"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+UNBORN_HORIZON = timedelta(weeks=40)
+OLDEST_AGE = 25  # Early Help reaches young people with SEND up to 25
+
+
 def parse_submission(document: Any) -> ReferralSubmitted | list[RejectionReason]:
     """The submission, or one reason per problem with the field's dotted path."""
     try:
@@ -92,101 +198,291 @@ def parse_submission(document: Any) -> ReferralSubmitted | list[RejectionReason]
 
 
 def check_rules(
-    submission: ReferralSubmitted, districts: Mapping[str, str] = POSTCODE_DISTRICTS
+    submission: ReferralSubmitted,
+    districts: Mapping[str, str] = POSTCODE_DISTRICTS,
+    *,
+    today: date | None = None,
 ) -> list[RejectionReason]:
-    """Rules beyond the schema: known route, served postcode, consent, step-down reference."""
+    """Rules beyond the schema, each broken one giving its own reason.
+
+    Known route, valid identifiers and plausible dates of birth (when ``today`` is given),
+    a served postcode, consent or an override, and the social care reference that step-downs
+    and families open to social care must carry.
+    """
     reasons: list[RejectionReason] = []
+
+    def refuse(field_path: str, code: str, message: str) -> None:
+        reasons.append(RejectionReason(field=field_path, code=code, message=message))
+
     if submission.route not in ROUTES:
-        reasons.append(
-            RejectionReason(
-                field="route",
-                code="unknown_route",
-                message=f"unknown route {submission.route!r}; valid routes: "
-                + ", ".join(sorted(ROUTES)),
-            )
+        refuse(
+            "route",
+            "unknown_route",
+            f"unknown route {submission.route!r}; valid routes: " + ", ".join(sorted(ROUTES)),
         )
-    if normalise_postcode(submission.address.postcode) is None:
-        reasons.append(
-            RejectionReason(
-                field="address.postcode",
-                code="invalid_postcode",
-                message=f"{submission.address.postcode!r} is not a UK postcode",
+    for index, child in enumerate(submission.children):
+        path = f"children.{index}"
+        if child.upn is not None and (problem := upn_problem(child.upn)):
+            refuse(f"{path}.upn", "invalid_upn", f"{child.upn!r} is not a valid UPN: {problem}")
+        if child.nhs_number is not None and (problem := nhs_number_problem(child.nhs_number)):
+            refuse(
+                f"{path}.nhs_number",
+                "invalid_nhs_number",
+                f"{child.nhs_number!r} is not a valid NHS number: {problem}",
             )
+        if today is not None:
+            if child.date_of_birth > today + UNBORN_HORIZON:
+                refuse(
+                    f"{path}.date_of_birth",
+                    "date_of_birth_in_future",
+                    f"{child.date_of_birth} is more than 40 weeks ahead",
+                )
+            elif age_on(child.date_of_birth, today) > OLDEST_AGE:
+                refuse(
+                    f"{path}.date_of_birth",
+                    "too_old",
+                    f"born {child.date_of_birth}: Early Help is for children and young people"
+                    f" up to {OLDEST_AGE}",
+                )
+    if normalise_postcode(submission.address.postcode) is None:
+        refuse(
+            "address.postcode",
+            "invalid_postcode",
+            f"{submission.address.postcode!r} is not a UK postcode",
         )
     elif district_for(submission.address.postcode, districts) is None:
-        reasons.append(
-            RejectionReason(
-                field="address.postcode",
-                code="outside_area",
-                message=f"{submission.address.postcode!r} is not in a district we serve",
-            )
+        refuse(
+            "address.postcode",
+            "outside_area",
+            f"{submission.address.postcode!r} is not in a district we serve",
         )
     consent = submission.consent
-    if not consent.given and consent.safeguarding_override is None:
-        reasons.append(
-            RejectionReason(
-                field="consent",
-                code="no_consent",
-                message="consent was not given and no safeguarding override "
-                "with its lawful basis is recorded",
+    if consent.given:
+        if not consent.given_by or consent.given_at is None:
+            refuse(
+                "consent",
+                "consent_incomplete",
+                "consent was given but who gave it (given_by) and when (given_at) are needed",
             )
+    elif consent.safeguarding_override is None:
+        refuse(
+            "consent",
+            "no_consent",
+            "consent was not given and no safeguarding override with its lawful basis is recorded",
         )
-    if submission.route == STEP_DOWN_ROUTE and not submission.social_care_case_reference:
-        reasons.append(
-            RejectionReason(
-                field="social_care_case_reference",
-                code="missing",
-                message="a step-down from social care needs the social care case reference",
+    if not submission.social_care_case_reference:
+        if submission.route == STEP_DOWN_ROUTE:
+            refuse(
+                "social_care_case_reference",
+                "missing",
+                "a step-down from social care needs the social care case reference",
             )
-        )
+        elif submission.open_to_social_care:
+            refuse(
+                "social_care_case_reference",
+                "missing",
+                "a family open to social care needs the social care case reference",
+            )
     return reasons
 
 
-def screen(level: LevelOfNeed) -> ScreeningDecision:
-    """1 universal: signpost; 2 and 3: Early Help; 4 statutory: step up to social care."""
-    if level is LevelOfNeed.UNIVERSAL:
-        return ScreeningDecision.SIGNPOST
+def age_on(born: date, on: date) -> int:
+    """Age in whole years on ``on``; 0 for a child not yet born."""
+    if born > on:
+        return 0
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+# ---------------------------------------------------------------------------------------------
+# Family matching: one family, one worker, one plan
+
+
+@dataclass(frozen=True)
+class FamilyKey:
+    """One way of recognising a family, hashed so the index holds no identifier in clear."""
+
+    value: str
+    rule: FamilyMatchRule
+
+
+_RULE_PRIORITY = (
+    FamilyMatchRule.UPN,
+    FamilyMatchRule.NHS_NUMBER,
+    FamilyMatchRule.SURNAME_DOB_POSTCODE,
+)
+
+
+def family_keys(submission: ReferralSubmitted) -> list[FamilyKey]:
+    """Every child's keys, strongest rule first: UPNs, then NHS numbers, then demographics."""
+    postcode = normalise_postcode(submission.address.postcode) or submission.address.postcode
+    keys: list[FamilyKey] = []
+    for rule in _RULE_PRIORITY:
+        for child in submission.children:
+            material = _key_material(child, rule, postcode)
+            if material is not None:
+                key = FamilyKey(_hash(f"{rule.value}:{material}"), rule)
+                if key not in keys:
+                    keys.append(key)
+    return keys
+
+
+def _key_material(child: Child, rule: FamilyMatchRule, postcode: str) -> str | None:
+    if rule is FamilyMatchRule.UPN:
+        return normalise_upn(child.upn) if child.upn else None
+    if rule is FamilyMatchRule.NHS_NUMBER:
+        return normalise_nhs_number(child.nhs_number) if child.nhs_number else None
+    return "|".join((normalise_name(child.family_name), child.date_of_birth.isoformat(), postcode))
+
+
+@dataclass(frozen=True)
+class FamilyHistory:
+    """What the front door knows of a family's cases, from case-allocated and case-closed."""
+
+    family_id: str
+    open_cases: tuple[str, ...] = ()
+    last_closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KnownFamilies:
+    """The families some of a submission's keys already point to."""
+
+    by_key: Mapping[str, str] = field(default_factory=dict)
+    histories: Mapping[str, FamilyHistory] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FamilyMatch:
+    family_id: str
+    rule: FamilyMatchRule
+    other_families: tuple[str, ...]
+    """Families that weaker keys point to: a possible duplicate for a person to review."""
+
+    @property
+    def is_new(self) -> bool:
+        return self.rule is FamilyMatchRule.NEW_FAMILY
+
+
+def match_family(submission: ReferralSubmitted, known: KnownFamilies) -> FamilyMatch:
+    """The family this request is for: exact identifiers win over demographics.
+
+    Siblings in one request are one family, so the strongest key of any child decides.
+    With no match the family is new, its id derived from the eldest child so that two
+    replicas creating the same family at once converge on one id.
+    """
+    keys = family_keys(submission)
+    found = [(key, known.by_key[key.value]) for key in keys if key.value in known.by_key]
+    if not found:
+        return FamilyMatch(new_family_id(submission), FamilyMatchRule.NEW_FAMILY, ())
+    best_key, family_id = found[0]
+    others = tuple(dict.fromkeys(other for _, other in found if other != family_id))
+    return FamilyMatch(family_id, best_key.rule, others)
+
+
+def new_family_id(submission: ReferralSubmitted) -> str:
+    eldest = min(
+        submission.children,
+        key=lambda child: (child.date_of_birth, normalise_name(child.family_name)),
+    )
+    postcode = normalise_postcode(submission.address.postcode) or submission.address.postcode
+    material = "|".join(
+        (normalise_name(eldest.family_name), eldest.date_of_birth.isoformat(), postcode)
+    )
+    return "fam-" + hashlib.sha256(material.encode()).hexdigest()[:20]
+
+
+def is_re_referral(history: FamilyHistory | None, received_at: datetime) -> bool:
+    """No case open, and the family's last case closed within the 12 months before."""
+    if history is None or history.open_cases or history.last_closed_at is None:
+        return False
+    return history.last_closed_at <= received_at < add_months(history.last_closed_at, 12)
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """The same day ``months`` later, or the month's last day when it has fewer days."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    last_day = calendar.monthrange(year, month)[1]
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def normalise_name(name: str) -> str:
+    """Case, accents, spaces and punctuation folded away; letters of any script kept."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(char for char in decomposed if char.isalnum())
+
+
+def _hash(material: str) -> str:
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening
+
+SCREENING_RULES_VERSION = "2026.11"
+
+
+@dataclass(frozen=True)
+class Screening:
+    decision: ScreeningDecision
+    reason: str
+    rules_version: str = SCREENING_RULES_VERSION
+
+
+def screen(level: LevelOfNeed, *, safeguarding_concern: bool = False) -> Screening:
+    """Level 1 is signposted, 2 and 3 go to Early Help, 4 or a safeguarding concern step up.
+
+    A safeguarding concern outranks the level of need: a child who may be at risk of
+    significant harm is for Children's Social Care whatever the referrer graded.
+    """
+    if safeguarding_concern:
+        return Screening(
+            ScreeningDecision.STEP_UP,
+            "safeguarding concern raised: stepped up to Children's Social Care",
+        )
     if level is LevelOfNeed.STATUTORY:
-        return ScreeningDecision.STEP_UP
-    return ScreeningDecision.EARLY_HELP
+        return Screening(
+            ScreeningDecision.STEP_UP,
+            "level 4 (statutory need): stepped up to Children's Social Care",
+        )
+    if level is LevelOfNeed.UNIVERSAL:
+        return Screening(
+            ScreeningDecision.SIGNPOST,
+            "level 1 (universal need): signposted to local services, no allocation",
+        )
+    return Screening(
+        ScreeningDecision.EARLY_HELP,
+        f"level {level.value} (Early Help need): for allocation to a locality team",
+    )
 
 
 @dataclass(frozen=True)
 class Screened:
-    """A valid submission with what the front door worked out about it."""
+    """A valid submission with what the front door worked out about it before matching."""
 
     submission: ReferralSubmitted
     referral_source: str
     district: str
-    family_key: str
-    decision: ScreeningDecision
+    child_ages: tuple[int, ...]
+    screening: Screening
 
     @property
     def is_step_down(self) -> bool:
         return self.submission.route == STEP_DOWN_ROUTE
 
-
-def family_key(submission: ReferralSubmitted) -> str:
-    """A stable key for the family: the eldest child's surname, birth date and postcode.
-
-    A first cut of family matching; matching on UPN and NHS number comes with the full
-    front door.
-    """
-    eldest = min(
-        submission.children,
-        key=lambda child: (child.date_of_birth, _normalise_name(child.family_name)),
-    )
-    postcode = normalise_postcode(submission.address.postcode) or submission.address.postcode
-    material = "|".join(
-        (_normalise_name(eldest.family_name), eldest.date_of_birth.isoformat(), postcode)
-    )
-    return hashlib.sha256(material.encode()).hexdigest()[:20]
+    @property
+    def decision(self) -> ScreeningDecision:
+        return self.screening.decision
 
 
 def screen_submission(
-    submission: ReferralSubmitted, districts: Mapping[str, str] = POSTCODE_DISTRICTS
+    submission: ReferralSubmitted,
+    districts: Mapping[str, str] = POSTCODE_DISTRICTS,
+    *,
+    today: date,
 ) -> Screened | Sequence[RejectionReason]:
-    reasons = check_rules(submission, districts)
+    """Check every rule, then work out source code, district, ages and the screening."""
+    reasons = check_rules(submission, districts, today=today)
     if reasons:
         return reasons
     district = district_for(submission.address.postcode, districts)
@@ -195,12 +491,8 @@ def screen_submission(
         submission=submission,
         referral_source=ROUTES[submission.route],
         district=district,
-        family_key=family_key(submission),
-        decision=screen(submission.level_of_need),
+        child_ages=tuple(age_on(child.date_of_birth, today) for child in submission.children),
+        screening=screen(
+            submission.level_of_need, safeguarding_concern=submission.safeguarding_concern
+        ),
     )
-
-
-def _normalise_name(name: str) -> str:
-    """Case, accents, spaces and punctuation folded away; letters of any script kept."""
-    decomposed = unicodedata.normalize("NFKD", name.casefold())
-    return "".join(char for char in decomposed if char.isalnum())

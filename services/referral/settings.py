@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.settings import ServiceSettings
@@ -8,3 +10,13 @@ from shared.settings import ServiceSettings
 class ReferralSettings(ServiceSettings):
     service_name: str = "referral"
     http_port: int = Field(default=8001, validation_alias="EARLYHELP_REFERRAL_PORT")
+    postcode_districts_file: Path | None = Field(
+        default=None,
+        description="JSON object of postcode outward code -> district; the sample county's"
+        " table when unset.",
+    )
+    directory_file: Path | None = Field(
+        default=None,
+        description="JSON list of local services (Open Referral UK shaped) for signposting;"
+        " the sample directory when unset.",
+    )

@@ -3,6 +3,8 @@
 The files under ``schemas/`` are what consumers were built against. Comparing them with the
 models (``python -m shared.contracts``, the contract tests) stops an incompatible change from
 shipping under an existing schema version, and shows additive changes in review as a diff.
+``asyncapi.json`` is the platform's AsyncAPI document built from the same models
+(``shared.contracts.asyncapi``), checked in beside them so partners can read it unrun.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from shared.contracts.compatibility import breaking_changes
 from shared.events import EVENT_TYPES, UPCASTERS, CloudEvent, EventData
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+ASYNCAPI_PATH = Path(__file__).parent / "asyncapi.json"
 
 __all__ = [
+    "ASYNCAPI_PATH",
     "SCHEMA_DIR",
     "breaking_changes",
     "check",
+    "current_asyncapi",
     "current_schemas",
     "event_schema",
     "incompatibilities",
@@ -45,6 +50,14 @@ def current_schemas() -> dict[Path, dict[str, Any]]:
     return {schema_path(model): event_schema(model) for model in EVENT_TYPES.values()}
 
 
+def current_asyncapi() -> dict[str, Any]:
+    """The platform's AsyncAPI document, as ``ASYNCAPI_PATH`` should hold it."""
+    # Imported here: the document is built from ``event_schema`` above.
+    from shared.contracts.asyncapi import platform_document
+
+    return platform_document()
+
+
 def render(schema: dict[str, Any]) -> str:
     """Stable text, so regenerating an unchanged schema leaves no diff."""
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
@@ -63,7 +76,8 @@ def write_schemas() -> list[Path]:
     for path, schema in current_schemas().items():
         path.write_text(render(schema), encoding="utf-8")
         written.append(path)
-    return written
+    ASYNCAPI_PATH.write_text(render(current_asyncapi()), encoding="utf-8")
+    return [*written, ASYNCAPI_PATH]
 
 
 def incompatibilities() -> list[str]:
@@ -103,4 +117,9 @@ def check() -> list[str]:
             problems.append(f"{path.name}: missing; run `make schemas` to write it")
         elif checked_in != schema and not breaking_changes(checked_in, schema):
             problems.append(f"{path.name}: out of date; run `make schemas` to refresh it")
+    checked_in_asyncapi = load_schema(ASYNCAPI_PATH)
+    if checked_in_asyncapi is None:
+        problems.append(f"{ASYNCAPI_PATH.name}: missing; run `make schemas` to write it")
+    elif checked_in_asyncapi != current_asyncapi():
+        problems.append(f"{ASYNCAPI_PATH.name}: out of date; run `make schemas` to refresh it")
     return problems

@@ -11,9 +11,7 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import pytest
 from shared.embedded import free_port
 from shared.events import CaseAllocated, ReferralReceived, decode
 from tests.conftest import Infra, Namespace
-from tests.support import eventually, produce, read_topic
+from tests.support import eventually, partner_submission, produce, read_topic
 
 pytestmark = pytest.mark.infra
 
@@ -128,7 +126,7 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         await produce(
             infra.kafka_bootstrap_servers,
             namespace.topic("referral-submitted"),
-            [_cloud_event(over_kafka)],
+            [partner_submission(over_kafka, partner_id="wessex-police")],
         )
 
         async def summary() -> dict[str, Any]:
@@ -196,18 +194,3 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         # one correlation id links everything that came from one submission
         assert envelope.correlationid == by_family[allocation.family_id].correlationid
         assert envelope.subject == allocation.family_id
-
-
-def _cloud_event(data: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": "/partners/wessex-police",
-            "type": "referral-submitted",
-            "time": datetime.now(UTC).isoformat(),
-            "correlationid": str(uuid.uuid4()),
-            "schemaversion": 1,
-            "data": data,
-        }
-    ).encode()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,10 +12,15 @@ from typing import Any
 
 import pytest
 
+from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies
 from services.referral.handlers import (
     Accepted,
+    Decided,
+    FrontDoor,
     Origin,
     Rejected,
+    note_case_closed,
+    note_case_open,
     receive_submission,
     receive_unreadable,
     referral_id_for,
@@ -21,6 +28,7 @@ from services.referral.handlers import (
 )
 from services.referral.ports import ReferralStore
 from shared.events import (
+    FamilyMatchRule,
     HeadlineOutcome,
     LevelOfNeed,
     ReferralReceived,
@@ -57,22 +65,46 @@ class InMemoryReferralStore:
         self.received: list[ReferralReceived] = []
         self.rejected: list[ReferralRejected] = []
         self.correlation_ids: list[str] = []
+        self.family_of_key: dict[str, str] = {}
+        self.histories: dict[str, FamilyHistory] = {}
 
     async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
         found = self.referrals.get((partner_id, submission_id))
         return None if found is None else replace(found, duplicate=True)
 
     async def accept(
-        self, submission: ReferralSubmitted, event: ReferralReceived, *, correlation_id: str
+        self,
+        submission: ReferralSubmitted,
+        keys: list[FamilyKey],
+        decide: Callable[[KnownFamilies], Decided],
+        *,
+        correlation_id: str,
+        now: datetime,
     ) -> Accepted:
-        key = (event.partner_id, event.submission_id)
+        key = (submission.partner_id, submission.submission_id)
         if key in self.referrals:
             return replace(self.referrals[key], duplicate=True)
+        by_key = {
+            k.value: self.family_of_key[k.value] for k in keys if k.value in self.family_of_key
+        }
+        known = KnownFamilies(
+            by_key=by_key,
+            histories={f: self.histories[f] for f in by_key.values() if f in self.histories},
+        )
+        event = decide(known).event
+        for family_key in keys:
+            self.family_of_key.setdefault(family_key.value, event.family_id)
+        self.histories.setdefault(event.family_id, FamilyHistory(event.family_id))
         accepted = Accepted(
             referral_id=event.referral_id,
             family_id=event.family_id,
             district=event.district,
             decision=event.decision.value,
+            family_match=event.family_match,
+            is_re_referral=event.is_re_referral,
+            family_has_open_case=event.family_has_open_case,
+            screening_reason=event.screening_reason,
+            signposted_services=tuple(event.signposted_services),
         )
         self.referrals[key] = accepted
         self.submissions[event.referral_id] = submission
@@ -88,6 +120,18 @@ class InMemoryReferralStore:
         )
         self.rejected.append(event)
         self.correlation_ids.append(correlation_id)
+
+    async def note_case_open(self, family_id: str, case_id: str) -> None:
+        history = self.histories[family_id]
+        self.histories[family_id] = replace(history, open_cases=(*history.open_cases, case_id))
+
+    async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
+        history = self.histories[family_id]
+        self.histories[family_id] = replace(
+            history,
+            open_cases=tuple(case for case in history.open_cases if case != case_id),
+            last_closed_at=closed_at,
+        )
 
 
 @pytest.fixture
@@ -110,14 +154,15 @@ async def test_a_valid_submission_is_accepted_with_one_referral_received(
 ) -> None:
     outcome = await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
 
+    assert isinstance(outcome, Accepted)
     assert store.rejected == []
     [event] = store.received
-    assert outcome == Accepted(
-        referral_id=referral_id_for("northvale-primary", "np-2026-0001"),
-        family_id=event.family_id,
-        district="northvale",
-        decision="early_help",
-        duplicate=False,
+    assert outcome.referral_id == referral_id_for("northvale-primary", "np-2026-0001")
+    assert (outcome.family_id, outcome.district, outcome.decision, outcome.duplicate) == (
+        event.family_id,
+        "northvale",
+        "early_help",
+        False,
     )
     assert event.referral_id == referral_id_for("northvale-primary", "np-2026-0001")
     assert event.family_id.startswith("fam-")
@@ -247,7 +292,7 @@ async def test_an_invalid_submission_is_rejected_with_reasons_and_a_stored_rejec
     assert event.reasons == outcome.reasons
     assert event.received_at == NOW
     stored = store.rejections[outcome.rejection_id]
-    assert stored.document["submission"]["children"][0]["date_of_birth"] == "not a date"
+    assert json.loads(stored.document["submission_json"]) == document
     assert stored.correlation_id == "corr-1"
 
 
@@ -289,7 +334,10 @@ async def test_a_document_that_is_not_an_object_is_rejected_and_stored(
     assert isinstance(outcome, Rejected)
     [event] = store.rejected
     assert event.partner_id is None
-    assert store.rejections[outcome.rejection_id].document == {"submission": '["a", "list"]'}
+    assert store.rejections[outcome.rejection_id].document == {
+        "submission_json": '["a", "list"]',
+        "submission_truncated": False,
+    }
 
 
 async def test_unreadable_bytes_are_stored_as_a_rejection_with_code_unreadable(
@@ -307,12 +355,13 @@ async def test_unreadable_bytes_are_stored_as_a_rejection_with_code_unreadable(
     assert event.partner_id is None
     assert event.submission_id is None
     assert event.received_at == NOW
-    raw = store.rejections[outcome.rejection_id].document["submission"]["raw"]
-    assert raw.endswith("{not json")
+    stored = store.rejections[outcome.rejection_id].document
+    assert base64.b64decode(stored["raw_base64"]) == b"\xff{not json"
+    assert stored["raw_text"].endswith("{not json")
     assert store.received == []
 
 
-async def test_unreadable_bytes_are_stored_cut_to_twenty_thousand_characters(
+async def test_unreadable_bytes_are_kept_whole_with_a_readable_excerpt(
     store: InMemoryReferralStore,
 ) -> None:
     outcome = await receive_unreadable(
@@ -320,7 +369,8 @@ async def test_unreadable_bytes_are_stored_cut_to_twenty_thousand_characters(
     )
 
     stored = store.rejections[outcome.rejection_id].document
-    assert len(stored["submission"]["raw"]) == 20_000
+    assert base64.b64decode(stored["raw_base64"]) == b"x" * 50_000
+    assert len(stored["raw_text"]) == 20_000
 
 
 async def test_rejection_ids_are_deterministic_for_the_same_origin(
@@ -355,3 +405,118 @@ def test_referral_ids_are_deterministic_per_partner_and_submission() -> None:
     assert referral_id_for("p", "s") != referral_id_for("p", "t")
     assert referral_id_for("p", "s") != referral_id_for("q", "s")
     assert referral_id_for("ab", "c") != referral_id_for("a", "bc")
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching, case history and screening on the event
+
+
+def child_request(submission_id: str, **changes: Any) -> dict[str, Any]:
+    return {**submission_document(), "submission_id": submission_id, **changes}
+
+
+async def test_a_second_request_for_a_sibling_joins_the_first_family(
+    store: InMemoryReferralStore,
+) -> None:
+    first = await receive_submission(child_request("s-1"), origin=ORIGIN, store=store, now=NOW)
+    sibling_only = child_request("s-2", children=[submission_document()["children"][1]])
+
+    second = await receive_submission(sibling_only, origin=ORIGIN, store=store, now=LATER)
+
+    assert isinstance(first, Accepted)
+    assert isinstance(second, Accepted)
+    assert second.family_id == first.family_id
+    assert [event.family_match for event in store.received] == [
+        FamilyMatchRule.NEW_FAMILY,
+        FamilyMatchRule.SURNAME_DOB_POSTCODE,
+    ]
+
+
+async def test_an_open_case_is_flagged_and_a_closure_within_a_year_makes_a_re_referral(
+    store: InMemoryReferralStore,
+) -> None:
+    first = await receive_submission(child_request("s-1"), origin=ORIGIN, store=store, now=NOW)
+    assert isinstance(first, Accepted)
+    await note_case_open(first.family_id, "case-1", store=store)
+
+    while_open = await receive_submission(
+        child_request("s-2"), origin=ORIGIN, store=store, now=LATER
+    )
+    await note_case_closed(first.family_id, "case-1", LATER, store=store)
+    after_closure = await receive_submission(
+        child_request("s-3"), origin=ORIGIN, store=store, now=datetime(2027, 6, 1, tzinfo=UTC)
+    )
+    a_year_on = await receive_submission(
+        child_request("s-4"), origin=ORIGIN, store=store, now=datetime(2027, 11, 5, tzinfo=UTC)
+    )
+
+    flags = [(event.family_has_open_case, event.is_re_referral) for event in store.received]
+    assert flags == [(False, False), (True, False), (False, True), (False, False)]
+    assert isinstance(while_open, Accepted)
+    assert while_open.family_has_open_case
+    assert isinstance(after_closure, Accepted)
+    assert after_closure.is_re_referral
+    assert isinstance(a_year_on, Accepted)
+    assert not a_year_on.is_re_referral
+
+
+async def test_a_signposted_request_names_local_services_for_its_needs_ages_and_district(
+    store: InMemoryReferralStore,
+) -> None:
+    outcome = await receive_submission(
+        child_request("s-1", level_of_need=1), origin=ORIGIN, store=store, now=NOW
+    )
+
+    assert isinstance(outcome, Accepted)
+    [event] = store.received
+    assert event.decision is ScreeningDecision.SIGNPOST
+    assert event.signposted_services
+    assert list(outcome.signposted_services) == event.signposted_services
+    directory = {service.id: service for service in FrontDoor.sample().directory}
+    for service_id in event.signposted_services:
+        service = directory[service_id]
+        assert "northvale" in service.service_areas
+        assert set(service.needs) & {
+            HeadlineOutcome.EDUCATION,
+            HeadlineOutcome.FAMILY_RELATIONSHIPS,
+        }
+
+
+async def test_early_help_and_step_up_requests_are_not_signposted(
+    store: InMemoryReferralStore,
+) -> None:
+    await receive_submission(
+        child_request("s-2", level_of_need=2), origin=ORIGIN, store=store, now=NOW
+    )
+    await receive_submission(
+        child_request("s-4", level_of_need=4), origin=ORIGIN, store=store, now=NOW
+    )
+
+    assert [event.signposted_services for event in store.received] == [[], []]
+
+
+async def test_a_safeguarding_concern_is_stepped_up_with_the_reason_and_rules_version(
+    store: InMemoryReferralStore,
+) -> None:
+    await receive_submission(
+        child_request("s-1", safeguarding_concern=True), origin=ORIGIN, store=store, now=NOW
+    )
+
+    [event] = store.received
+    assert event.decision is ScreeningDecision.STEP_UP
+    assert event.safeguarding_concern
+    assert event.screening_reason is not None
+    assert "safeguarding" in event.screening_reason
+    assert event.screening_rules_version == "2026.11"
+
+
+async def test_the_event_carries_ages_not_names_or_dates_of_birth(
+    store: InMemoryReferralStore,
+) -> None:
+    await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
+
+    [event] = store.received
+    assert event.child_ages == [10, 7]
+    wire = event.model_dump_json()
+    for personal in ("Amira", "Hassan", "2016-04-12", "A123456789012", "Mill Lane", "WX3 4AB"):
+        assert personal not in wire

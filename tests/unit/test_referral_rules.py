@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.referral.domain import (
+    CIN_REFERRAL_SOURCES,
     POSTCODE_DISTRICTS,
+    ROUTE_CATALOGUE,
     ROUTES,
     STEP_DOWN_ROUTE,
+    FamilyHistory,
+    KnownFamilies,
     Screened,
+    add_months,
+    age_on,
     check_rules,
     district_for,
-    family_key,
+    family_keys,
+    is_re_referral,
+    match_family,
+    new_family_id,
+    nhs_number_problem,
     normalise_postcode,
     parse_submission,
     screen,
     screen_submission,
+    upn_problem,
 )
-from shared.events import LevelOfNeed, ReferralSubmitted, ScreeningDecision
+from shared.events import FamilyMatchRule, LevelOfNeed, ReferralSubmitted, ScreeningDecision
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "referral.json"
 
-CIN_REFERRAL_SOURCES = {
+CENSUS_CODES = {
     "1A", "1B", "1C", "1D", "2A", "2B", "3A", "3B", "3C", "3D", "3E", "3F",
     "4", "5A", "5B", "5C", "5D", "6", "7", "8", "9", "10",
 }  # fmt: skip
+TODAY = date(2026, 11, 22)
 
 
 def submission_document() -> dict[str, Any]:
@@ -111,7 +124,7 @@ def test_every_served_outward_code_has_one_of_four_districts() -> None:
 
 
 def test_every_route_maps_to_a_children_in_need_referral_source_code() -> None:
-    invalid = {route: code for route, code in ROUTES.items() if code not in CIN_REFERRAL_SOURCES}
+    invalid = {route: code for route, code in ROUTES.items() if code not in CENSUS_CODES}
 
     assert invalid == {}
 
@@ -275,25 +288,37 @@ def test_check_rules_reports_every_broken_rule_at_once() -> None:
     ],
 )
 def test_screen_decides_by_level_of_need(level: LevelOfNeed, decision: ScreeningDecision) -> None:
-    assert screen(level) is decision
+    screening = screen(level)
+
+    assert screening.decision is decision
+    assert f"level {level.value}" in screening.reason
+    assert screening.rules_version
 
 
-def test_screen_submission_works_out_source_district_family_and_decision() -> None:
+@pytest.mark.parametrize("level", list(LevelOfNeed))
+def test_a_safeguarding_concern_steps_up_whatever_the_level(level: LevelOfNeed) -> None:
+    screening = screen(level, safeguarding_concern=True)
+
+    assert screening.decision is ScreeningDecision.STEP_UP
+    assert "safeguarding concern" in screening.reason
+
+
+def test_screen_submission_works_out_source_district_ages_and_decision() -> None:
     valid = submission(level_of_need=3)
 
-    screened = screen_submission(valid)
+    screened = screen_submission(valid, today=TODAY)
 
     assert isinstance(screened, Screened)
     assert screened.referral_source == "2A"
     assert screened.district == "northvale"
-    assert screened.family_key == family_key(valid)
+    assert screened.child_ages == (10, 7)
     assert screened.decision is ScreeningDecision.EARLY_HELP
     assert screened.is_step_down is False
 
 
 def test_screen_submission_marks_a_step_down() -> None:
     screened = screen_submission(
-        submission(route=STEP_DOWN_ROUTE, social_care_case_reference="SC-1")
+        submission(route=STEP_DOWN_ROUTE, social_care_case_reference="SC-1"), today=TODAY
     )
 
     assert isinstance(screened, Screened)
@@ -302,17 +327,17 @@ def test_screen_submission_marks_a_step_down() -> None:
 
 
 def test_screen_submission_gives_the_reasons_when_a_rule_is_broken() -> None:
-    screened = screen_submission(submission(consent={"given": False}))
+    screened = screen_submission(submission(consent={"given": False}), today=TODAY)
 
     assert not isinstance(screened, Screened)
     assert [reason.code for reason in screened] == ["no_consent"]
 
 
 # ---------------------------------------------------------------------------------------------
-# family_key
+# family matching
 
 
-def test_family_key_ignores_name_case_spacing_and_child_order() -> None:
+def test_new_family_id_ignores_name_case_spacing_and_child_order() -> None:
     document = submission_document()
     first = ReferralSubmitted.model_validate(document)
     children = [dict(child) for child in reversed(document["children"])]
@@ -326,46 +351,315 @@ def test_family_key_ignores_name_case_spacing_and_child_order() -> None:
         }
     )
 
-    assert family_key(first) == family_key(second)
+    assert new_family_id(first) == new_family_id(second)
 
 
-def test_family_key_differs_for_another_postcode() -> None:
+def test_new_family_id_differs_for_another_postcode() -> None:
     document = submission_document()
     other = {**document, "address": {**document["address"], "postcode": "WX3 4AC"}}
 
-    assert family_key(submission()) != family_key(ReferralSubmitted.model_validate(other))
+    assert new_family_id(submission()) != new_family_id(ReferralSubmitted.model_validate(other))
 
 
-def test_family_key_differs_for_another_surname_or_birth_date() -> None:
+def test_new_family_id_differs_for_another_surname_or_birth_date() -> None:
     document = submission_document()
     renamed = [{**child, "family_name": "Hussain"} for child in document["children"]]
     redated = [dict(child) for child in document["children"]]
     redated[0]["date_of_birth"] = "2016-04-13"
 
     keys = {
-        family_key(submission()),
-        family_key(submission(children=renamed)),
-        family_key(submission(children=redated)),
+        new_family_id(submission()),
+        new_family_id(submission(children=renamed)),
+        new_family_id(submission(children=redated)),
     }
 
     assert len(keys) == 3
 
 
-def test_family_key_for_twins_with_different_surnames_does_not_depend_on_child_order() -> None:
+def test_new_family_id_for_twins_with_different_surnames_does_not_depend_on_child_order() -> None:
     twins = [
         {"given_name": "Ali", "family_name": "Hassan", "date_of_birth": "2016-04-12"},
         {"given_name": "Ada", "family_name": "Hassan-Smith", "date_of_birth": "2016-04-12"},
     ]
     twins = [{**child, "gender": "not_known"} for child in twins]
 
-    assert family_key(submission(children=twins)) == family_key(
+    assert new_family_id(submission(children=twins)) == new_family_id(
         submission(children=list(reversed(twins)))
     )
 
 
-def test_family_key_differs_for_different_surnames_in_a_non_latin_script() -> None:
+def test_new_family_id_differs_for_different_surnames_in_a_non_latin_script() -> None:
     document = submission_document()
     first = [{**child, "family_name": "حسن"} for child in document["children"]]
     second = [{**child, "family_name": "王"} for child in document["children"]]
 
-    assert family_key(submission(children=first)) != family_key(submission(children=second))
+    assert new_family_id(submission(children=first)) != new_family_id(submission(children=second))
+
+
+# ---------------------------------------------------------------------------------------------
+# The route catalogue
+
+
+def test_every_census_code_in_the_catalogue_is_described() -> None:
+    assert {route.referral_source for route in ROUTE_CATALOGUE} <= set(CIN_REFERRAL_SOURCES)
+    assert set(CIN_REFERRAL_SOURCES) == CENSUS_CODES
+
+
+def test_route_ids_are_unique_and_named() -> None:
+    ids = [route.id for route in ROUTE_CATALOGUE]
+
+    assert len(ids) == len(set(ids))
+    assert all(route.name for route in ROUTE_CATALOGUE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identifiers, dates and consent
+
+
+@pytest.mark.parametrize("upn", ["A123456789012", "H801200001001", "h8012 0000 1001"])
+def test_a_upn_with_the_right_check_letter_is_valid(upn: str) -> None:
+    assert upn_problem(upn) is None
+
+
+@pytest.mark.parametrize(
+    ("upn", "problem"),
+    [
+        ("B123456789012", "check letter should be A, not B"),
+        ("A12345678901", "13 characters"),
+        ("1123456789012", "13 characters"),
+    ],
+)
+def test_a_upn_with_a_wrong_check_letter_or_shape_is_refused(upn: str, problem: str) -> None:
+    found = upn_problem(upn)
+
+    assert found is not None
+    assert problem in found
+
+
+@pytest.mark.parametrize("nhs", ["9434765919", "943 476 5919", "943-476-5919"])
+def test_an_nhs_number_with_the_right_check_digit_is_valid(nhs: str) -> None:
+    assert nhs_number_problem(nhs) is None
+
+
+@pytest.mark.parametrize(
+    ("nhs", "problem"),
+    [("9434765918", "check digit"), ("943476591", "10 digits"), ("94347659AB", "10 digits")],
+)
+def test_an_nhs_number_with_a_wrong_check_digit_or_shape_is_refused(nhs: str, problem: str) -> None:
+    found = nhs_number_problem(nhs)
+
+    assert found is not None
+    assert problem in found
+
+
+def test_check_rules_names_each_childs_bad_identifier_by_its_path() -> None:
+    document = submission_document()
+    document["children"][0]["upn"] = "B123456789012"
+    document["children"][1]["nhs_number"] = "9434765918"
+
+    reasons = check_rules(ReferralSubmitted.model_validate(document))
+
+    assert [(reason.field, reason.code) for reason in reasons] == [
+        ("children.0.upn", "invalid_upn"),
+        ("children.1.nhs_number", "invalid_nhs_number"),
+    ]
+
+
+def test_check_rules_refuses_a_birth_date_more_than_forty_weeks_ahead() -> None:
+    document = submission_document()
+    document["children"][1]["date_of_birth"] = "2027-12-01"
+
+    reasons = check_rules(ReferralSubmitted.model_validate(document), today=TODAY)
+
+    assert [(reason.field, reason.code) for reason in reasons] == [
+        ("children.1.date_of_birth", "date_of_birth_in_future")
+    ]
+
+
+def test_check_rules_accepts_an_unborn_babys_expected_date() -> None:
+    document = submission_document()
+    document["children"][1]["date_of_birth"] = "2027-03-01"
+
+    assert check_rules(ReferralSubmitted.model_validate(document), today=TODAY) == []
+
+
+def test_check_rules_refuses_someone_older_than_twenty_five() -> None:
+    document = submission_document()
+    document["children"][0]["date_of_birth"] = "1990-01-01"
+
+    reasons = check_rules(ReferralSubmitted.model_validate(document), today=TODAY)
+
+    assert [(reason.field, reason.code) for reason in reasons] == [
+        ("children.0.date_of_birth", "too_old")
+    ]
+
+
+@pytest.mark.parametrize(
+    "consent",
+    [
+        {"given": True},
+        {"given": True, "given_by": "Layla Hassan (mother)"},
+        {"given": True, "given_at": "2026-11-20T10:00:00Z"},
+    ],
+)
+def test_consent_given_needs_who_and_when(consent: dict[str, Any]) -> None:
+    assert codes(submission(consent=consent)) == ["consent_incomplete"]
+
+
+def test_a_family_open_to_social_care_needs_the_social_care_reference() -> None:
+    reasons = check_rules(submission(open_to_social_care=True))
+
+    assert [(reason.field, reason.code) for reason in reasons] == [
+        ("social_care_case_reference", "missing")
+    ]
+    assert codes(submission(open_to_social_care=True, social_care_case_reference="CSC-9")) == []
+
+
+@pytest.mark.parametrize(
+    ("born", "on", "age"),
+    [
+        (date(2016, 4, 12), date(2026, 4, 11), 9),
+        (date(2016, 4, 12), date(2026, 4, 12), 10),
+        (date(2027, 1, 1), date(2026, 11, 22), 0),
+    ],
+)
+def test_age_on_counts_whole_years(born: date, on: date, age: int) -> None:
+    assert age_on(born, on) == age
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching
+
+
+def with_children(*children: dict[str, Any], postcode: str = "WX3 4AB") -> ReferralSubmitted:
+    filled = [{"given_name": "Child", "gender": "not_known", **child} for child in children]
+    return submission(children=filled, address={"line1": "4 Mill Lane", "postcode": postcode})
+
+
+def known_by(earlier: ReferralSubmitted, family_id: str) -> KnownFamilies:
+    return KnownFamilies(by_key={key.value: family_id for key in family_keys(earlier)})
+
+
+def test_a_family_nobody_knows_is_new_with_an_id_from_its_eldest_child() -> None:
+    request = submission()
+
+    match = match_family(request, KnownFamilies())
+
+    assert match.rule is FamilyMatchRule.NEW_FAMILY
+    assert match.is_new
+    assert match.family_id == new_family_id(request)
+
+
+def test_a_upn_matches_even_when_name_and_address_changed() -> None:
+    earlier = with_children(
+        {"family_name": "Hassan", "date_of_birth": "2016-04-12", "upn": "A123456789012"}
+    )
+    moved = with_children(
+        {"family_name": "Hassan-Ali", "date_of_birth": "2016-04-12", "upn": "a1234 5678 9012"},
+        postcode="WX17 1AA",
+    )
+
+    match = match_family(moved, known_by(earlier, "fam-hassan"))
+
+    assert (match.family_id, match.rule) == ("fam-hassan", FamilyMatchRule.UPN)
+
+
+def test_an_nhs_number_matches_when_there_is_no_upn() -> None:
+    earlier = with_children(
+        {"family_name": "Clarke", "date_of_birth": "2013-06-02", "nhs_number": "9434765919"}
+    )
+    later = with_children(
+        {"family_name": "Clark", "date_of_birth": "2013-06-02", "nhs_number": "943 476 5919"},
+        postcode="WX7 2PL",
+    )
+
+    match = match_family(later, known_by(earlier, "fam-clarke"))
+
+    assert (match.family_id, match.rule) == ("fam-clarke", FamilyMatchRule.NHS_NUMBER)
+
+
+def test_surname_birth_date_and_postcode_match_however_written() -> None:
+    earlier = with_children({"family_name": "O'Neill", "date_of_birth": "2015-01-01"})
+    later = with_children(
+        {"family_name": "o neill", "date_of_birth": "2015-01-01"}, postcode="wx34ab"
+    )
+
+    match = match_family(later, known_by(earlier, "fam-oneill"))
+
+    assert (match.family_id, match.rule) == ("fam-oneill", FamilyMatchRule.SURNAME_DOB_POSTCODE)
+
+
+def test_a_sibling_in_a_later_request_brings_the_whole_request_to_the_family() -> None:
+    earlier = with_children({"family_name": "Hassan", "date_of_birth": "2016-04-12"})
+    siblings = with_children(
+        {"family_name": "Hassan", "date_of_birth": "2021-02-02"},
+        {"family_name": "Hassan", "date_of_birth": "2016-04-12"},
+    )
+
+    match = match_family(siblings, known_by(earlier, "fam-hassan"))
+
+    assert match.family_id == "fam-hassan"
+
+
+def test_an_identifier_outranks_demographics_and_the_other_family_is_flagged() -> None:
+    by_upn = with_children(
+        {"family_name": "Smith", "date_of_birth": "2014-05-05", "upn": "H801200001001"}
+    )
+    by_name = with_children({"family_name": "Smith", "date_of_birth": "2014-05-05"})
+    upn_key, name_key = family_keys(by_upn)
+    assert family_keys(by_name) == [name_key]
+    known = KnownFamilies(by_key={upn_key.value: "fam-by-upn", name_key.value: "fam-by-name"})
+
+    match = match_family(by_upn, known)
+
+    assert (match.family_id, match.rule) == ("fam-by-upn", FamilyMatchRule.UPN)
+    assert match.other_families == ("fam-by-name",)
+
+
+def test_family_keys_hold_no_identifier_in_clear() -> None:
+    request = with_children(
+        {"family_name": "Hassan", "date_of_birth": "2016-04-12", "upn": "A123456789012"}
+    )
+
+    keys = family_keys(request)
+
+    assert [key.rule for key in keys] == [
+        FamilyMatchRule.UPN,
+        FamilyMatchRule.SURNAME_DOB_POSTCODE,
+    ]
+    assert not any("A123456789012" in key.value or "hassan" in key.value for key in keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-referrals
+
+RECEIVED = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        (None, False),
+        (FamilyHistory("fam-1"), False),
+        (FamilyHistory("fam-1", last_closed_at=datetime(2026, 1, 5, tzinfo=UTC)), True),
+        (FamilyHistory("fam-1", last_closed_at=datetime(2025, 11, 22, 9, 1, tzinfo=UTC)), True),
+        (FamilyHistory("fam-1", last_closed_at=datetime(2025, 11, 22, 9, 0, tzinfo=UTC)), False),
+        (FamilyHistory("fam-1", last_closed_at=datetime(2024, 6, 1, tzinfo=UTC)), False),
+        (
+            FamilyHistory(
+                "fam-1", open_cases=("case-1",), last_closed_at=datetime(2026, 9, 1, tzinfo=UTC)
+            ),
+            False,
+        ),
+    ],
+)
+def test_a_re_referral_is_within_twelve_months_of_the_last_closure_with_no_open_case(
+    history: FamilyHistory | None, expected: bool
+) -> None:
+    assert is_re_referral(history, RECEIVED) is expected
+
+
+def test_add_months_keeps_the_day_or_takes_the_months_last() -> None:
+    assert add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert add_months(datetime(2024, 2, 29, tzinfo=UTC), 12) == datetime(2025, 2, 28, tzinfo=UTC)
+    assert add_months(datetime(2026, 11, 5, tzinfo=UTC), 14) == datetime(2028, 1, 5, tzinfo=UTC)

@@ -1,0 +1,247 @@
+"""The AsyncAPI 3.0.0 document of the platform's Kafka topics: the event contracts for partners.
+
+Generated from the same models as the checked-in JSON schemas, so the field descriptions and
+examples partners read are the ones the services validate against. One channel per event
+type, addressed by its topic name (without ``EARLYHELP_TOPIC_NAMESPACE``), carrying one
+message: the CloudEvents 1.0 envelope around that type's data.
+
+Operations follow AsyncAPI 3: they are the actions of the application the document
+describes. A service's document (``sends``/``receives`` given) has a ``send`` operation for
+each topic it publishes and a ``receive`` operation for each it consumes, and only those
+channels. The platform's document (neither given) has every channel, with the platform's
+own action on it: it receives what partners publish (``PLATFORM_RECEIVES``) and sends every
+other event. Operation ids are the action and the event name, e.g. ``sendReferralReceived``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+from shared.contracts import event_schema
+from shared.events import CONTENT_TYPE, EVENT_TYPES, CloudEvent, EventData
+from shared.topics import REFERRAL_SUBMITTED
+
+ASYNCAPI_VERSION = "3.0.0"
+KAFKA_BINDING_VERSION = "0.5.0"
+SERVER = "kafka"
+
+PLATFORM_TITLE = "Early Help platform events"
+PLATFORM_DESCRIPTION = (
+    "The Kafka topics of the Early Help platform. Each topic is named after the one event type"
+    " it carries, and every record's value is a CloudEvents 1.0 envelope in structured JSON"
+    " mode whose `data` follows that type's schema. Partners publish Requests for Early Help"
+    " Support on `referral-submitted` and may consume the events the platform publishes.\n\n"
+    "Delivery is at least once: consumers must be idempotent, keyed by the envelope's `source`"
+    " and `id`. Family-scoped events are keyed by family id, so one family's events stay in"
+    " order. Readers ignore fields they do not know; an event's schema version changes only"
+    " when a change would break them. A consumer that cannot process a record publishes it to"
+    " `<topic>.dlq` with the error and the original bytes."
+)
+
+PLATFORM_RECEIVES = frozenset({REFERRAL_SUBMITTED})
+"""Event types partners publish and the platform consumes; the platform sends all others."""
+
+HEADERS: dict[str, str] = {
+    "content-type": f"The value's media type, always `{CONTENT_TYPE}`.",
+    "ce_type": "The envelope's `type`, so a record can be routed without parsing its value.",
+    "ce_id": "The envelope's `id`.",
+}
+"""The Kafka headers the outbox sets on every event it publishes, and what each means."""
+
+KEY_DESCRIPTION = (
+    "The envelope's `subject`, UTF-8 encoded: the family id for family-scoped events, so one"
+    " family's events stay in order on one partition. Events without a subject have no key."
+)
+
+_EXAMPLE_SOURCES = {
+    "referral-received": "/earlyhelp/referral",
+    "referral-rejected": "/earlyhelp/referral",
+    "case-allocated": "/earlyhelp/allocation",
+    "case-closed": "/earlyhelp/allocation",
+    "audit-completed": "/earlyhelp/audit",
+}
+_EXAMPLE_TIME = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+_DEFS_REF = "#/$defs/"
+_SCHEMAS_REF = "#/components/schemas/"
+
+
+def asyncapi_document(
+    *,
+    title: str,
+    description: str,
+    sends: Iterable[str] | None = None,
+    receives: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document, as plain JSON-able data, of the application described.
+
+    ``sends`` and ``receives`` are event types (topic names without namespace). Leave both
+    out for the whole platform; give either for one service, which then sends and receives
+    exactly those. An event type without a model in ``EVENT_TYPES`` is refused.
+    """
+    if sends is None and receives is None:
+        sends = set(EVENT_TYPES) - PLATFORM_RECEIVES
+        receives = set(EVENT_TYPES) & PLATFORM_RECEIVES
+    actions = [("send", event_type) for event_type in sorted(set(sends or ()))]
+    actions += [("receive", event_type) for event_type in sorted(set(receives or ()))]
+    if unknown := sorted({event_type for _, event_type in actions} - set(EVENT_TYPES)):
+        raise ValueError(f"no event model for {', '.join(unknown)} in shared.events.EVENT_TYPES")
+
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for event_type in sorted({event_type for _, event_type in actions}):
+        model = EVENT_TYPES[event_type]
+        channels[event_type] = _channel(model)
+        messages[model.__name__] = _message(model, schemas)
+    operations = {
+        f"{action}{EVENT_TYPES[event_type].__name__}": _operation(action, EVENT_TYPES[event_type])
+        for action, event_type in actions
+    }
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": title,
+            "version": version("earlyhelp"),
+            "description": description,
+            "license": {"name": "Apache-2.0"},
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "servers": {
+            SERVER: {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "The platform's Kafka cluster, as configured by"
+                " KAFKA_BOOTSTRAP_SERVERS (the embedded broker listens on localhost:9092)."
+                " With EARLYHELP_TOPIC_NAMESPACE set, every topic name starts with it.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": dict(sorted(schemas.items())), "messages": messages},
+    }
+
+
+def platform_document() -> dict[str, Any]:
+    """The whole platform's document: the one checked in as ``shared/contracts/asyncapi.json``."""
+    return asyncapi_document(title=PLATFORM_TITLE, description=PLATFORM_DESCRIPTION)
+
+
+def _channel(model: type[EventData]) -> dict[str, Any]:
+    return {
+        "address": model.event_type,
+        "title": _title(model),
+        "description": _docstring(model),
+        "messages": {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"}},
+    }
+
+
+def _operation(action: str, model: type[EventData]) -> dict[str, Any]:
+    verb = "Publishes" if action == "send" else "Consumes"
+    return {
+        "action": action,
+        "channel": {"$ref": f"#/channels/{model.event_type}"},
+        "summary": f"{verb} {model.event_type}.",
+        "messages": [{"$ref": f"#/channels/{model.event_type}/messages/{model.__name__}"}],
+    }
+
+
+def _message(model: type[EventData], schemas: dict[str, Any]) -> dict[str, Any]:
+    """The envelope around ``model``, its schema's definitions moved into ``schemas``."""
+    payload = event_schema(model)
+    for name, definition in payload.pop("$defs", {}).items():
+        definition = _rewrite_refs(definition)
+        if schemas.setdefault(name, definition) != definition:
+            raise ValueError(f"two different schemas are both named {name!r}")
+    examples = list(_examples(model))
+    key: dict[str, Any] = {"type": "string", "description": KEY_DESCRIPTION}
+    if subjects := sorted({example["payload"]["subject"] for example in examples} - {None}):
+        key["examples"] = subjects
+    return {
+        "name": model.__name__,
+        "title": _title(model),
+        "summary": _docstring(model).split("\n\n")[0].replace("\n", " "),
+        "description": f"A `{model.event_type}` event, data schema version"
+        f" {model.schema_version}, in a CloudEvents 1.0 envelope.\n\n{_docstring(model)}",
+        "contentType": CONTENT_TYPE,
+        "correlationId": {
+            "description": "Shared by every event that came from one submission.",
+            "location": "$message.payload#/correlationid",
+        },
+        "headers": _headers(model),
+        "payload": _rewrite_refs(payload),
+        "bindings": {"kafka": {"key": key, "bindingVersion": KAFKA_BINDING_VERSION}},
+        **({"examples": examples} if examples else {}),
+    }
+
+
+def _headers(model: type[EventData]) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        name: {"type": "string", "description": meaning} for name, meaning in HEADERS.items()
+    }
+    properties["content-type"]["const"] = CONTENT_TYPE
+    properties["ce_type"]["const"] = model.event_type
+    return {
+        "type": "object",
+        "description": "Set by the platform on every event it publishes. Consumers need none"
+        " of them (the value is self-describing), and partners may leave them out.",
+        "properties": properties,
+    }
+
+
+def _examples(model: type[EventData]) -> Iterator[dict[str, Any]]:
+    """Each example of the model's data, as a whole record: envelope, and the headers sent."""
+    for number, data in enumerate(model.model_json_schema().get("examples", []), start=1):
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"earlyhelp:{model.event_type}:{number}"))
+        # One submission's events share a correlation id, as they do on the wire.
+        submission = "/".join(str(data.get(name)) for name in ("partner_id", "submission_id"))
+        event = CloudEvent[dict[str, Any]](
+            id=event_id,
+            source=_example_source(model, data),
+            type=model.event_type,
+            time=data.get("received_at", _EXAMPLE_TIME),
+            subject=model.model_validate(data).event_subject(),
+            correlationid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"earlyhelp:{submission}")),
+            schemaversion=model.schema_version,
+            data=data,
+        )
+        yield {
+            "name": f"{model.__name__}{number}",
+            "summary": f"A {model.event_type} event ({number} of its examples).",
+            "headers": {"content-type": CONTENT_TYPE, "ce_type": event.type, "ce_id": event.id},
+            "payload": event.model_dump(mode="json"),
+        }
+
+
+def _example_source(model: type[EventData], data: dict[str, Any]) -> str:
+    if model.event_type in PLATFORM_RECEIVES:
+        return f"/partners/{data.get('partner_id', 'example')}"
+    return _EXAMPLE_SOURCES.get(model.event_type, "/earlyhelp")
+
+
+def _rewrite_refs(schema: Any) -> Any:
+    """``schema`` with references to its own ``$defs`` pointing at the components instead."""
+    if isinstance(schema, dict):
+        return {
+            key: value.replace(_DEFS_REF, _SCHEMAS_REF, 1)
+            if key == "$ref" and isinstance(value, str) and value.startswith(_DEFS_REF)
+            else _rewrite_refs(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_rewrite_refs(item) for item in schema]
+    return schema
+
+
+def _docstring(model: type[EventData]) -> str:
+    if not model.__doc__:
+        raise ValueError(f"{model.__name__} needs a docstring: it is the topic's description")
+    return inspect.cleandoc(model.__doc__)
+
+
+def _title(model: type[EventData]) -> str:
+    return model.event_type.replace("-", " ").capitalize()
