@@ -116,12 +116,12 @@ class AllocationStatus(StrEnum):
 
 
 class AllocationKind(StrEnum):
-    """Why the case went where it did."""
+    """Which allocation rule applied, in the order the rules are tried."""
 
-    STANDARD = "standard"
-    CONTINUING = "continuing"
+    EXISTING_CASE = "existing_case"
     STEP_DOWN = "step_down"
     CO_WORKING = "co_working"
+    STANDARD = "standard"
 
 
 class CaseOutcome(StrEnum):
@@ -517,9 +517,36 @@ class ReferralRejected(EventData):
 
 
 class CaseAllocated(EventData):
-    """A family's case was given to a team and worker, or queued for one."""
+    """A referral was given a case with a team and worker, or its case was queued for one.
+
+    One referral gives one ``allocated`` event, or a ``queued`` one followed by ``allocated``
+    when capacity frees. A worker leaving gives another ``allocated`` (or ``queued``) event
+    for each of their cases, with ``reallocated_from_worker_id`` set.
+    """
 
     event_type: ClassVar[str] = "case-allocated"
+    schema_version: ClassVar[int] = 2
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": "case-4f1c2a9e0b7d3c5a6e8f",
+                    "family_id": "fam-3b9d7e1f2a4c6e8b0d1f",
+                    "referral_id": "ref-9a8b7c6d5e4f3a2b1c0d",
+                    "district": "northvale",
+                    "team_id": "northvale-north",
+                    "worker_id": "nv-amara-okafor",
+                    "status": "allocated",
+                    "kind": "standard",
+                    "level_of_need": 3,
+                    "social_care_case_reference": None,
+                    "referral_received_at": "2026-11-02T09:15:00Z",
+                    "allocated_at": "2026-11-02T09:15:02Z",
+                    "time_to_allocation_seconds": 2.0,
+                }
+            ]
+        }
+    )
 
     case_id: str = Field(description="Allocation service's case id.")
     family_id: str = Field(description="The family the case is for.")
@@ -535,6 +562,21 @@ class CaseAllocated(EventData):
     )
     referral_received_at: datetime = Field(description="When the request reached the front door.")
     allocated_at: datetime = Field(description="When the allocation (or queueing) happened.")
+    queue_position: int | None = Field(
+        default=None,
+        ge=1,
+        description="Place in the district's queue when queued (1 is next); null when allocated.",
+    )
+    time_to_allocation_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds from the referral reaching the front door to this allocation;"
+        " null while queued.",
+    )
+    reallocated_from_worker_id: str | None = Field(
+        default=None,
+        description="The worker who held the case before, when a leaver's case is reallocated.",
+    )
 
 
 class CaseClosed(EventData):
@@ -576,6 +618,27 @@ class AuditCompleted(EventData):
     completed_at: datetime = Field(description="When the audit was completed.")
 
 
+class TeamCapacityChanged(EventData):
+    """A locality team's capacity after a worker joined, left or changed FTE or cap.
+
+    Carries the whole figure rather than a difference, so the newest event per team is
+    all a reader needs.
+    """
+
+    event_type: ClassVar[str] = "team-capacity-changed"
+
+    team_id: str = Field(description="Locality team id.", examples=["northvale-north"])
+    team_name: str = Field(description="The team's name.", examples=["Northvale North"])
+    district: str = Field(description="The district the team serves.", examples=["northvale"])
+    workers: int = Field(ge=0, description="Workers currently in the team.")
+    fte: float = Field(ge=0, description="The team's total full-time equivalent.")
+    capacity: int = Field(ge=0, description="Families the team can hold: its workers' caps.")
+    changed_at: datetime = Field(description="When the change was made.")
+
+    def event_subject(self) -> str | None:
+        return self.team_id
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
@@ -585,11 +648,23 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         CaseAllocated,
         CaseClosed,
         AuditCompleted,
+        TeamCapacityChanged,
     )
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def _case_allocated_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # v1 called the first rule's allocation "continuing"; v2 names it "existing_case".
+    if data.get("kind") == "continuing":
+        return {**data, "kind": AllocationKind.EXISTING_CASE.value}
+    return data
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("case-allocated", 1): _case_allocated_v1_to_v2,
+}
 """``(event type, version)`` -> function lifting that version's data to the next one."""
 
 

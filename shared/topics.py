@@ -8,6 +8,7 @@ REFERRAL_REJECTED = "referral-rejected"
 CASE_ALLOCATED = "case-allocated"
 CASE_CLOSED = "case-closed"
 AUDIT_COMPLETED = "audit-completed"
+TEAM_CAPACITY_CHANGED = "team-capacity-changed"
 PERFORMANCE_SNAPSHOT = "performance-snapshot"
 
 ALL_TOPICS = (
@@ -17,6 +18,7 @@ ALL_TOPICS = (
     CASE_ALLOCATED,
     CASE_CLOSED,
     AUDIT_COMPLETED,
+    TEAM_CAPACITY_CHANGED,
     PERFORMANCE_SNAPSHOT,
 )
 

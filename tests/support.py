@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.events import EventData, decode
+
 T = TypeVar("T")
 
 
@@ -93,3 +95,35 @@ def partner_submission(data: Any, *, partner_id: str, event_id: str | None = Non
             "data": data,
         }
     ).encode()
+
+
+class TopicReader:
+    """Everything published on one topic so far, read with the service's own decoder."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, model: type[EventData]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, enable_auto_commit=False
+        )
+        self._topic = topic
+        self._model = model
+        self._seen: list[Any] = []
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = await eventually(self._partitions, bool, timeout_s=30)
+        assigned = [TopicPartition(self._topic, partition) for partition in sorted(partitions)]
+        self._consumer.assign(assigned)
+        await self._consumer.seek_to_beginning(*assigned)
+
+    async def _partitions(self) -> set[int]:
+        await self._consumer._client.force_metadata_update()
+        return self._consumer.partitions_for_topic(self._topic) or set()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def events(self) -> list[Any]:
+        batch = await self._consumer.getmany(timeout_ms=200)
+        for records in batch.values():
+            self._seen.extend(decode(record.value, self._model)[1] for record in records)
+        return list(self._seen)

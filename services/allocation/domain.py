@@ -46,7 +46,7 @@ def allocate(
         return None
     if open_case is not None:
         case_id, team_id, worker_id = open_case.case_id, open_case.team_id, open_case.worker_id
-        kind = AllocationKind.CONTINUING
+        kind = AllocationKind.EXISTING_CASE
     else:
         case_id, team_id, worker_id = (
             case_id_for(referral.referral_id),

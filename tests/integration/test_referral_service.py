@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 from services.referral.app import create_app
@@ -31,12 +30,11 @@ from shared.events import (
     ReferralReceived,
     ReferralRejected,
     ScreeningDecision,
-    decode,
     envelope,
 )
 from shared.mongo import Database, create_mongo_client
 from tests.conftest import Infra, Namespace
-from tests.support import eventually, partner_submission, produce
+from tests.support import TopicReader, eventually, partner_submission, produce
 
 pytestmark = pytest.mark.infra
 
@@ -78,38 +76,6 @@ class FrontDoor:
 
     async def received_for(self, referral_id: str) -> list[ReferralReceived]:
         return [event for event in await self.received.events() if event.referral_id == referral_id]
-
-
-class TopicReader:
-    """Everything published on one topic so far, read with the service's own decoder."""
-
-    def __init__(self, bootstrap_servers: str, topic: str, model: type[EventData]) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False
-        )
-        self._topic = topic
-        self._model = model
-        self._seen: list[Any] = []
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        partitions = await eventually(self._partitions, bool, timeout_s=30)
-        assigned = [TopicPartition(self._topic, partition) for partition in sorted(partitions)]
-        self._consumer.assign(assigned)
-        await self._consumer.seek_to_beginning(*assigned)
-
-    async def _partitions(self) -> set[int]:
-        await self._consumer._client.force_metadata_update()
-        return self._consumer.partitions_for_topic(self._topic) or set()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def events(self) -> list[Any]:
-        batch = await self._consumer.getmany(timeout_ms=200)
-        for records in batch.values():
-            self._seen.extend(decode(record.value, self._model)[1] for record in records)
-        return list(self._seen)
 
 
 @pytest.fixture(scope="module")

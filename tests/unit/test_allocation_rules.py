@@ -125,7 +125,7 @@ def test_allocate_continues_a_familys_open_case_with_its_team_and_worker() -> No
     allocation = allocate(referral(referral_id="ref-2"), open_case, NOW)
 
     assert allocation is not None
-    assert allocation.kind is AllocationKind.CONTINUING
+    assert allocation.kind is AllocationKind.EXISTING_CASE
     assert allocation.case_id == "case-open"
     assert allocation.team_id == "northvale-family-support"
     assert allocation.worker_id == "worker-7"
@@ -140,7 +140,7 @@ def test_allocate_continues_an_open_case_even_for_a_step_down() -> None:
     allocation = allocate(step_down, open_case, NOW)
 
     assert allocation is not None
-    assert allocation.kind is AllocationKind.CONTINUING
+    assert allocation.kind is AllocationKind.EXISTING_CASE
     assert allocation.case_id == "case-open"
     assert allocation.worker_id is None
     assert allocation.social_care_case_reference == "SC-1"

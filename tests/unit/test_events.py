@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from shared import events
 from shared.events import (
+    AllocationKind,
+    CaseAllocated,
     CaseClosed,
     CaseOutcome,
     EventData,
@@ -277,6 +279,44 @@ def test_decode_applies_upcasters_one_version_at_a_time(monkeypatch: pytest.Monk
 
     assert decoded.referral_channel == "api"
     assert decoded.referral_channel_label == "API"
+
+
+@pytest.mark.parametrize(
+    ("v1_kind", "v2_kind"),
+    [("continuing", AllocationKind.EXISTING_CASE), ("step_down", AllocationKind.STEP_DOWN)],
+)
+def test_a_version_1_case_allocated_is_read_with_the_version_2_kind_names(
+    v1_kind: str, v2_kind: AllocationKind
+) -> None:
+    v1_data = {
+        "case_id": "case-1",
+        "family_id": "fam-1",
+        "referral_id": "ref-1",
+        "district": "northvale",
+        "team_id": "northvale-north",
+        "worker_id": "nv-1",
+        "status": "allocated",
+        "kind": v1_kind,
+        "level_of_need": 2,
+        "referral_received_at": "2026-11-02T09:00:00Z",
+        "allocated_at": "2026-11-02T09:00:05Z",
+    }
+    raw = {
+        "specversion": "1.0",
+        "id": "case-1.0",
+        "source": "/earlyhelp/allocation",
+        "type": "case-allocated",
+        "time": "2026-11-02T09:00:05Z",
+        "correlationid": "c-1",
+        "schemaversion": 1,
+        "data": v1_data,
+    }
+
+    _, decoded = decode(json.dumps(raw).encode(), CaseAllocated)
+
+    assert decoded.kind is v2_kind
+    assert decoded.queue_position is None
+    assert decoded.time_to_allocation_seconds is None
 
 
 def test_read_data_leaves_the_envelope_data_unchanged_when_upcasting(
