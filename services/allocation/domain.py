@@ -1,36 +1,37 @@
 """Allocation rules: pure functions over typed values, no I/O and no clock.
 
-This is the walking skeleton's rule set: a family with an open case keeps it; a step-down
-and an open statutory case are marked as such; every new case goes to its district's
-locality team. Workers, caseload caps and the waiting queue come with the full service.
+The rules are tried in order: a family with an open case keeps it and its worker; a
+step-down from Children's Social Care comes next, with priority in the queue; then a family
+open to social care, co-worked; then everyone else. A new case goes to the worker with the
+most spare capacity among the teams serving the family's district, or waits in that
+district's queue. The store applies these rules atomically against the database.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.events import (
-    AllocationKind,
-    AllocationStatus,
-    CaseAllocated,
-    ReferralReceived,
-    ScreeningDecision,
-)
+from shared.events import AllocationKind, ReferralReceived, ScreeningDecision
+
+DEFAULT_CAP_PER_FTE = 18
+"""Families a full-time lead practitioner holds, unless their team or they are set otherwise."""
 
 
-@dataclass(frozen=True)
-class OpenCase:
-    case_id: str
-    family_id: str
-    district: str
-    team_id: str | None
-    worker_id: str | None
+def is_for_allocation(referral: ReferralReceived) -> bool:
+    """Only Early Help referrals get a case: signposting and step-ups leave the service."""
+    return referral.decision is ScreeningDecision.EARLY_HELP
 
 
-def team_for(district: str) -> str:
-    return f"{district}-locality"
+def new_case_kind(referral: ReferralReceived) -> AllocationKind:
+    """The rule that places a family without an open case (rule 1 is the store's look-up)."""
+    if referral.is_step_down:
+        return AllocationKind.STEP_DOWN
+    if referral.open_to_social_care:
+        return AllocationKind.CO_WORKING
+    return AllocationKind.STANDARD
 
 
 def case_id_for(referral_id: str) -> str:
@@ -38,38 +39,35 @@ def case_id_for(referral_id: str) -> str:
     return "case-" + hashlib.sha256(referral_id.encode()).hexdigest()[:20]
 
 
-def allocate(
-    referral: ReferralReceived, open_case: OpenCase | None, now: datetime
-) -> CaseAllocated | None:
-    """The allocation for a screened referral, or None when it is not for Early Help."""
-    if referral.decision is not ScreeningDecision.EARLY_HELP:
-        return None
-    if open_case is not None:
-        case_id, team_id, worker_id = open_case.case_id, open_case.team_id, open_case.worker_id
-        kind = AllocationKind.EXISTING_CASE
-    else:
-        case_id, team_id, worker_id = (
-            case_id_for(referral.referral_id),
-            team_for(referral.district),
-            None,
-        )
-        if referral.is_step_down:
-            kind = AllocationKind.STEP_DOWN
-        elif referral.open_to_social_care:
-            kind = AllocationKind.CO_WORKING
-        else:
-            kind = AllocationKind.STANDARD
-    return CaseAllocated(
-        case_id=case_id,
-        family_id=referral.family_id,
-        referral_id=referral.referral_id,
-        district=referral.district,
-        team_id=team_id,
-        worker_id=worker_id,
-        status=AllocationStatus.ALLOCATED,
-        kind=kind,
-        level_of_need=referral.level_of_need,
-        social_care_case_reference=referral.social_care_case_reference,
-        referral_received_at=referral.received_at,
-        allocated_at=now,
-    )
+def caseload_cap(fte: float, cap_per_fte: int, cap_override: int | None = None) -> int:
+    """Families a worker may hold: their own cap when set, else their FTE share of the team's.
+
+    Rounded down, so a part-timer is never given more than their share.
+    """
+    if cap_override is not None:
+        return cap_override
+    return math.floor(fte * cap_per_fte + 1e-9)
+
+
+@dataclass(frozen=True, order=True)
+class QueuePlace:
+    """Where a queued case stands: step-downs first, then higher need, then the oldest.
+
+    Ordering the dataclass orders the queue; the case id makes the order total, so every
+    replica drains the same queue in the same order.
+    """
+
+    priority: int
+    need_rank: int
+    referral_received_at: datetime
+    case_id: str
+
+
+def queue_priority(kind: AllocationKind) -> int:
+    """0 for a step-down (allocated with priority), 1 for every other case."""
+    return 0 if kind is AllocationKind.STEP_DOWN else 1
+
+
+def seconds_between(start: datetime, end: datetime) -> float:
+    """Time to allocation, never negative when clocks disagree slightly."""
+    return max(0.0, (end - start).total_seconds())

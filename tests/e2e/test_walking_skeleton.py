@@ -145,9 +145,11 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
 
         cases = (await client.get(platform.url("allocation", "/cases"))).json()
         assert {case["district"] for case in cases} == {"northvale", "southford"}
+        # The sample county's teams have room: each family has a lead practitioner.
+        assert all(case["allocation"] == "allocated" and case["worker_id"] for case in cases)
 
         # The audit service learnt of the case from case-allocated; a manager audits it.
-        case_id = next(case["_id"] for case in cases if case["district"] == "northvale")
+        case_id = next(case["id"] for case in cases if case["district"] == "northvale")
         audit = {
             "case_id": case_id,
             "auditor_id": "tm-northvale",
