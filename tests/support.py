@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.events import EventData, decode
+from shared.events import EventData, decode, envelope
 
 T = TypeVar("T")
 
@@ -127,3 +127,16 @@ class TopicReader:
         for records in batch.values():
             self._seen.extend(decode(record.value, self._model)[1] for record in records)
         return list(self._seen)
+
+
+def service_event(
+    data: EventData, *, service: str, event_id: str | None = None, correlation_id: str = "c-1"
+) -> bytes:
+    """``data`` as one of the platform's services would publish it."""
+    return envelope(
+        data,
+        event_id=event_id or str(uuid.uuid4()),
+        source=f"/earlyhelp/{service}",
+        time=datetime.now(UTC),
+        correlation_id=correlation_id,
+    ).to_bytes()

@@ -30,11 +30,10 @@ from shared.events import (
     ReferralReceived,
     ReferralRejected,
     ScreeningDecision,
-    envelope,
 )
 from shared.mongo import Database, create_mongo_client
 from tests.conftest import Infra, Namespace
-from tests.support import TopicReader, eventually, partner_submission, produce
+from tests.support import TopicReader, eventually, partner_submission, produce, service_event
 
 pytestmark = pytest.mark.infra
 
@@ -137,13 +136,7 @@ def submitted_event(data: Any, *, event_id: str | None = None) -> bytes:
 
 
 def _envelope(data: EventData) -> bytes:
-    return envelope(
-        data,
-        event_id=str(uuid.uuid4()),
-        source="/earlyhelp/allocation",
-        time=datetime.now(UTC),
-        correlation_id=str(uuid.uuid4()),
-    ).to_bytes()
+    return service_event(data, service="allocation", correlation_id=str(uuid.uuid4()))
 
 
 async def accepted(door: FrontDoor, document: dict[str, Any]) -> dict[str, Any]:
