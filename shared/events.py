@@ -616,6 +616,17 @@ class AuditCompleted(EventData):
     overall_grade: OfstedGrade = Field(description="The overall grade.")
     learning_points: list[str] = Field(default_factory=list, description="What to learn.")
     completed_at: datetime = Field(description="When the audit was completed.")
+    auditor_role: str | None = Field(
+        default=None, description="The auditor's role: team_manager or head_of_service."
+    )
+    level_of_need: LevelOfNeed | None = Field(
+        default=None, description="The case's level of need when it was drawn for audit."
+    )
+    due_by: datetime | None = Field(
+        default=None,
+        description="When the audit fell due: the end of its month. Completed after this, it"
+        " was late.",
+    )
 
 
 class TeamCapacityChanged(EventData):

@@ -1,12 +1,20 @@
-"""Audit rules: pure functions, no I/O and no clock."""
+"""Audit rules: pure functions over typed values, no I/O and no clock.
+
+Months are calendar months in UTC, written ``YYYY-MM``; an audit assigned for a month is
+due by the first instant of the next one.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 
-from shared.events import OfstedGrade, StandardScore
+from shared.events import AllocationStatus, CaseAllocated, CaseClosed, OfstedGrade, StandardScore
 
 GRADE_ORDER = (
     OfstedGrade.OUTSTANDING,
@@ -14,6 +22,363 @@ GRADE_ORDER = (
     OfstedGrade.REQUIRES_IMPROVEMENT,
     OfstedGrade.INADEQUATE,
 )
+
+QUALITY_STANDARDS: dict[str, str] = {
+    "assessment_timeliness": "The assessment was started and completed on time.",
+    "voice_of_the_child": "The child's voice, wishes and lived experience shape the work.",
+    "plan_quality": "The plan is specific, measurable and agreed with the family.",
+    "multi_agency_working": "Partners share information and work to the one plan.",
+    "management_oversight": "Supervision and management decisions are recorded and acted on.",
+    "outcomes_for_family": "The family's circumstances are improving because of the help.",
+}
+"""The Early Help Quality Standards every audit grades, by id, in the order they are shown."""
+
+NO_REPEAT_MONTHS = 12
+"""A case audited (or drawn for audit) is not drawn again within this many months."""
+
+MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+
+class AuditorRole(StrEnum):
+    TEAM_MANAGER = "team_manager"
+    HEAD_OF_SERVICE = "head_of_service"
+
+
+class AuditStatus(StrEnum):
+    ASSIGNED = "assigned"
+    COMPLETED = "completed"
+    OVERDUE = "overdue"
+
+
+@dataclass(frozen=True)
+class Auditor:
+    """A team manager (of one locality team) or a head of service (of one district)."""
+
+    id: str
+    name: str
+    role: AuditorRole
+    district: str
+    team_id: str | None = None
+    active: bool = True
+    audits_per_month: int | None = None
+    """Overrides the service's default when set."""
+
+    def owes(self, default_per_month: int) -> int:
+        if not self.active:
+            return 0
+        return default_per_month if self.audits_per_month is None else self.audits_per_month
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: the field's dotted path, a code and a sentence."""
+
+    field: str
+    code: str
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Months
+
+
+def audit_month(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+def month_start(month: str) -> datetime:
+    year, number = (int(part) for part in month.split("-"))
+    return datetime(year, number, 1, tzinfo=UTC)
+
+
+def shift_month(month: str, months: int) -> str:
+    year, number = (int(part) for part in month.split("-"))
+    index = year * 12 + number - 1 + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def month_end(month: str) -> datetime:
+    """The first instant after ``month``: when its audits fall due."""
+    return month_start(shift_month(month, 1))
+
+
+def months_apart(first: str, second: str) -> int:
+    (y1, m1), (y2, m2) = ((int(p) for p in month.split("-")) for month in (first, second))
+    return abs((y1 * 12 + m1) - (y2 * 12 + m2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The population of cases, projected from case-allocated and case-closed
+
+
+@dataclass(frozen=True)
+class CaseState:
+    """What the audit service knows of a case: enough to sample it and label its audit.
+
+    ``as_of`` is the time of the newest allocation event applied, so an older event that
+    arrives late (or again) cannot undo a newer one, whatever the order of delivery.
+    """
+
+    case_id: str
+    family_id: str
+    district: str
+    team_id: str | None = None
+    worker_id: str | None = None
+    level_of_need: int | None = None
+    first_allocated_at: datetime | None = None
+    as_of: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        if self.closed_at is not None:
+            return "closed"
+        return "queued" if self.first_allocated_at is None else "open"
+
+    @property
+    def stratum(self) -> tuple[str, int]:
+        return (self.district, self.level_of_need or 0)
+
+
+def apply_allocation(case: CaseState | None, event: CaseAllocated) -> CaseState:
+    """Keep the newest team, worker and level, and the first time it was allocated."""
+    first = case.first_allocated_at if case else None
+    if event.status is AllocationStatus.ALLOCATED:
+        first = event.allocated_at if first is None else min(first, event.allocated_at)
+    if case is not None and case.as_of is not None and event.allocated_at <= case.as_of:
+        return replace(case, first_allocated_at=first)
+    return CaseState(
+        case_id=event.case_id,
+        family_id=event.family_id,
+        district=event.district,
+        team_id=event.team_id,
+        worker_id=event.worker_id,
+        level_of_need=int(event.level_of_need),
+        first_allocated_at=first,
+        as_of=event.allocated_at,
+        closed_at=case.closed_at if case else None,
+    )
+
+
+def apply_closure(case: CaseState | None, event: CaseClosed) -> CaseState:
+    """A case closes once; a closure seen before the allocation still counts."""
+    if case is None:
+        return CaseState(
+            case_id=event.case_id,
+            family_id=event.family_id,
+            district=event.district,
+            team_id=event.team_id,
+            worker_id=event.worker_id,
+            closed_at=event.closed_at,
+        )
+    closed_at = event.closed_at if case.closed_at is None else min(case.closed_at, event.closed_at)
+    return replace(case, closed_at=closed_at)
+
+
+def is_auditable(case: CaseState, month: str, closed_within_months: int) -> bool:
+    """Allocated before the month ends, and open or closed within the previous months.
+
+    A queued case has had no work to audit yet; a case closed long ago is history.
+    """
+    if case.first_allocated_at is None or case.level_of_need is None:
+        return False
+    if case.first_allocated_at >= month_end(month):
+        return False
+    cutoff = month_start(shift_month(month, -closed_within_months))
+    return case.closed_at is None or case.closed_at >= cutoff
+
+
+# ---------------------------------------------------------------------------------------------
+# The monthly draw
+
+
+@dataclass(frozen=True)
+class Assignment:
+    auditor_id: str
+    case_id: str
+
+
+@dataclass(frozen=True)
+class DrawOutcome:
+    assignments: tuple[Assignment, ...]
+    unfilled: dict[str, int] = field(default_factory=dict)
+    """Audits still owed, by auditor, for want of cases to draw."""
+
+
+def stratum_quotas(
+    sizes: Mapping[tuple[str, int], int], wanted: int, rng: random.Random
+) -> dict[tuple[str, int], int]:
+    """How many cases to draw from each stratum: in proportion to its size.
+
+    Largest remainder: each stratum gets the whole part of its share, and the cases left
+    over go to the largest fractions (ties by lot), so a month's audits spread across
+    districts and levels of need as the caseload does.
+    """
+    total = sum(sizes.values())
+    if wanted >= total:
+        return dict(sizes)
+    strata = sorted(sizes)
+    quotas = {stratum: wanted * sizes[stratum] // total for stratum in strata}
+    lots = {stratum: rng.random() for stratum in strata}
+    by_remainder = sorted(
+        strata, key=lambda stratum: (-(wanted * sizes[stratum] % total), lots[stratum])
+    )
+    for stratum in by_remainder[: wanted - sum(quotas.values())]:
+        quotas[stratum] += 1
+    return quotas
+
+
+def draw_audits(
+    *,
+    month: str,
+    seed: int,
+    owed: Sequence[tuple[Auditor, int]],
+    population: Iterable[CaseState],
+    recently_drawn: Iterable[str] = (),
+    closed_within_months: int = 3,
+) -> DrawOutcome:
+    """Give each auditor the cases they owe for ``month``, at random, reproducibly.
+
+    The same seed, month, auditors and population always give the same assignments (inputs
+    are sorted first, so the order the database returns them in does not matter). Cases are
+    drawn stratified by district and level of need, never one drawn in the last twelve
+    months, and matched so that as few auditors as possible audit their own team's work.
+    """
+    rng = random.Random(f"{month}|{seed}")
+    excluded = set(recently_drawn)
+    pool = sorted(
+        (
+            case
+            for case in population
+            if case.case_id not in excluded and is_auditable(case, month, closed_within_months)
+        ),
+        key=lambda case: case.case_id,
+    )
+    slots = [
+        auditor for auditor, count in sorted(owed, key=lambda o: o[0].id) for _ in range(count)
+    ]
+    rng.shuffle(slots)  # who goes short when cases run out is chance, not the alphabet
+
+    by_stratum: dict[tuple[str, int], list[CaseState]] = {}
+    for case in pool:
+        by_stratum.setdefault(case.stratum, []).append(case)
+    quotas = stratum_quotas(Counter(case.stratum for case in pool), len(slots), rng)
+    chosen: list[CaseState] = []
+    spare: dict[tuple[str, int], list[CaseState]] = {}
+    for stratum in sorted(by_stratum):
+        members = by_stratum[stratum]
+        rng.shuffle(members)
+        chosen.extend(members[: quotas[stratum]])
+        spare[stratum] = members[quotas[stratum] :]
+
+    placed = _place_outside_own_team(slots[: len(chosen)], chosen)
+    placed = _swap_within_stratum(slots[: len(chosen)], placed, spare)
+    unfilled = Counter(auditor.id for auditor in slots[len(chosen) :])
+    return DrawOutcome(
+        assignments=tuple(
+            Assignment(auditor_id=slot.id, case_id=case.case_id)
+            for slot, case in zip(slots, placed, strict=False)
+        ),
+        unfilled=dict(sorted(unfilled.items())),
+    )
+
+
+def _own_team(auditor: Auditor, case: CaseState) -> bool:
+    return auditor.team_id is not None and auditor.team_id == case.team_id
+
+
+def _place_outside_own_team(slots: list[Auditor], cases: list[CaseState]) -> list[CaseState]:
+    """Match slots to cases, as many as possible outside the auditor's own team.
+
+    A maximum bipartite matching (augmenting paths) over "not my team" pairs; the slots it
+    cannot match take the cases left, which are then all their own team's.
+    """
+    case_holder: dict[int, int] = {}
+
+    def seat(slot: int, tried: set[int]) -> bool:
+        for index, case in enumerate(cases):
+            if index in tried or _own_team(slots[slot], case):
+                continue
+            tried.add(index)
+            if index not in case_holder or seat(case_holder[index], tried):
+                case_holder[index] = slot
+                return True
+        return False
+
+    for slot in range(len(slots)):
+        seat(slot, set())
+    placed: dict[int, CaseState] = {slot: cases[index] for index, slot in case_holder.items()}
+    leftovers = iter(case for index, case in enumerate(cases) if index not in case_holder)
+    return [placed[slot] if slot in placed else next(leftovers) for slot in range(len(slots))]
+
+
+def _swap_within_stratum(
+    slots: list[Auditor],
+    placed: list[CaseState],
+    spare: dict[tuple[str, int], list[CaseState]],
+) -> list[CaseState]:
+    """Replace an own-team case with an undrawn case of the same stratum from another team."""
+    result = list(placed)
+    for slot, case in enumerate(placed):
+        if not _own_team(slots[slot], case):
+            continue
+        others = spare.get(case.stratum, [])
+        swap = next((other for other in others if not _own_team(slots[slot], other)), None)
+        if swap is not None:
+            others.remove(swap)
+            others.append(case)
+            result[slot] = swap
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Submitting an audit
+
+
+def check_submission(scores: Mapping[str, str], overall: str | None) -> list[Problem]:
+    """Every standard graded once on the Ofsted scale; nothing else."""
+    grades = ", ".join(grade.value for grade in GRADE_ORDER)
+    problems = [
+        Problem(f"scores.{standard}", "missing_standard", f"grade the standard: {description}")
+        for standard, description in QUALITY_STANDARDS.items()
+        if standard not in scores
+    ]
+    for standard, grade in scores.items():
+        if standard not in QUALITY_STANDARDS:
+            problems.append(
+                Problem(
+                    f"scores.{standard}",
+                    "unknown_standard",
+                    f"{standard!r} is not a quality standard; the standards are: "
+                    + ", ".join(QUALITY_STANDARDS),
+                )
+            )
+        elif grade not in GRADE_ORDER:
+            problems.append(
+                Problem(
+                    f"scores.{standard}",
+                    "invalid_grade",
+                    f"{grade!r} is not an Ofsted grade; use one of: {grades}",
+                )
+            )
+    if overall is not None and overall not in GRADE_ORDER:
+        problems.append(
+            Problem(
+                "overall_grade",
+                "invalid_grade",
+                f"{overall!r} is not an Ofsted grade; use one of: {grades}",
+            )
+        )
+    return problems
+
+
+def standard_scores(scores: Mapping[str, str]) -> list[StandardScore]:
+    """The scores in the standards' own order, for the event."""
+    return [
+        StandardScore(standard=standard, grade=OfstedGrade(scores[standard]))
+        for standard in QUALITY_STANDARDS
+        if standard in scores
+    ]
 
 
 def overall_grade(scores: Sequence[StandardScore]) -> OfstedGrade:
@@ -30,11 +395,110 @@ def overall_grade(scores: Sequence[StandardScore]) -> OfstedGrade:
     return GRADE_ORDER[ranks[len(ranks) // 2]]
 
 
-def audit_month(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m")
-
-
 def audit_id_for(auditor_id: str, case_id: str, month: str) -> str:
-    """One audit of a case by an auditor a month: posting it again gives the same audit."""
+    """One audit of a case by an auditor a month: drawing it again gives the same audit."""
     digest = hashlib.sha256(f"{auditor_id}\0{case_id}\0{month}".encode()).hexdigest()
     return f"aud-{digest[:20]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Compliance
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An assigned audit as compliance sees it."""
+
+    audit_id: str
+    auditor_id: str
+    district: str
+    month: str
+    due_by: datetime
+    completed_at: datetime | None = None
+    overall_grade: str | None = None
+    scores: Mapping[str, str] = field(default_factory=dict)
+
+
+def audit_status(audit: AuditRecord, now: datetime) -> AuditStatus:
+    """Overdue once its month is over and it is still not completed."""
+    if audit.completed_at is not None:
+        return AuditStatus.COMPLETED
+    return AuditStatus.OVERDUE if now >= audit.due_by else AuditStatus.ASSIGNED
+
+
+@dataclass(frozen=True)
+class AuditorCompliance:
+    auditor_id: str
+    owed: int
+    assigned: int
+    completed: int
+    overdue: int
+
+
+@dataclass(frozen=True)
+class DistrictGrades:
+    district: str
+    completed: int
+    overall: dict[str, int]
+    by_standard: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Compliance:
+    month: str
+    auditors: list[AuditorCompliance]
+    districts: list[DistrictGrades]
+
+
+def compliance(
+    month: str,
+    auditors: Sequence[Auditor],
+    audits: Sequence[AuditRecord],
+    *,
+    now: datetime,
+    default_per_month: int,
+) -> Compliance:
+    """Per auditor: owed, assigned, completed and overdue; per district: the grades given.
+
+    Auditors who owe nothing (inactive) still appear when they hold audits for the month.
+    """
+    statuses = Counter(
+        (audit.auditor_id, audit_status(audit, now)) for audit in audits if audit.month == month
+    )
+    assigned = Counter(audit.auditor_id for audit in audits if audit.month == month)
+    rows = [
+        AuditorCompliance(
+            auditor_id=auditor.id,
+            owed=auditor.owes(default_per_month),
+            assigned=assigned[auditor.id],
+            completed=statuses[(auditor.id, AuditStatus.COMPLETED)],
+            overdue=statuses[(auditor.id, AuditStatus.OVERDUE)],
+        )
+        for auditor in sorted(auditors, key=lambda auditor: auditor.id)
+        if auditor.owes(default_per_month) or assigned[auditor.id]
+    ]
+    districts: dict[str, list[AuditRecord]] = {}
+    for audit in audits:
+        if audit.month == month and audit.completed_at is not None:
+            districts.setdefault(audit.district, []).append(audit)
+    return Compliance(
+        month=month,
+        auditors=rows,
+        districts=[
+            DistrictGrades(
+                district=district,
+                completed=len(done),
+                overall=_distribution(audit.overall_grade for audit in done),
+                by_standard={
+                    standard: _distribution(audit.scores.get(standard) for audit in done)
+                    for standard in QUALITY_STANDARDS
+                },
+            )
+            for district, done in sorted(districts.items())
+        ],
+    )
+
+
+def _distribution(grades: Iterable[str | None]) -> dict[str, int]:
+    counts = Counter(grade for grade in grades if grade is not None)
+    return {grade.value: counts[grade.value] for grade in GRADE_ORDER}

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,24 +149,29 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         # The sample county's teams have room: each family has a lead practitioner.
         assert all(case["allocation"] == "allocated" and case["worker_id"] for case in cases)
 
-        # The audit service learnt of the case from case-allocated; a manager audits it.
+        # The audit service learnt of the case from case-allocated; this month's draw gives
+        # it to a (sample) auditor, who audits it.
         case_id = next(case["id"] for case in cases if case["district"] == "northvale")
+        month = datetime.now(UTC).strftime("%Y-%m")
+
+        async def drawn() -> list[dict[str, Any]]:
+            await client.post(platform.url("audit", "/audits/draws"), json={"month": month})
+            response = await client.get(platform.url("audit", "/audits"), params={"month": month})
+            return [audit for audit in response.json() if audit["case_id"] == case_id]
+
+        [assigned] = await eventually(drawn, bool, timeout_s=30)
+        standards = (await client.get(platform.url("audit", "/standards"))).json()
         audit = {
-            "case_id": case_id,
-            "auditor_id": "tm-northvale",
-            "scores": [
-                {"standard": "voice of the child", "grade": "good"},
-                {"standard": "plan is SMART", "grade": "requires_improvement"},
-                {"standard": "management oversight", "grade": "good"},
-            ],
+            "scores": {standard["id"]: "good" for standard in standards}
+            | {"plan_quality": "requires_improvement"},
             "learning_points": ["Review the plan with the family monthly."],
         }
-
-        async def audited() -> int:
-            response = await client.post(platform.url("audit", "/audits"), json=audit)
-            return response.status_code
-
-        await eventually(audited, lambda status: status == 201, timeout_s=30)
+        completed = await client.post(
+            platform.url("audit", f"/audits/{assigned['id']}/completion"),
+            json=audit,
+            headers={"x-auditor-id": assigned["auditor_id"]},
+        )
+        assert completed.status_code == 200, completed.text
         closed = await client.post(
             platform.url("allocation", f"/cases/{case_id}/close"), json={"outcome": "needs_met"}
         )
