@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,14 @@ async def run(count: int, concurrency: int, ports: dict[str, int]) -> dict[str, 
         await asyncio.gather(*(partner() for _ in range(concurrency)))
         accepted_in = time.perf_counter() - started
         while True:
-            summary = (await client.get(f"{base['reporting']}/reports/summary")).json()
-            if summary["totals"].get("cases_allocated", 0) >= count:
+            month = datetime.now(UTC).strftime("%Y-%m")
+            report = (
+                await client.get(f"{base['reporting']}/reports/monthly", params={"month": month})
+            ).json()
+            if report["allocations"]["count"] >= count:
                 break
             if time.perf_counter() - started > 600:
-                raise SystemExit(f"only {summary['totals']} after 600s")
+                raise SystemExit(f"only {report['allocations']} after 600s")
             await asyncio.sleep(0.2)
         end_to_end = time.perf_counter() - started
     latencies.sort()

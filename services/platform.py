@@ -168,7 +168,7 @@ def _print_endpoints(settings: PlatformSettings, env: dict[str, str]) -> None:
         f"  referral    {base}:{settings.referral_port}   POST /referrals   (docs: /docs)",
         f"  allocation  {base}:{settings.allocation_port}   GET /cases",
         f"  audit       {base}:{settings.audit_port}   GET /audits, POST /audits/draws",
-        f"  reporting   {base}:{settings.reporting_port}   GET /reports/summary",
+        f"  reporting   {base}:{settings.reporting_port}   GET /reports/monthly, /dashboard",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -629,6 +629,22 @@ class AuditCompleted(EventData):
     )
 
 
+class AuditAssigned(EventData):
+    """A case was drawn for an auditor's monthly audit: the audit is now due."""
+
+    event_type: ClassVar[str] = "audit-assigned"
+
+    audit_id: str = Field(description="Audit service's id for the audit.")
+    case_id: str = Field(description="The case to audit.")
+    family_id: str = Field(description="The case's family.")
+    district: str = Field(description="The case's district.")
+    team_id: str | None = Field(default=None, description="The case's team.")
+    auditor_id: str = Field(description="Team manager or head of service who must audit it.")
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="Audit month, YYYY-MM.")
+    assigned_at: datetime = Field(description="When the draw assigned it.")
+    due_by: datetime = Field(description="When it falls due: the end of its month.")
+
+
 class TeamCapacityChanged(EventData):
     """A locality team's capacity after a worker joined, left or changed FTE or cap.
 
@@ -650,6 +666,27 @@ class TeamCapacityChanged(EventData):
         return self.team_id
 
 
+class PerformanceSnapshot(EventData):
+    """One district's (or the county's) monthly performance figures, as they stand now.
+
+    Published by reporting when the figures change, at most once every few seconds per
+    district and month; the newest ``version`` per key supersedes the rest.
+    """
+
+    event_type: ClassVar[str] = "performance-snapshot"
+
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="The month, YYYY-MM.")
+    district: str = Field(description="The district, or ``all`` for the whole county.")
+    version: int = Field(ge=1, description="Rises with every snapshot of this month/district.")
+    figures: dict[str, Any] = Field(
+        description="The monthly report, as ``GET /reports/monthly`` answers it."
+    )
+    generated_at: datetime = Field(description="When the figures were computed.")
+
+    def event_subject(self) -> str | None:
+        return f"{self.month}|{self.district}"
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
@@ -659,7 +696,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         CaseAllocated,
         CaseClosed,
         AuditCompleted,
+        AuditAssigned,
         TeamCapacityChanged,
+        PerformanceSnapshot,
     )
 }
 

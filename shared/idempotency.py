@@ -7,7 +7,7 @@ never disagree, even when two replicas receive the same event at once (the recor
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +71,46 @@ class ProcessedEvents:
         except DuplicateKeyError:
             existing = await self.effect_of(event)
             raise AlreadyProcessed(existing or {}) from None
+
+    async def process_many(
+        self,
+        events: Sequence[RawEvent],
+        work: Callable[[Session, list[int]], Awaitable[None]],
+    ) -> int:
+        """Run ``work`` on the indexes of the events not processed before, recording them, all
+        in one transaction: a replay's throughput is set by batches, not by commits.
+
+        Returns how many were new. An event given twice in one batch counts once.
+        """
+
+        async def work_and_record(session: Session) -> int:
+            keys = [processed_key(self._consumer, event) for event in events]
+            found = self._collection.find({"_id": {"$in": keys}}, {"_id": 1}, session=session)
+            seen = {document["_id"] async for document in found}
+            fresh: list[int] = []
+            for index, key in enumerate(keys):
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(index)
+            if not fresh:
+                return 0
+            await work(session, fresh)
+            now = self._clock()
+            await self._collection.insert_many(
+                [
+                    {
+                        "_id": keys[index],
+                        "type": events[index].type,
+                        "effect": {"batch": True},
+                        "processed_at": now,
+                    }
+                    for index in fresh
+                ],
+                session=session,
+            )
+            return len(fresh)
+
+        return await in_transaction(self._client, work_and_record)
 
     async def process_once(
         self, event: RawEvent, work: Callable[[Session], Awaitable[dict[str, Any]]]

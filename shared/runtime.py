@@ -6,6 +6,8 @@ service's FastAPI lifespan calls. So ``create_app()`` is cheap and import has no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -48,9 +50,26 @@ class Runtime:
     produces: set[str] = field(default_factory=set)
     handlers: dict[str, Handler] = field(default_factory=dict)
     on_start: list[Startup] = field(default_factory=list)
+    periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def topic(self, event_type: str) -> str:
         return topic_name(event_type, self.settings.topic_namespace)
+
+    def every(self, interval_s: float, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` every ``interval_s`` while the service runs; a failure is logged and
+        tried again next time, so an outage cannot end the loop."""
+        self.periodic.append((name, interval_s, work))
+
+    async def _repeat(
+        self, name: str, interval_s: float, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("%s failed; trying again in %ss", name, interval_s)
+            await asyncio.sleep(interval_s)
 
     def subscribe(self, event_type: str, handler: Handler) -> None:
         """Consume ``event_type`` as this service's consumer group, reliably."""
@@ -81,9 +100,18 @@ class Runtime:
                 heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             )
         await self.broker.start()
+        self._tasks = [
+            asyncio.create_task(self._repeat(name, interval_s, work), name=name)
+            for name, interval_s, work in self.periodic
+        ]
         log.info("%s started", self.settings.service_name)
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.broker.stop()
         await self.relay.stop()
         await self.publisher.stop()

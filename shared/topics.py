@@ -8,6 +8,7 @@ REFERRAL_REJECTED = "referral-rejected"
 CASE_ALLOCATED = "case-allocated"
 CASE_CLOSED = "case-closed"
 AUDIT_COMPLETED = "audit-completed"
+AUDIT_ASSIGNED = "audit-assigned"
 TEAM_CAPACITY_CHANGED = "team-capacity-changed"
 PERFORMANCE_SNAPSHOT = "performance-snapshot"
 
@@ -18,6 +19,7 @@ ALL_TOPICS = (
     CASE_ALLOCATED,
     CASE_CLOSED,
     AUDIT_COMPLETED,
+    AUDIT_ASSIGNED,
     TEAM_CAPACITY_CHANGED,
     PERFORMANCE_SNAPSHOT,
 )

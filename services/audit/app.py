@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
@@ -252,7 +250,9 @@ def create_app(
     settings: AuditSettings | None = None, *, clock: Callable[[], datetime] = utc_now
 ) -> FastAPI:
     settings = settings or AuditSettings()
-    runtime = build_runtime(settings, produces=(topics.AUDIT_COMPLETED,), clock=clock)
+    runtime = build_runtime(
+        settings, produces=(topics.AUDIT_COMPLETED, topics.AUDIT_ASSIGNED), clock=clock
+    )
     store = MongoAuditStore(runtime.client, runtime.db, runtime.outbox)
     policy = DrawPolicy(
         audits_per_month=settings.audits_per_month,
@@ -298,15 +298,12 @@ def create_app(
             store=store, now=runtime.clock(), policy=policy, fresh_seed=_fresh_seed()
         )
 
-    async def keep_drawing() -> None:
-        while True:
-            try:
-                drawn = await draw_if_due()
-                if drawn is not None:
-                    log.info("drew %s: %d audits", drawn.month, len(drawn.new_audit_ids))
-            except Exception:  # a database outage must not end the monthly check
-                log.exception("monthly draw check failed; trying again later")
-            await asyncio.sleep(settings.draw_check_interval_s)
+    async def draw_check() -> None:
+        drawn = await draw_if_due()
+        if drawn is not None:
+            log.info("drew %s: %d audits", drawn.month, len(drawn.new_audit_ids))
+
+    runtime.every(settings.draw_check_interval_s, "monthly-draw-check", draw_check)
 
     app = service_app(
         runtime,
@@ -318,20 +315,6 @@ def create_app(
         " families by id only.",
     )
     app.state.draw_if_due = draw_if_due
-    runtime_lifespan = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime_lifespan(app):
-            checker = asyncio.create_task(keep_drawing(), name="monthly-draw-check")
-            try:
-                yield
-            finally:
-                checker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await checker
-
-    app.router.lifespan_context = lifespan
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:

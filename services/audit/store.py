@@ -18,7 +18,7 @@ from services.audit.domain import (
     shift_month,
 )
 from services.audit.ports import AuditNotOpen, DrawDecision, DrawInputs, DrawRecord
-from shared.events import AuditCompleted
+from shared.events import AuditAssigned, AuditCompleted
 from shared.mongo import Database, Document, MongoClient, Session, in_transaction
 from shared.outbox import Outbox
 
@@ -144,6 +144,13 @@ class MongoAuditStore:
             ]
             if documents:
                 await self._audits.insert_many(documents, session=session)
+            for document in documents:
+                await self._outbox.stage_event(
+                    _assigned(document),
+                    session=session,
+                    correlation_id=f"draw-{month}",
+                    event_id=f"{document['_id']}.assigned",
+                )
             round_ = {
                 "seed": decision.seed,
                 "at": now,
@@ -290,6 +297,20 @@ def _audit_document(
         "overall_grade": None,
         "learning_points": [],
     }
+
+
+def _assigned(document: Document) -> AuditAssigned:
+    return AuditAssigned(
+        audit_id=document["_id"],
+        case_id=document["case_id"],
+        family_id=document["family_id"],
+        district=document["district"],
+        team_id=document["team_id"],
+        auditor_id=document["auditor_id"],
+        month=document["month"],
+        assigned_at=document["assigned_at"],
+        due_by=document["due_by"],
+    )
 
 
 def _draw(

@@ -1,36 +1,314 @@
-"""MongoDB adapter of the reporting read models: the only module that touches the driver."""
+"""MongoDB adapter of the reporting read models: the only module that touches the driver.
+
+One fact per thing that happened, keyed by the thing's own id, so a redelivered event
+rewrites the same fact and an out-of-order one still lands in its month. Where events
+disagree over time (a case's team), the newer event time wins, whatever the arrival order.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from services.reporting.domain import FigureChange
+from pymongo import ReturnDocument
+
+from services.reporting.domain import ALL_DISTRICTS, MonthFacts, month_end, month_of, month_start
+from shared.events import (
+    AllocationStatus,
+    AuditAssigned,
+    AuditCompleted,
+    CaseAllocated,
+    CaseClosed,
+    EventData,
+    ReferralReceived,
+    ReferralRejected,
+    TeamCapacityChanged,
+)
 from shared.mongo import Database, Document, Session
 
-MONTHLY_FIGURES = "monthly_figures"
+REFERRALS = "referral_facts"
+REJECTIONS = "rejection_facts"
+ALLOCATIONS = "allocation_facts"
+CASES = "case_facts"
+CAPACITY = "capacity_facts"
+AUDITS = "audit_facts"
+SNAPSHOT_MARKS = "snapshot_marks"
+READ_MODELS = (REFERRALS, REJECTIONS, ALLOCATIONS, CASES, CAPACITY, AUDITS, SNAPSHOT_MARKS)
+
+MonthKey = tuple[str, str]
+"""(month, district): what an event changed, for the snapshots."""
 
 
-class MongoFiguresStore:
-    def __init__(self, db: Database) -> None:
-        self._figures = db[MONTHLY_FIGURES]
+class ReportingStore:
+    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._clock = clock
+        self._referrals = db[REFERRALS]
+        self._rejections = db[REJECTIONS]
+        self._allocations = db[ALLOCATIONS]
+        self._cases = db[CASES]
+        self._capacity = db[CAPACITY]
+        self._audits = db[AUDITS]
+        self._marks = db[SNAPSHOT_MARKS]
 
     async def ensure_indexes(self) -> None:
-        await self._figures.create_index([("month", 1), ("district", 1)], unique=True)
+        for collection in (self._referrals, self._allocations, self._audits):
+            await collection.create_index([("month", 1), ("district", 1)])
+        await self._rejections.create_index("month")
+        await self._cases.create_index([("district", 1), ("allocated_at", 1)])
+        await self._cases.create_index([("district", 1), ("queued_at", 1)])
+        await self._cases.create_index("closed_at")
+        await self._capacity.create_index([("district", 1), ("changed_at", 1)])
+        await self._marks.create_index("dirty")
 
-    async def apply(self, change: FigureChange, *, session: Session) -> None:
-        await self._figures.update_one(
-            {"_id": f"{change.month}|{change.district}"},
+    async def drop_read_models(self) -> None:
+        for name in READ_MODELS:
+            await self._db.drop_collection(name)
+
+    # -----------------------------------------------------------------------------------------
+    # Projection
+
+    async def project(self, data: EventData, *, session: Session) -> list[MonthKey]:
+        """Record the fact an event states; the months and districts whose figures moved."""
+        match data:
+            case ReferralReceived():
+                return await self._referral(data, session)
+            case ReferralRejected():
+                month = month_of(data.received_at)
+                await self._rejections.update_one(
+                    {"_id": data.rejection_id},
+                    {
+                        "$set": {
+                            "month": month,
+                            "partner_id": data.partner_id,
+                            "codes": sorted({reason.code for reason in data.reasons}),
+                            "received_at": data.received_at,
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
+                return [(month, ALL_DISTRICTS)]
+            case CaseAllocated():
+                return await self._allocation(data, session)
+            case CaseClosed():
+                await self._cases.update_one(
+                    {"_id": data.case_id},
+                    {
+                        "$set": {
+                            "district": data.district,
+                            "closed_at": data.closed_at,
+                            "outcome": data.outcome.value,
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
+                return _touched(data.closed_at, data.district)
+            case TeamCapacityChanged():
+                await self._capacity.update_one(
+                    {"_id": f"{data.team_id}|{data.changed_at.isoformat()}"},
+                    {
+                        "$set": {
+                            "team_id": data.team_id,
+                            "district": data.district,
+                            "capacity": data.capacity,
+                            "changed_at": data.changed_at,
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
+                return _touched(data.changed_at, data.district)
+            case AuditAssigned():
+                await self._audits.update_one(
+                    {"_id": data.audit_id},
+                    {
+                        "$set": {
+                            "month": data.month,
+                            "district": data.district,
+                            "team_id": data.team_id,
+                            "assigned_at": data.assigned_at,
+                            "due_by": data.due_by,
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
+                return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
+            case AuditCompleted():
+                await self._audits.update_one(
+                    {"_id": data.audit_id},
+                    {
+                        "$set": {
+                            "month": data.month,
+                            "district": data.district,
+                            "team_id": data.team_id,
+                            "completed_at": data.completed_at,
+                            "overall_grade": data.overall_grade.value,
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
+                return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
+        raise TypeError(f"no projection for {type(data).__name__}")
+
+    async def _referral(self, data: ReferralReceived, session: Session) -> list[MonthKey]:
+        await self._referrals.update_one(
+            {"_id": data.referral_id},
             {
-                "$setOnInsert": {"month": change.month, "district": change.district},
-                "$inc": {f"counts.{name}": value for name, value in change.increments.items()},
+                "$set": {
+                    "month": month_of(data.received_at),
+                    "district": data.district,
+                    "source": data.referral_source,
+                    "route": data.route,
+                    "decision": data.decision.value,
+                    "re_referral": data.is_re_referral,
+                    "step_down": data.is_step_down,
+                    "co_working": data.open_to_social_care and not data.is_step_down,
+                    "received_at": data.received_at,
+                }
             },
             upsert=True,
             session=session,
         )
+        return _touched(data.received_at, data.district)
 
-    async def all_figures(self, filters: dict[str, Any]) -> list[Document]:
-        return (
-            await self._figures.find(filters, {"_id": 0})
-            .sort([("month", 1), ("district", 1)])
+    async def _allocation(self, data: CaseAllocated, session: Session) -> list[MonthKey]:
+        at = data.allocated_at
+        first = "allocated_at" if data.status is AllocationStatus.ALLOCATED else "queued_at"
+        await self._cases.update_one(
+            {"_id": data.case_id},
+            {"$set": {"district": data.district}, "$min": {first: at}},
+            upsert=True,
+            session=session,
+        )
+        if data.team_id is not None:
+            await self._cases.update_one(
+                {"_id": data.case_id, "$or": [{"team_at": None}, {"team_at": {"$lt": at}}]},
+                {"$set": {"team_id": data.team_id, "team_at": at}},
+                session=session,
+            )
+        is_allocation = (
+            data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None
+        )
+        if is_allocation:
+            await self._allocations.update_one(
+                {"_id": f"{data.case_id}|{data.referral_id}"},
+                {
+                    "$setOnInsert": {
+                        "month": month_of(at),
+                        "district": data.district,
+                        "team_id": data.team_id,
+                        "kind": data.kind.value,
+                        "seconds": data.time_to_allocation_seconds
+                        or max(0.0, (at - data.referral_received_at).total_seconds()),
+                        "allocated_at": at,
+                    }
+                },
+                upsert=True,
+                session=session,
+            )
+        return _touched(at, data.district)
+
+    # -----------------------------------------------------------------------------------------
+    # Reading a month
+
+    async def month_facts(self, month: str, district: str | None, now: datetime) -> MonthFacts:
+        start, end = month_start(month), month_end(month)
+        where: dict[str, Any] = {} if district is None else {"district": district}
+        in_month = {"month": month, **where}
+        closed_after_end = {"$or": [{"closed_at": None}, {"closed_at": {"$gte": end}}]}
+        return MonthFacts(
+            month=month,
+            district=district,
+            referrals=await self._referrals.find(in_month).to_list(),
+            rejections=(
+                await self._rejections.find({"month": month}).to_list() if district is None else []
+            ),
+            allocations=await self._allocations.find(in_month).to_list(),
+            closures=await self._cases.find(
+                {"closed_at": {"$gte": start, "$lt": end}, **where}
+            ).to_list(),
+            open_at_end=await self._cases.find(
+                {"allocated_at": {"$lt": end}, **closed_after_end, **where}
+            ).to_list(),
+            queued_at_end=await self._cases.find(
+                {
+                    "queued_at": {"$lt": end},
+                    "$and": [
+                        {"$or": [{"allocated_at": None}, {"allocated_at": {"$gte": end}}]},
+                        closed_after_end,
+                    ],
+                    **where,
+                }
+            ).to_list(),
+            capacity_at_end=await self._capacity_at(end, where),
+            audits=await self._audits.find(in_month).to_list(),
+            now=now,
+        )
+
+    async def _capacity_at(self, end: datetime, where: dict[str, Any]) -> dict[str, Document]:
+        changes = (
+            await self._capacity.find({"changed_at": {"$lt": end}, **where})
+            .sort("changed_at", 1)
             .to_list()
         )
+        return {change["team_id"]: change for change in changes}
+
+    async def months(self) -> list[str]:
+        """Every month with a fact, ascending, for the dashboard's picker."""
+        found: set[str] = set()
+        for collection in (self._referrals, self._rejections, self._allocations, self._audits):
+            found.update(await collection.distinct("month"))
+        return sorted(found)
+
+    async def districts(self) -> list[str]:
+        found: set[str] = set()
+        for collection in (self._referrals, self._cases, self._capacity):
+            found.update(district for district in await collection.distinct("district") if district)
+        return sorted(found)
+
+    # -----------------------------------------------------------------------------------------
+    # Snapshot marks: which figures changed since their last performance-snapshot
+
+    async def mark_changed(self, keys: list[MonthKey], *, session: Session) -> None:
+        current = month_of(self._clock())
+        marked = set(keys)
+        # A month-end figure (open cases, capacity) also moves every later month's.
+        marked |= {(current, district) for month, district in keys if month < current}
+        marked |= {(month, ALL_DISTRICTS) for month, _ in marked}
+        for month, district in sorted(marked):
+            await self._marks.update_one(
+                {"_id": f"{month}|{district}"},
+                {
+                    "$set": {"dirty": True, "month": month, "district": district},
+                    "$setOnInsert": {"version": 0, "published_at": None},
+                },
+                upsert=True,
+                session=session,
+            )
+
+    async def due_snapshots(self, interval_s: float) -> list[Document]:
+        quiet_since = self._clock() - timedelta(seconds=interval_s)
+        return await self._marks.find(
+            {
+                "dirty": True,
+                "$or": [{"published_at": None}, {"published_at": {"$lte": quiet_since}}],
+            }
+        ).to_list()
+
+    async def claim_snapshot(self, key: str, *, session: Session) -> Document | None:
+        """Take a due snapshot for publication; None when another replica took it first."""
+        return await self._marks.find_one_and_update(
+            {"_id": key, "dirty": True},
+            {"$set": {"dirty": False, "published_at": self._clock()}, "$inc": {"version": 1}},
+            session=session,
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+def _touched(at: datetime, district: str) -> list[MonthKey]:
+    return [(month_of(at), district)]

@@ -130,19 +130,23 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
             [partner_submission(over_kafka, partner_id="wessex-police")],
         )
 
-        async def summary() -> dict[str, Any]:
-            response = await client.get(platform.url("reporting", "/reports/summary"))
-            totals: dict[str, Any] = response.json()["totals"]
-            return totals
+        this_month = datetime.now(UTC).strftime("%Y-%m")
 
-        totals = await eventually(
-            summary,
-            lambda t: t.get("cases_allocated") == 2 and t.get("referrals_rejected") == 1,
+        async def monthly() -> dict[str, Any]:
+            response = await client.get(
+                platform.url("reporting", "/reports/monthly"), params={"month": this_month}
+            )
+            report: dict[str, Any] = response.json()
+            return report
+
+        report = await eventually(
+            monthly,
+            lambda r: r["allocations"]["count"] == 2 and r["outcomes"]["rejected"] == 1,
             timeout_s=60,
         )
-        assert totals["referrals_received"] == 2
-        assert totals["by_source"] == {"2A": 1, "6": 1}
-        assert totals["rejections_by_reason"] == {"no_consent": 1, "unknown_route": 1}
+        assert report["requests"]["total"] == 2
+        assert report["requests"]["by_source"] == {"2A": 1, "6": 1}
+        assert report["outcomes"]["rejected_by_reason"] == {"no_consent": 1, "unknown_route": 1}
 
         cases = (await client.get(platform.url("allocation", "/cases"))).json()
         assert {case["district"] for case in cases} == {"northvale", "southford"}
@@ -181,13 +185,13 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         )
         assert again.status_code == 409
 
-        totals = await eventually(
-            summary,
-            lambda t: t.get("audits_completed") == 1 and t.get("cases_closed") == 1,
+        report = await eventually(
+            monthly,
+            lambda r: r["audits"]["completed"] == 1 and r["closures"]["total"] == 1,
             timeout_s=30,
         )
-        assert totals["grades"] == {"good": 1}
-        assert totals["closures_by_outcome"] == {"needs_met": 1}
+        assert report["audits"]["grades"] == {"good": 1}
+        assert report["closures"]["by_outcome"] == {"needs_met": 1}
 
     received = await read_topic(
         infra.kafka_bootstrap_servers, namespace.topic("referral-received"), count=2

@@ -1,287 +1,267 @@
-"""Projection rules: which counters each event moves, in which month and district."""
+"""The monthly measures, percentiles, the CSV rows and the funding formula."""
 
 from __future__ import annotations
 
-import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.reporting.domain import (
-    UNKNOWN_DISTRICT,
-    Counts,
-    FigureChange,
-    add_counts,
-    figures_for,
+    MonthFacts,
+    flatten,
+    month_end,
     month_of,
+    monthly_report,
+    months_ending,
+    parse_weights,
+    percentile,
+    shift_month,
+    split_funding,
 )
-from shared.events import (
-    AllocationKind,
-    AllocationStatus,
-    AuditCompleted,
-    CaseAllocated,
-    CaseClosed,
-    CaseOutcome,
-    LevelOfNeed,
-    OfstedGrade,
-    ReferralReceived,
-    ReferralRejected,
-    ReferralSubmitted,
-    RejectionReason,
-    ScreeningDecision,
-    StandardScore,
-)
-from tests.factories import referral_received
 
-NOV = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
-DEC = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
 
 
-def received(**changes: Any) -> ReferralReceived:
-    return referral_received(**{"received_at": NOV, **changes})
-
-
-def allocated(**changes: Any) -> CaseAllocated:
-    fields: dict[str, Any] = {
-        "case_id": "case-1",
-        "family_id": "fam-1",
-        "referral_id": "ref-1",
-        "district": "eastmere",
-        "team_id": "eastmere-locality",
-        "worker_id": None,
-        "status": AllocationStatus.ALLOCATED,
-        "kind": AllocationKind.STANDARD,
-        "level_of_need": LevelOfNeed.EARLY_HELP_MULTI_AGENCY,
-        "referral_received_at": NOV,
-        "allocated_at": DEC,
+def referral(source: str = "2A", decision: str = "early_help", **changes: Any) -> dict[str, Any]:
+    return {
+        "source": source,
+        "route": {"2A": "school", "6": "police"}.get(source, "gp"),
+        "decision": decision,
+        "re_referral": False,
+        "step_down": False,
+        "co_working": False,
+        **changes,
     }
-    return CaseAllocated.model_validate({**fields, **changes})
 
 
-def reason(code: str, field: str = "") -> RejectionReason:
-    return RejectionReason(field=field, code=code, message=f"{field}: {code}")
+def test_months_are_calendar_months_in_utc() -> None:
+    late_evening_bst = datetime(2026, 10, 31, 23, 30, tzinfo=UTC) - timedelta(hours=1)
+    assert month_of(late_evening_bst) == "2026-10"
+    assert shift_month("2026-11", 2) == "2027-01"
+    assert shift_month("2026-01", -1) == "2025-12"
+    assert month_end("2026-12") == datetime(2027, 1, 1, tzinfo=UTC)
+    assert months_ending("2026-02", 3) == ["2025-12", "2026-01", "2026-02"]
 
 
-# ---------------------------------------------------------------------------------------------
-# figures_for
+def test_requests_outcomes_and_rates_are_counted_from_the_month_s_facts() -> None:
+    facts = MonthFacts(
+        month="2026-11",
+        district=None,
+        referrals=[
+            referral("2A"),
+            referral("2A", "signpost"),
+            referral("6", "step_up"),
+            referral("3B", re_referral=True, step_down=True),
+            referral("2A", co_working=True),
+        ],
+        rejections=[{"codes": ["no_consent", "unknown_route"]}, {"codes": ["no_consent"]}],
+        now=NOW,
+    )
+
+    report = monthly_report(facts)
+
+    assert report["requests"] == {
+        "total": 5,
+        "by_source": {"2A": 3, "3B": 1, "6": 1},
+        "by_route": {"gp": 1, "police": 1, "school": 3},
+        "schools": 3,
+        "schools_share": 0.6,
+    }
+    assert report["outcomes"] == {
+        "accepted_for_early_help": 3,
+        "stepped_up": 1,
+        "signposted": 1,
+        "rejected": 2,
+        "rejected_by_reason": {"no_consent": 2, "unknown_route": 1},
+    }
+    assert report["re_referrals"] == {"count": 1, "rate": 0.2}
+    assert (report["step_downs"], report["co_working"]) == (1, 1)
 
 
-def test_figures_for_a_referral_received_counts_it_by_source_route_and_decision() -> None:
-    change = figures_for(received())
+def test_an_empty_month_has_zeros_and_no_rates_rather_than_false_zeros() -> None:
+    report = monthly_report(MonthFacts(month="2026-11", district="eastmere", now=NOW))
 
-    assert change == FigureChange(
+    assert report["requests"]["total"] == 0
+    assert report["requests"]["schools_share"] is None
+    assert report["re_referrals"]["rate"] is None
+    assert report["allocations"]["median_hours"] is None
+    assert report["caseload"]["utilisation"] is None
+    assert report["teams"] == []
+
+
+def test_allocations_waiting_times_caseload_closures_and_teams() -> None:
+    hours = [1, 2, 3, 4, 10]
+    facts = MonthFacts(
         month="2026-11",
         district="northvale",
-        increments={
-            "referrals_received": 1,
-            "by_source.2A": 1,
-            "by_route.school": 1,
-            "accepted_for_early_help": 1,
+        allocations=[
+            {"team_id": "nv-a" if h < 4 else "nv-b", "district": "northvale", "seconds": h * 3600}
+            for h in hours
+        ],
+        open_at_end=[{"team_id": "nv-a", "district": "northvale"}] * 3,
+        queued_at_end=[{"district": "northvale"}] * 2,
+        closures=[{"outcome": "needs_met"}, {"outcome": "needs_met"}, {"outcome": "moved_away"}],
+        capacity_at_end={
+            "nv-a": {"capacity": 18, "district": "northvale"},
+            "nv-b": {"capacity": 9, "district": "northvale"},
         },
+        now=NOW,
     )
+
+    report = monthly_report(facts)
+
+    assert report["allocations"] == {
+        "count": 5,
+        "median_hours": 3.0,
+        "p90_hours": 7.6,
+        "queued_at_month_end": 2,
+    }
+    assert report["caseload"] == {"open_at_month_end": 3, "capacity": 27, "utilisation": 0.1111}
+    assert report["closures"] == {"total": 3, "by_outcome": {"moved_away": 1, "needs_met": 2}}
+    assert report["teams"] == [
+        {
+            "team_id": "nv-a",
+            "district": "northvale",
+            "allocations": 3,
+            "open_at_month_end": 3,
+            "capacity": 18,
+        },
+        {
+            "team_id": "nv-b",
+            "district": "northvale",
+            "allocations": 2,
+            "open_at_month_end": 0,
+            "capacity": 9,
+        },
+    ]
+
+
+def test_audits_due_completed_overdue_and_graded() -> None:
+    due_by = datetime(2026, 12, 1, tzinfo=UTC)
+    audits: list[dict[str, Any]] = [
+        {"due_by": due_by, "completed_at": due_by - timedelta(days=3), "overall_grade": "good"},
+        {"due_by": due_by, "completed_at": due_by - timedelta(days=1), "overall_grade": "good"},
+        {"due_by": due_by, "completed_at": None, "overall_grade": None},
+        {"due_by": due_by + timedelta(days=31), "completed_at": None, "overall_grade": None},
+    ]
+
+    report = monthly_report(MonthFacts(month="2026-11", district=None, audits=audits, now=NOW))
+
+    assert report["audits"] == {"due": 4, "completed": 2, "overdue": 1, "grades": {"good": 2}}
 
 
 @pytest.mark.parametrize(
-    ("decision", "counter"),
-    [
-        (ScreeningDecision.SIGNPOST, "signposted"),
-        (ScreeningDecision.EARLY_HELP, "accepted_for_early_help"),
-        (ScreeningDecision.STEP_UP, "stepped_up"),
-    ],
+    ("values", "p", "expected"),
+    [([], 50, None), ([5.0], 90, 5.0), ([1.0, 3.0], 50, 2.0), ([1, 2, 3, 4, 5], 90, 4.6)],
 )
-def test_figures_for_a_referral_received_counts_its_decision(
-    decision: ScreeningDecision, counter: str
+def test_percentiles_interpolate_between_neighbours(
+    values: list[float], p: float, expected: float | None
 ) -> None:
-    increments = figures_for(received(decision=decision)).increments
-
-    assert increments[counter] == 1
-    decision_counters = {"signposted", "accepted_for_early_help", "stepped_up"}
-    assert decision_counters & set(increments) == {counter}
+    assert percentile(values, p) == pytest.approx(expected) if expected else expected is None
 
 
-def test_figures_for_a_referral_received_counts_step_downs_and_re_referrals() -> None:
-    change = figures_for(
-        received(
-            route="social_care_step_down",
-            referral_source="5A",
-            is_step_down=True,
-            is_re_referral=True,
-            district="westbrook",
-            received_at=DEC,
+def test_the_csv_rows_name_every_measure_and_team() -> None:
+    report = monthly_report(
+        MonthFacts(
+            month="2026-11",
+            district=None,
+            referrals=[referral()],
+            capacity_at_end={"nv-a": {"capacity": 18, "district": "northvale"}},
+            now=NOW,
         )
     )
 
-    assert change.month == "2026-12"
-    assert change.district == "westbrook"
-    assert change.increments["step_downs"] == 1
-    assert change.increments["re_referrals"] == 1
-    assert change.increments["by_source.5A"] == 1
-    assert change.increments["by_route.social_care_step_down"] == 1
+    rows = dict(flatten(report))
 
-
-def test_figures_for_an_ordinary_referral_moves_no_step_down_or_re_referral_counter() -> None:
-    increments = figures_for(received()).increments
-
-    assert "step_downs" not in increments
-    assert "re_referrals" not in increments
-
-
-def test_figures_for_a_rejection_go_to_the_unknown_district_counting_each_reason_once() -> None:
-    rejection = ReferralRejected(
-        rejection_id="rej-1",
-        partner_id="northvale-primary",
-        submission_id="np-2026-0001",
-        route="school",
-        reasons=[
-            reason("missing", "referrer"),
-            reason("missing", "children.0.date_of_birth"),
-            reason("no_consent", "consent"),
-        ],
-        received_at=NOV,
-    )
-
-    change = figures_for(rejection)
-
-    assert UNKNOWN_DISTRICT == "unknown"
-    assert change == FigureChange(
-        month="2026-11",
-        district="unknown",
-        increments={
-            "referrals_rejected": 1,
-            "rejections_by_reason.missing": 1,
-            "rejections_by_reason.no_consent": 1,
-        },
-    )
-
-
-def test_figures_for_an_allocated_case_count_it_by_kind_in_the_allocation_month() -> None:
-    change = figures_for(allocated(kind=AllocationKind.CO_WORKING))
-
-    assert change == FigureChange(
-        month="2026-12",
-        district="eastmere",
-        increments={"cases_allocated": 1, "allocations_by_kind.co_working": 1},
-    )
-
-
-def test_figures_for_a_queued_case_count_it_as_queued() -> None:
-    change = figures_for(allocated(status=AllocationStatus.QUEUED, team_id=None))
-
-    assert change.increments == {"cases_queued": 1, "allocations_by_kind.standard": 1}
-
-
-def test_figures_for_a_closed_case_count_it_by_outcome() -> None:
-    closed = CaseClosed(
-        case_id="case-1",
-        family_id="fam-1",
-        district="southford",
-        team_id="southford-locality",
-        worker_id="worker-3",
-        outcome=CaseOutcome.NEEDS_MET,
-        closed_at=datetime(2027, 1, 15, tzinfo=UTC),
-    )
-
-    assert figures_for(closed) == FigureChange(
-        month="2027-01",
-        district="southford",
-        increments={"cases_closed": 1, "closures_by_outcome.needs_met": 1},
-    )
-
-
-def test_figures_for_an_audit_count_it_by_grade_in_the_audit_month() -> None:
-    audit = AuditCompleted(
-        audit_id="aud-1",
-        case_id="case-1",
-        family_id="fam-1",
-        district="eastmere",
-        auditor_id="manager-1",
-        month="2026-10",
-        scores=[StandardScore(standard="voice-of-the-child", grade=OfstedGrade.GOOD)],
-        overall_grade=OfstedGrade.GOOD,
-        completed_at=NOV,
-    )
-
-    assert figures_for(audit) == FigureChange(
-        month="2026-10",
-        district="eastmere",
-        increments={"audits_completed": 1, "grades.good": 1},
-    )
-
-
-def test_figures_for_an_event_without_a_projection_raises_type_error() -> None:
-    submission = ReferralSubmitted.model_validate(
-        {
-            "partner_id": "p",
-            "submission_id": "s",
-            "route": "school",
-            "referrer": {"name": "A", "organisation": "B", "role": "C"},
-            "children": [
-                {
-                    "given_name": "D",
-                    "family_name": "E",
-                    "date_of_birth": "2016-01-01",
-                    "gender": "not_known",
-                }
-            ],
-            "address": {"line1": "1 Road", "postcode": "WX1 1AA"},
-            "needs": ["health"],
-            "level_of_need": 2,
-            "consent": {"given": True},
-        }
-    )
-
-    with pytest.raises(TypeError, match="ReferralSubmitted"):
-        figures_for(submission)
-
-
-def test_month_of_is_year_and_month() -> None:
-    assert month_of(NOV) == "2026-11"
-    assert month_of(datetime(2027, 1, 31, 23, 59, tzinfo=UTC)) == "2027-01"
+    assert rows["month"] == "2026-11"
+    assert rows["district"] == ""
+    assert rows["requests.by_source.2A"] == "1"
+    assert rows["requests.schools_share"] == "1.0"
+    assert rows["teams.nv-a.capacity"] == "18"
+    assert "teams" not in rows
 
 
 # ---------------------------------------------------------------------------------------------
-# add_counts
+# Funding
+
+WEIGHTS = {"schools_requests": 0.5, "accepted_referrals": 0.3, "open_caseload": 0.2}
 
 
-def test_add_counts_adds_to_existing_counters_and_creates_new_ones() -> None:
-    total: Counts = {"referrals_received": 2, "signposted": 1}
-
-    add_counts(total, {"referrals_received": 3, "stepped_up": 1})
-
-    assert total == {"referrals_received": 5, "signposted": 1, "stepped_up": 1}
-
-
-def test_add_counts_merges_nested_dicts() -> None:
-    total: Counts = {
-        "referrals_received": 4,
-        "by_source": {"2A": 3, "3A": 1},
-        "rejections": {"by_reason": {"missing": 2}},
-    }
-    counts: Counts = {
-        "referrals_received": 2,
-        "by_source": {"2A": 1, "6": 1},
-        "rejections": {"by_reason": {"missing": 1, "no_consent": 1}},
-        "grades": {"good": 1},
+def test_the_split_shows_its_working_and_sums_to_the_penny() -> None:
+    inputs = {
+        "eastmere": {"schools_requests": 10, "accepted_referrals": 30, "open_caseload": 50},
+        "northvale": {"schools_requests": 30, "accepted_referrals": 30, "open_caseload": 50},
     }
 
-    add_counts(total, counts)
+    split = split_funding(144_000_000, inputs, WEIGHTS)
 
-    assert total == {
-        "referrals_received": 6,
-        "by_source": {"2A": 4, "3A": 1, "6": 1},
-        "rejections": {"by_reason": {"missing": 3, "no_consent": 1}},
-        "grades": {"good": 1},
+    east, north = split.districts
+    assert east.input_shares == {
+        "schools_requests": 0.25,
+        "accepted_referrals": 0.5,
+        "open_caseload": 0.5,
+    }
+    # 0.5 x 0.25 + 0.3 x 0.5 + 0.2 x 0.5 = 0.375
+    assert (east.share, east.amount_pence) == (0.375, 54_000_000)
+    assert (north.share, north.amount_pence) == (0.625, 90_000_000)
+
+
+def test_an_input_that_is_zero_everywhere_gives_its_weight_to_the_others() -> None:
+    inputs = {
+        "a": {"schools_requests": 1, "accepted_referrals": 0, "open_caseload": 0},
+        "b": {"schools_requests": 3, "accepted_referrals": 0, "open_caseload": 0},
     }
 
+    split = split_funding(1000, inputs, WEIGHTS)
 
-def test_add_counts_leaves_the_added_counts_unchanged() -> None:
-    counts: Counts = {"by_source": {"2A": 1}, "grades": {"good": 1}}
-    before = copy.deepcopy(counts)
-    total: Counts = {}
+    assert [share.amount_pence for share in split.districts] == [250, 750]
 
-    add_counts(total, counts)
-    add_counts(total, counts)
 
-    assert counts == before
-    assert total == {"by_source": {"2A": 2}, "grades": {"good": 2}}
+def test_with_nothing_to_go_on_districts_share_equally_and_pence_still_add_up() -> None:
+    zero = {"schools_requests": 0, "accepted_referrals": 0, "open_caseload": 0}
+
+    split = split_funding(100, {"a": zero, "b": zero, "c": zero}, WEIGHTS)
+
+    assert [share.amount_pence for share in split.districts] == [34, 33, 33]
+
+
+@given(
+    amount=st.integers(min_value=0, max_value=10**12),
+    inputs=st.dictionaries(
+        st.sampled_from(["northvale", "eastmere", "southford", "westbrook", "x"]),
+        st.fixed_dictionaries({name: st.integers(0, 10_000) for name in WEIGHTS}),
+        min_size=1,
+    ),
+)
+def test_the_parts_always_add_up_to_the_amount_exactly(
+    amount: int, inputs: dict[str, dict[str, int]]
+) -> None:
+    split = split_funding(amount, inputs, WEIGHTS)
+
+    assert sum(share.amount_pence for share in split.districts) == amount
+    assert all(share.amount_pence >= 0 for share in split.districts)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("schools_requests:1,happiness:2", "unknown funding input 'happiness'"),
+        ("schools_requests:lots", "not a number"),
+        ("schools_requests:-1", ">= 0"),
+        ("schools_requests:0", "at least one weight"),
+        ("open_caseload:nan", "finite"),
+    ],
+)
+def test_bad_weights_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_weights(text)
+
+
+def test_weights_are_parsed() -> None:
+    assert parse_weights("schools_requests:0.5, open_caseload:1") == {
+        "schools_requests": 0.5,
+        "open_caseload": 1.0,
+    }
