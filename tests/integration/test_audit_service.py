@@ -450,7 +450,7 @@ async def test_only_the_assigned_auditor_completes_an_audit_once_and_it_is_publi
     assert {s.standard: s.grade.value for s in event.scores} == scores
     assert event.learning_points == ["Review the plan monthly."]
     # Published once: the outbox holds one record for it, all sent, and no second appears.
-    outbox = await service.db["outbox"].find({"_id": {"$regex": audit_id}}).to_list()
+    outbox = await service.db["outbox"].find({"_id": {"$regex": f"{audit_id}.completed"}}).to_list()
     assert len(outbox) == 1
     await eventually(
         lambda: service.db["outbox"].count_documents({"sent_at": None}), lambda n: n == 0
