@@ -6,6 +6,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit bench schemas clean
 
+# The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
@@ -16,8 +20,12 @@ run: $(INSTALLED)
 	$(BIN)/python -m services
 
 ## test: lint, type-check, then every test against the real broker and database
-test: $(INSTALLED) lint typecheck
+test: $(INSTALLED) $(CHROMIUM) lint typecheck
 	$(BIN)/python -m pytest
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
