@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Query, Response
 
 from services.reporting import domain
+from services.reporting.dashboard import add_dashboard
 from services.reporting.settings import ReportingSettings
 from services.reporting.store import ReportingStore
 from shared import topics
@@ -143,6 +144,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         " projected live from the event streams. A month is that of each event's own time.",
     )
     app.state.reporting = reporting
+    add_dashboard(app)
 
     @app.get("/reports/months", tags=["reports"], summary="Months that have figures")
     async def months() -> list[str]:

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import copy
 import re
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, HTTPException, Query
 
 from services.reporting.dashboard import add_dashboard
-from shared.embedded import free_port
 from tests.browser import Element, parse, render
+from tests.support import Serving
 
 Report = dict[str, Any]
 
@@ -263,31 +260,6 @@ def fake_reporting(
         return [one(data, at, district) for at in months_back(month, months)]
 
     return app, calls
-
-
-class Serving:
-    """An app under uvicorn in a background thread, on a free port of the loopback."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise AssertionError(f"the test server did not start on port {self.port}")
-            time.sleep(0.02)
-        return self.url
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
