@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench schemas clean
+.PHONY: run test lint typecheck unit bench schemas rebuild-reporting clean
 
 # The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
 CHROMIUM := /usr/bin/chromium
@@ -41,6 +41,10 @@ unit: $(INSTALLED)
 ## bench: end-to-end throughput, latency and memory on the embedded servers
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.pipeline
+
+## rebuild-reporting: drop reporting's read models and replay the retained events
+rebuild-reporting: $(INSTALLED)
+	$(BIN)/python -m services.reporting.rebuild
 
 ## schemas: refresh the checked-in event schemas after an additive change
 schemas: $(INSTALLED)
