@@ -15,6 +15,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from datetime import UTC, datetime
 from typing import Any
 
@@ -244,6 +245,18 @@ async def fed(infra: Infra) -> AsyncIterator[Fed]:
                     and report["closures"]["total"] == 1
                 ),
                 timeout_s=60,
+            )
+            await eventually(
+                partial(fed.monthly, month="2026-11"),
+                lambda report: (
+                    report["allocations"]["count"] == 1 and report["caseload"]["capacity"] == 45
+                ),
+                timeout_s=30,
+            )
+            await eventually(
+                partial(fed.monthly, month="2026-09"),
+                lambda report: report["requests"]["total"] == 1,
+                timeout_s=30,
             )
             try:
                 yield fed
