@@ -167,7 +167,13 @@ class Runtime:
         else:
             self.metrics.outbox_backlog.set(backlog)
         if self.consumption is not None:
-            lags = await self.consumption.lag()
+            try:
+                lags = await asyncio.wait_for(
+                    self.consumption.lag(), self.settings.readiness_timeout_s
+                )
+            except Exception:  # e.g. a rebalance took a partition away mid-way
+                self.metrics.errors.labels("metrics").inc()
+                return
             self.metrics.consumer_lag.clear()  # partitions this replica no longer owns go
             for (topic, partition), lag in lags.items():
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
