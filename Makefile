@@ -46,9 +46,10 @@ bench: $(INSTALLED)
 rebuild-reporting: $(INSTALLED)
 	$(BIN)/python -m services.reporting.rebuild
 
-## schemas: refresh the checked-in event schemas after an additive change
+## schemas: refresh the checked-in event schemas after an additive change, and the OpenAPI documents
 schemas: $(INSTALLED)
 	$(BIN)/python -m shared.contracts --write
+	$(BIN)/python -m services.openapi --write
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

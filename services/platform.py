@@ -111,7 +111,7 @@ def run(settings: PlatformSettings) -> None:
             services[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"], env=env, start_new_session=True
             )
-        _wait_until_healthy(settings, services)
+        _wait_until_ready(settings, services)
         _print_endpoints(settings, env)
         while True:
             for name, process in services.items():
@@ -127,7 +127,7 @@ def run(settings: PlatformSettings) -> None:
             server.stop()
 
 
-def _wait_until_healthy(
+def _wait_until_ready(
     settings: PlatformSettings, services: dict[str, subprocess.Popen[bytes]]
 ) -> None:
     deadline = time.monotonic() + settings.start_timeout_s
@@ -136,12 +136,12 @@ def _wait_until_healthy(
         for name in sorted(waiting):
             if services[name].poll() is not None:
                 raise ServiceFailed(f"{name} exited with code {services[name].returncode}")
-            url = f"http://{settings.http_host}:{settings.port_of(name)}/health"
+            url = f"http://{settings.http_host}:{settings.port_of(name)}/ready"
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2).status_code == 200:
                     waiting.discard(name)
         if waiting and time.monotonic() > deadline:
-            raise ServiceFailed(f"not healthy after {settings.start_timeout_s:.0f}s: {waiting}")
+            raise ServiceFailed(f"not ready after {settings.start_timeout_s:.0f}s: {waiting}")
         time.sleep(0.2)
 
 

@@ -7,6 +7,10 @@ straight to ``<topic>.dlq``; one whose handler keeps failing goes there after
 one transaction, and only then is the offset committed, so the partition moves on and
 nothing is lost. If even that fails (the database is down), the message is not committed
 and is delivered again.
+
+Every delivery is counted by outcome and timed (``shared.metrics``), and logged under the
+event's correlation id (``shared.logs``). The group membership is watched so that ``/ready``
+can say whether this replica has joined its consumer group.
 """
 
 from __future__ import annotations
@@ -15,18 +19,24 @@ import asyncio
 import base64
 import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage as InjectedMessage
 from faststream.kafka.message import KafkaMessage
 
-from shared.events import UndecodableEvent
+from shared.events import UndecodableEvent, read_envelope
+from shared.logs import correlated
+from shared.metrics import DEAD_LETTERED, DUPLICATE, FAILED_ATTEMPT, PROCESSED, Metrics
 from shared.mongo import Database, MongoClient, Session, in_transaction
 from shared.outbox import Outbox, OutgoingMessage
 from shared.topics import dead_letter_topic
@@ -53,6 +63,68 @@ class IncomingMessage:
 
 
 Handler = Callable[[IncomingMessage], Awaitable[None]]
+
+
+@dataclass
+class Delivery:
+    """What a handler call found out about its message, for the consumer to count."""
+
+    duplicate: bool = False
+
+
+_delivery: ContextVar[Delivery | None] = ContextVar("delivery", default=None)
+
+
+def mark_duplicate() -> None:
+    """The message being handled was processed before and changed nothing this time."""
+    if (delivery := _delivery.get()) is not None:
+        delivery.duplicate = True
+
+
+class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Whether this replica has joined its consumer group, and which partitions it owns.
+
+    Joined stays true through later rebalances: a replica is not unready while the group
+    moves partitions, and one with no partition (more replicas than partitions) still
+    serves HTTP and takes over when a partition frees.
+    """
+
+    def __init__(self) -> None:
+        self.joined = False
+        self.partitions: frozenset[TopicPartition] = frozenset()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.partitions = frozenset()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.partitions = frozenset(assigned)
+        self.joined = True
+        log.info("assigned %d partition(s)", len(assigned))
+
+
+class Consumption:
+    """The running consumer of one service replica, as operations endpoints see it."""
+
+    def __init__(self, subscriber: Any, membership: GroupMembership) -> None:
+        self._subscriber = subscriber
+        self.membership = membership
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Per owned partition: the broker's high watermark minus our position.
+
+        Partitions not fetched from yet (no high watermark known) are left out.
+        """
+        consumer = self._subscriber.consumer
+        if consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        for partition in consumer.assignment():
+            highwater = consumer.highwater(partition)
+            if highwater is None:
+                continue
+            position = await consumer.position(partition)
+            lags[(partition.topic, partition.partition)] = max(0, highwater - position)
+        return lags
 
 
 class DeadLetters:
@@ -150,42 +222,75 @@ def subscribe(
     retry_backoff_s: float = 0.2,
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 1_000,
-) -> None:
+    metrics: Metrics | None = None,
+) -> Consumption:
     """Consume every topic in ``handlers`` with one consumer in ``group_id``.
 
     One consumer per service replica, not one per topic: each consumer joining a group
     rebalances the whole group, so fewer consumers start and scale faster.
     """
+    counted = metrics or Metrics()
 
     async def passthrough(message: KafkaMessage) -> bytes:
         return message.body  # the handler decodes, so undecodable bytes reach it too
 
-    async def on_message(message: InjectedMessage) -> None:
-        incoming = _incoming(message)
+    async def attempt_once(handler: Handler, incoming: IncomingMessage) -> Delivery:
+        delivery = Delivery()
+        token = _delivery.set(delivery)
+        started = time.perf_counter()
+        try:
+            await handler(incoming)
+        finally:
+            counted.handler_seconds.labels(incoming.topic).observe(time.perf_counter() - started)
+            _delivery.reset(token)
+        return delivery
+
+    async def dead_letter(incoming: IncomingMessage, error: BaseException, attempts: int) -> None:
+        try:
+            await dead_letters.record(incoming, error, attempts=attempts)
+        except Exception:
+            counted.errors.labels("dead_letter").inc()
+            raise
+        counted.messages_consumed.labels(incoming.topic, DEAD_LETTERED).inc()
+        counted.dead_letters.labels(incoming.topic).inc()
+
+    async def handle(incoming: IncomingMessage) -> None:
         handler = handlers[incoming.topic]
         error: BaseException | None = None
         for attempt in range(1, max_attempts + 1):
             try:
-                await handler(incoming)
-                return
+                delivery = await attempt_once(handler, incoming)
             except UndecodableEvent as undecodable:
-                await dead_letters.record(incoming, undecodable, attempts=attempt)
+                await dead_letter(incoming, undecodable, attempt)
                 return
             except Exception as failure:
                 error = failure
+                counted.messages_consumed.labels(incoming.topic, FAILED_ATTEMPT).inc()
+                counted.errors.labels("handler").inc()
                 log.warning("%s failed (attempt %d): %r", incoming.position, attempt, failure)
                 if attempt < max_attempts:
                     await asyncio.sleep(retry_backoff_s * 2 ** (attempt - 1))
+            else:
+                outcome = DUPLICATE if delivery.duplicate else PROCESSED
+                counted.messages_consumed.labels(incoming.topic, outcome).inc()
+                log.debug("%s %s", incoming.position, outcome)
+                return
         assert error is not None
         try:
-            await dead_letters.record(incoming, error, attempts=max_attempts)
+            await dead_letter(incoming, error, max_attempts)
         except Exception:
             # Not committed, so delivered again; pause so an outage is not a hot loop.
             await asyncio.sleep(max(retry_backoff_s, 1.0))
             raise
 
+    async def on_message(message: InjectedMessage) -> None:
+        incoming = _incoming(message)
+        with correlated(_correlation_id(incoming.value)):
+            await handle(incoming)
+
     on_message.__name__ = f"on_{group_id.replace('-', '_')}_events"
-    broker.subscriber(
+    membership = GroupMembership()
+    subscriber = broker.subscriber(
         *sorted(handlers),
         group_id=group_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -193,7 +298,10 @@ def subscribe(
         decoder=passthrough,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_interval_ms,
-    )(on_message)
+        listener=membership,
+    )
+    subscriber(on_message)
+    return Consumption(subscriber, membership)
 
 
 def _incoming(message: KafkaMessage) -> IncomingMessage:
@@ -206,6 +314,14 @@ def _incoming(message: KafkaMessage) -> IncomingMessage:
         value=message.body,
         headers={name: str(value) for name, value in message.headers.items()},
     )
+
+
+def _correlation_id(value: bytes) -> str | None:
+    """The envelope's correlation id, for the logs; none when the bytes are no envelope."""
+    try:
+        return read_envelope(value).correlationid
+    except UndecodableEvent:
+        return None
 
 
 def _one_line(error: BaseException) -> str:

@@ -18,11 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
-    """The service's broker; built by ``create_app()``, never at import time."""
+    """The service's broker; built by ``create_app()``, never at import time.
+
+    On stop it waits up to ``shutdown_timeout_s`` for messages being handled to finish (and
+    be committed) before it leaves the group.
+    """
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.service_name,
         logger=logging.getLogger(f"{settings.service_name}.broker"),
+        graceful_timeout=settings.shutdown_timeout_s,
     )
 
 

@@ -5,6 +5,8 @@ no event is lost between a write and its publication. The relay publishes staged
 the order they were staged and marks them sent; after a crash it simply publishes what is
 still unsent, which may repeat an event (consumers are idempotent by ``source`` + ``id``).
 Only one replica at a time relays, under a renewable lease, so replicas do not race.
+On shutdown the relay finishes its batch and publishes what is still staged before it stops,
+so the effects of the last messages a replica consumed leave with it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +26,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.events import CONTENT_TYPE, CloudEvent, EventData, envelope
+from shared.metrics import Metrics
 from shared.mongo import Database, Document, Session
 from shared.topics import topic_name
 
@@ -141,6 +145,7 @@ class OutboxRelay:
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=10),
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._outbox = db[OUTBOX]
         self._leases = db[LEASES]
@@ -153,6 +158,8 @@ class OutboxRelay:
         self._owner = owner or str(uuid.uuid4())
         self._lease_until: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._metrics = metrics or Metrics()
 
     async def relay_pending(self) -> int:
         """Publish one batch of unsent records; returns how many were sent."""
@@ -166,24 +173,35 @@ class OutboxRelay:
         )
         if not documents:
             return 0
-        await self._publisher.publish([_to_message(document) for document in documents])
+        messages = [_to_message(document) for document in documents]
+        await self._publisher.publish(messages)
         await self._outbox.update_many(
             {"_id": {"$in": [document["_id"] for document in documents]}},
             {"$set": {"sent_at": self._clock()}},
         )
+        for topic, count in Counter(message.topic for message in messages).items():
+            self._metrics.messages_published.labels(topic).inc(count)
         return len(documents)
 
     async def pending_count(self) -> int:
         return await self._outbox.count_documents({"sent_at": None})
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Publish what is staged, then stop; cut short after ``timeout_s``.
+
+        Whatever is left unsent stays staged and goes with the next relay to run.
+        """
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake_up.set()
+            try:
+                await asyncio.wait_for(self._task, timeout_s)
+            except TimeoutError:
+                log.warning("outbox relay still busy after %.1fs; stopped", timeout_s)
             self._task = None
         await self._release_lease()
 
@@ -194,7 +212,10 @@ class OutboxRelay:
                 while await self.relay_pending() == self._batch_size:
                     pass
             except Exception:  # the relay must outlive a broker or database outage
+                self._metrics.errors.labels("outbox_relay").inc()
                 log.exception("outbox relay failed; retrying")
+            if self._stopping:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_up.wait(), self._poll_interval_s)
 

@@ -2,6 +2,11 @@
 
 ``build_runtime`` only wires objects together; nothing connects until ``start()``, which a
 service's FastAPI lifespan calls. So ``create_app()`` is cheap and import has no effects.
+
+Every service gets the same operations endpoints from ``service_app``: ``/health`` (the
+process answers; no I/O, for a liveness probe), ``/ready`` (broker and database reachable,
+consumer in its group; 503 with reasons otherwise), ``/metrics`` (Prometheus) and
+``/dead-letters``.
 """
 
 from __future__ import annotations
@@ -9,21 +14,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Response
+from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.clock import utc_now
-from shared.consumer import DeadLetters, Handler, subscribe
+from shared.consumer import Consumption, DeadLetters, Handler, mark_duplicate, subscribe
 from shared.contracts.asyncapi import asyncapi_document
+from shared.events import RawEvent
 from shared.idempotency import ProcessedEvents
 from shared.kafka import KafkaPublisher, create_broker, ensure_topics
-from shared.mongo import Database, MongoClient, create_mongo_client
+from shared.logs import correlated
+from shared.metrics import Metrics
+from shared.mongo import Database, MongoClient, Session, create_mongo_client
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topics import dead_letter_topic, topic_name
@@ -31,6 +43,20 @@ from shared.topics import dead_letter_topic, topic_name
 log = logging.getLogger(__name__)
 
 Startup = Callable[["Runtime"], Awaitable[None]]
+
+CORRELATION_HEADER = "x-correlation-id"
+
+
+class CountedProcessedEvents(ProcessedEvents):
+    """Processed-event records that tell the consumer when a delivery was a duplicate."""
+
+    async def process_once(
+        self, event: RawEvent, work: Callable[[Session], Awaitable[dict[str, Any]]]
+    ) -> bool:
+        done = await super().process_once(event, work)
+        if not done:
+            mark_duplicate()
+        return done
 
 
 @dataclass
@@ -47,11 +73,14 @@ class Runtime:
     relay: OutboxRelay
     dead_letters: DeadLetters
     processed: ProcessedEvents
+    metrics: Metrics
     produces: set[str] = field(default_factory=set)
     handlers: dict[str, Handler] = field(default_factory=dict)
     on_start: list[Startup] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    consumption: Consumption | None = None
+    stopping: bool = False
 
     def topic(self, event_type: str) -> str:
         return topic_name(event_type, self.settings.topic_namespace)
@@ -88,8 +117,8 @@ class Runtime:
             await step(self)
         await self.publisher.start()
         self.relay.start()
-        if self.handlers:
-            subscribe(
+        if self.handlers and self.consumption is None:
+            self.consumption = subscribe(
                 self.broker,
                 self.handlers,
                 group_id=self.settings.consumer_group,
@@ -98,6 +127,7 @@ class Runtime:
                 retry_backoff_s=self.settings.consumer_retry_backoff_s,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+                metrics=self.metrics,
             )
         await self.broker.start()
         self._tasks = [
@@ -107,24 +137,74 @@ class Runtime:
         log.info("%s started", self.settings.service_name)
 
     async def stop(self) -> None:
+        """Drain, in order: stop the periodic work, finish and commit the messages being
+        handled (the broker waits up to ``shutdown_timeout_s``), publish what they staged,
+        then disconnect."""
+        self.stopping = True
+        started = time.monotonic()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.broker.stop()
-        await self.relay.stop()
+        await self.relay.stop(self.settings.shutdown_timeout_s)
         await self.publisher.stop()
         await self.client.close()
+        log.info("%s stopped in %.1fs", self.settings.service_name, time.monotonic() - started)
 
-    async def health(self) -> dict[str, Any]:
-        """Readiness: the database answers; how much is waiting in the outbox."""
-        await self.db.command("ping")
-        return {
-            "status": "ok",
-            "service": self.settings.service_name,
-            "outbox_pending": await self.relay.pending_count(),
-        }
+    async def readiness(self) -> dict[str, str]:
+        """Each check's answer, "ok" or what is wrong, checked at the same time."""
+        timeout = self.settings.readiness_timeout_s
+
+        async def database() -> str:
+            try:
+                await asyncio.wait_for(self.db.command("ping"), timeout)
+            except Exception as error:
+                return f"unreachable: {type(error).__name__}: {error}"[:300]
+            return "ok"
+
+        async def broker() -> str:
+            try:
+                reachable = await self.broker.ping(timeout)
+            except Exception as error:
+                return f"unreachable: {type(error).__name__}: {error}"[:300]
+            return "ok" if reachable else f"unreachable within {timeout}s"
+
+        database_answer, broker_answer = await asyncio.gather(database(), broker())
+        checks = {"database": database_answer, "broker": broker_answer}
+        if self.handlers:
+            membership = self.consumption.membership if self.consumption else None
+            checks["consumer"] = (
+                f"ok: {len(membership.partitions)} partition(s)"
+                if membership is not None and membership.joined
+                else f"not yet assigned partitions in group {self.settings.consumer_group}"
+            )
+        if self.stopping:
+            checks["service"] = "shutting down"
+        return checks
+
+    async def refresh_gauges(self) -> None:
+        """Bring the gauges that need I/O up to date, just before a scrape reads them."""
+        try:
+            backlog = await asyncio.wait_for(
+                self.relay.pending_count(), self.settings.readiness_timeout_s
+            )
+        except Exception:
+            self.metrics.errors.labels("metrics").inc()
+        else:
+            self.metrics.outbox_backlog.set(backlog)
+        if self.consumption is not None:
+            try:
+                lags = await asyncio.wait_for(
+                    self.consumption.lag(), self.settings.readiness_timeout_s
+                )
+            except Exception:  # e.g. a rebalance took a partition away mid-way
+                self.metrics.errors.labels("metrics").inc()
+                return
+            self.metrics.consumer_lag.clear()  # partitions this replica no longer owns go
+            for (topic, partition), lag in lags.items():
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
 
 def build_runtime(
@@ -142,6 +222,7 @@ def build_runtime(
         clock=clock,
     )
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=settings.service_name)
+    metrics = Metrics()
     return Runtime(
         settings=settings,
         clock=clock,
@@ -156,11 +237,13 @@ def build_runtime(
             wake_up=outbox.staged,
             clock=clock,
             poll_interval_s=settings.outbox_poll_interval_s,
+            metrics=metrics,
         ),
         dead_letters=DeadLetters(
             client, db, outbox, consumer_group=settings.consumer_group, clock=clock
         ),
-        processed=ProcessedEvents(client, db, consumer=settings.consumer_group, clock=clock),
+        processed=CountedProcessedEvents(client, db, consumer=settings.consumer_group, clock=clock),
+        metrics=metrics,
         produces=set(produces),
     )
 
@@ -178,10 +261,36 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     app = FastAPI(title=title, description=description, lifespan=lifespan)
     app.state.runtime = runtime
+    app.add_middleware(ObservedRequests, metrics=runtime.metrics)
 
-    @app.get("/health", tags=["operations"], summary="Readiness of this service")
-    async def health() -> dict[str, Any]:
-        return await runtime.health()
+    @app.get("/health", tags=["operations"], summary="Liveness: the process answers (no I/O)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.settings.service_name}
+
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        summary="Readiness: broker and database reachable, consumer in its group",
+        responses={503: {"description": "Not ready; `reasons` says why"}},
+    )
+    async def ready() -> JSONResponse:
+        checks = await runtime.readiness()
+        reasons = [
+            f"{name}: {answer}" for name, answer in checks.items() if not answer.startswith("ok")
+        ]
+        body: dict[str, Any] = {
+            "status": "not ready" if reasons else "ready",
+            "service": runtime.settings.service_name,
+            "checks": checks,
+        }
+        if reasons:
+            body["reasons"] = reasons
+        return JSONResponse(body, status_code=503 if reasons else 200)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this replica")
+    async def metrics() -> Response:
+        await runtime.refresh_gauges()
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
     async def dead_letters(limit: int = Query(default=50, ge=1, le=500)) -> list[dict[str, Any]]:
@@ -200,3 +309,50 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         )
 
     return app
+
+
+class ObservedRequests:
+    """Counts and times every HTTP request by route template, and logs it correlated.
+
+    A request's ``X-Correlation-Id`` header becomes the correlation id of every line logged
+    while it is answered, and is echoed on the response.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        correlation = headers.get(CORRELATION_HEADER.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if correlation is not None:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (CORRELATION_HEADER.encode(), correlation),
+                    ]
+            await send(message)
+
+        with correlated(correlation.decode(errors="replace") if correlation else None):
+            try:
+                await self._app(scope, receive, send_observed)
+            except Exception:
+                self._metrics.errors.labels("http").inc()
+                raise
+            finally:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                method = scope["method"]
+                self._metrics.http_requests.labels(method, template, str(status)).inc()
+                self._metrics.http_seconds.labels(method, template).observe(
+                    time.perf_counter() - started
+                )

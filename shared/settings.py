@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,6 +53,18 @@ class ServiceSettings(BaseSettings):
         default=0.5, gt=0, description="How often the relay looks for unsent events it missed."
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="json: one JSON object a line (the container image sets it); text: local.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight messages and the outbox relay may finish.",
+    )
+    readiness_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long /ready waits for the broker and the database."
+    )
 
     service_name: str = "earlyhelp"
     http_port: int = 8000

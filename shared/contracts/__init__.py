@@ -5,6 +5,8 @@ models (``python -m shared.contracts``, the contract tests) stops an incompatibl
 shipping under an existing schema version, and shows additive changes in review as a diff.
 ``asyncapi.json`` is the platform's AsyncAPI document built from the same models
 (``shared.contracts.asyncapi``), checked in beside them so partners can read it unrun.
+``openapi/`` holds each service's HTTP contract, written by ``services.openapi`` (the
+services, not this package, know their apps).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from shared.events import EVENT_TYPES, UPCASTERS, CloudEvent, EventData
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_PATH = Path(__file__).parent / "asyncapi.json"
+OPENAPI_DIR = Path(__file__).parent / "openapi"
 
 __all__ = [
     "ASYNCAPI_PATH",
+    "OPENAPI_DIR",
     "SCHEMA_DIR",
     "breaking_changes",
     "check",
