@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench schemas rebuild-reporting clean
+.PHONY: run test lint typecheck unit bench schemas rebuild-reporting dead-letters replay republish clean
 
 # The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
 CHROMIUM := /usr/bin/chromium
@@ -45,6 +45,18 @@ bench: $(INSTALLED)
 ## rebuild-reporting: drop reporting's read models and replay the retained events
 rebuild-reporting: $(INSTALLED)
 	$(BIN)/python -m services.reporting.rebuild
+
+## dead-letters: the newest messages the services gave up on
+dead-letters: $(INSTALLED)
+	$(BIN)/python -m shared.operations dead-letters
+
+## replay: publish dead letters again after a fix (make replay ID='group|topic/partition/offset')
+replay: $(INSTALLED)
+	$(BIN)/python -m shared.operations replay "$(ID)"
+
+## republish: send the outboxes' records again, after the broker lost its data
+republish: $(INSTALLED)
+	$(BIN)/python -m shared.operations republish
 
 ## schemas: refresh the checked-in event schemas after an additive change, and the OpenAPI documents
 schemas: $(INSTALLED)

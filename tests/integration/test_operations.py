@@ -5,6 +5,7 @@ data, and the repeats change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -47,6 +48,7 @@ from shared.events import (
 from shared.idempotency import PROCESSED_EVENTS
 from shared.mongo import Session, create_mongo_client, in_transaction
 from shared.operations import Operations, UnknownDeadLetter
+from shared.operations import main as operations_command
 from shared.runtime import Runtime, build_runtime
 from shared.settings import ServiceSettings
 from shared.topics import dead_letter_topic
@@ -197,11 +199,15 @@ async def test_a_poison_message_on_every_internal_topic_is_dead_lettered_by_ever
 
 
 async def test_a_dead_letter_is_listed_and_replayed_after_the_fix_once(
-    infra: Infra, namespace: Namespace
+    infra: Infra,
+    namespace: Namespace,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     broken = True
+    # A stand-in for the allocation service, with a bug the test can fix.
     settings = namespace.settings(
-        ServiceSettings, infra, service_name="replaying", consumer_max_attempts=2
+        ServiceSettings, infra, service_name="allocation", consumer_max_attempts=2
     )
     runtime = build_runtime(settings)
 
@@ -229,7 +235,7 @@ async def test_a_dead_letter_is_listed_and_replayed_after_the_fix_once(
             [service_event(GOOD_EVENTS[2], service="allocation", event_id="closure-1")],
         )
         [letter] = await eventually(
-            lambda: operations.dead_letters(["replaying"], 10), bool, timeout_s=30
+            lambda: operations.dead_letters(["allocation"], 10), bool, timeout_s=30
         )
         assert letter["error"] == "RuntimeError: bug in the closure rules"
         assert letter["attempts"] == 2
@@ -240,12 +246,23 @@ async def test_a_dead_letter_is_listed_and_replayed_after_the_fix_once(
 
         assert await effects() == []
 
+        for name, value in {
+            "MONGODB_URI": infra.mongodb_uri,
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap_servers,
+            "EARLYHELP_DATABASE_PREFIX": namespace.databases,
+        }.items():
+            monkeypatch.setenv(name, value)
+        assert await asyncio.to_thread(operations_command, ["dead-letters"]) == 0
+        listing = capsys.readouterr().out
+        assert letter["id"] in listing
+        assert "RuntimeError: bug in the closure rules" in listing
+
         broken = False  # the fix is deployed
-        [replayed] = await operations.replay([letter["id"]], ["replaying"])
+        [replayed] = await operations.replay([letter["id"]], ["allocation"])
         assert replayed.topic == namespace.topic("case-closed")
         await eventually(effects, lambda seen: seen == [("case-ops", 1)])
 
-        await operations.replay([letter["id"]], ["replaying"])
+        await operations.replay([letter["id"]], ["allocation"])
         await produce(
             infra.kafka_bootstrap_servers,
             namespace.topic("case-closed"),
@@ -253,10 +270,10 @@ async def test_a_dead_letter_is_listed_and_replayed_after_the_fix_once(
         )
         done = await eventually(effects, lambda seen: ("case-2", 1) in seen)
         assert done == [("case-2", 1), ("case-ops", 1)], "a second replay took effect again"
-        [listed] = await operations.dead_letters(["replaying"], 10)
+        [listed] = await operations.dead_letters(["allocation"], 10)
         assert len(listed["replayed_at"]) == 2
         with pytest.raises(UnknownDeadLetter, match="no dead letter 'nope'"):
-            await operations.replay(["nope"], ["replaying"])
+            await operations.replay(["nope"], ["allocation"])
     finally:
         await runtime.stop()
         await mongo.close()
