@@ -40,9 +40,10 @@ MAX_NESTING = 64
 1000, so anything deeper is refused before it can exhaust the stack."""
 
 MAX_REASONS = 50
-REASON_TEXT_LIMIT = 500
-"""A rejection names at most 50 problems, each briefly: a document with thousands of unknown
-fields must still give a ``referral-rejected`` small enough for the broker to carry."""
+REASON_TEXT_LIMIT = 1000
+"""A rejection names at most 50 problems of at most 1000 characters (room for the list of
+valid routes): a document with thousands of unknown fields must still give a
+``referral-rejected`` small enough for the broker to carry."""
 
 
 @dataclass(frozen=True)
