@@ -15,14 +15,16 @@ from pydantic import BaseModel, Field, TypeAdapter
 from services.referral import domain
 from services.referral.directory import DirectoryService, find_services
 from services.referral.handlers import (
+    MAX_NESTING,
+    MAX_REASONS,
     Accepted,
     FrontDoor,
     Origin,
     Outcome,
     note_case_closed,
     note_case_open,
-    receive_submission,
-    receive_unreadable,
+    receive_body,
+    receive_message,
 )
 from services.referral.settings import ReferralSettings
 from services.referral.store import MongoReferralStore
@@ -34,9 +36,7 @@ from shared.events import (
     HeadlineOutcome,
     ReferralSubmitted,
     RejectionReason,
-    UndecodableEvent,
     decode,
-    read_envelope,
 )
 from shared.runtime import build_runtime, service_app
 
@@ -76,6 +76,13 @@ class RejectionAnswer(BaseModel):
     reasons: list[RejectionReason] = Field(description="One per problem: field, code, message.")
 
 
+class RefusalAnswer(BaseModel):
+    """A request refused unread (too large, or not JSON): nothing was stored."""
+
+    status: str = Field(description="Always refused.", examples=["refused"])
+    reasons: list[RejectionReason] = Field(description="Why: field, code, message.")
+
+
 class RouteEntry(BaseModel):
     route: str = Field(description="The route's id, used in submissions.")
     name: str = Field(description="What the route is.")
@@ -92,22 +99,21 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
 
     runtime.on_start.append(lambda _: store.ensure_indexes())
 
+    limit = settings.max_submission_bytes
+
     async def on_referral_submitted(message: IncomingMessage) -> None:
-        try:
-            event = read_envelope(message.value)
-        except UndecodableEvent as error:
-            origin = Origin(
-                source=f"kafka:{message.topic}",
-                event_id=f"{message.partition}/{message.offset}",
-                correlation_id=str(uuid.uuid4()),
-            )
-            await receive_unreadable(
-                message.value, str(error), origin=origin, store=store, now=runtime.clock()
-            )
-            return
-        origin = Origin(source=event.source, event_id=event.id, correlation_id=event.correlationid)
-        await receive_submission(
-            event.data, origin=origin, store=store, now=runtime.clock(), front_door=front_door
+        position = Origin(
+            source=f"kafka:{message.topic}",
+            event_id=f"{message.partition}/{message.offset}",
+            correlation_id=str(uuid.uuid4()),
+        )
+        await receive_message(
+            message.value,
+            position=position,
+            store=store,
+            now=runtime.clock(),
+            front_door=front_door,
+            max_bytes=limit,
         )
 
     async def on_case_allocated(message: IncomingMessage) -> None:
@@ -127,7 +133,9 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         title="Early Help referral service",
         description="The single front door: every referral route gives the same validated, "
         "matched and screened referral-received. Partners may POST here or publish the same "
-        "Request for Early Help Support on the referral-submitted topic (see /asyncapi.json).",
+        "Request for Early Help Support on the referral-submitted topic (see /asyncapi.json). "
+        f"A submission is at most {limit} bytes of UTF-8 JSON (EARLYHELP_MAX_SUBMISSION_BYTES), "
+        f"nested at most {MAX_NESTING} levels.",
     )
 
     def answer(outcome: Outcome) -> JSONResponse:
@@ -149,9 +157,16 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         summary="Submit a Request for Early Help Support",
         description="Validated, matched to a family and screened. The same partner_id and "
         "submission_id sent again (here or on Kafka) gives the same referral and no second "
-        "referral-received. Invalid requests are stored and answered with every reason.",
+        "referral-received. Invalid requests are stored and answered with every reason (at "
+        f"most {MAX_REASONS} listed). The body is UTF-8 JSON (content-type application/json) "
+        f"of at most {limit} bytes; a larger one is refused with 413 before it is read in "
+        "full. JSON that is nested more than "
+        f"{MAX_NESTING} levels, repeats a key, holds NaN or Infinity or a lone surrogate is "
+        "rejected as unreadable.",
         responses={
             202: {"model": ReferralAnswer, "description": "Accepted (or accepted before)"},
+            413: {"model": RefusalAnswer, "description": f"Over {limit} bytes, refused unread"},
+            415: {"model": RefusalAnswer, "description": "Not application/json, refused unread"},
             422: {"model": RejectionAnswer, "description": "Rejected, one reason per problem"},
         },
         openapi_extra={
@@ -167,19 +182,26 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         },
     )
     async def post_referral(request: Request) -> JSONResponse:
-        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-        # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
-        origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id)
-        body = await request.body()
-        try:
-            document: Any = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            rejected = await receive_unreadable(
-                body, f"not JSON: {error}", origin=origin, store=store, now=runtime.clock()
+        media_type = request.headers.get("content-type", "application/json")
+        if not _is_json(media_type):
+            return _refusal(
+                415,
+                "unsupported_media_type",
+                f"content-type {media_type[:100]!r}: send application/json",
             )
-            return answer(rejected)
-        outcome = await receive_submission(
-            document, origin=origin, store=store, now=runtime.clock(), front_door=front_door
+        body = await _body_within(request, limit)
+        if body is None:
+            return _refusal(413, "too_large", f"a submission is at most {limit} bytes")
+        # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
+        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id[:200])
+        outcome = await receive_body(
+            body,
+            origin=origin,
+            store=store,
+            now=runtime.clock(),
+            front_door=front_door,
+            max_bytes=limit,
         )
         return answer(outcome)
 
@@ -252,6 +274,34 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it is known to exceed ``limit``: by its declared length
+    first, then by counting what arrives, so an unbounded stream is never held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _refusal(status_code: int, code: str, message: str) -> JSONResponse:
+    refused = RefusalAnswer(
+        status="refused", reasons=[RejectionReason(field="", code=code, message=message)]
+    )
+    return JSONResponse(refused.model_dump(mode="json"), status_code=status_code)
 
 
 def _front_door(settings: ReferralSettings) -> FrontDoor:

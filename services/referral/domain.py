@@ -180,6 +180,10 @@ def nhs_number_problem(nhs_number: str) -> str | None:
 
 UNBORN_HORIZON = timedelta(weeks=40)
 OLDEST_AGE = 25  # Early Help reaches young people with SEND up to 25
+MAX_CHILDREN = 20
+"""Children in one request: more is a mistake, and each child adds family keys to check."""
+OVERRIDE_TEXT_LIMITS: Mapping[str, int] = {"lawful_basis": 1000, "recorded_by": 200}
+"""The contract leaves a safeguarding override's texts unbounded; the front door does not."""
 
 
 def parse_submission(document: Any) -> ReferralSubmitted | list[RejectionReason]:
@@ -214,6 +218,21 @@ def check_rules(
     def refuse(field_path: str, code: str, message: str) -> None:
         reasons.append(RejectionReason(field=field_path, code=code, message=message))
 
+    if len(submission.children) > MAX_CHILDREN:
+        refuse(
+            "children",
+            "too_many_children",
+            f"{len(submission.children)} children; one request is for at most {MAX_CHILDREN}",
+        )
+    override = submission.consent.safeguarding_override
+    for name, limit in OVERRIDE_TEXT_LIMITS.items():
+        text: str = getattr(override, name) if override is not None else ""
+        if len(text) > limit:
+            refuse(
+                f"consent.safeguarding_override.{name}",
+                "too_long",
+                f"{len(text)} characters; at most {limit}",
+            )
     if submission.route not in ROUTES:
         refuse(
             "route",

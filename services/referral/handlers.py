@@ -6,6 +6,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,8 +18,11 @@ from services.referral.ports import ReferralStore
 from shared.events import (
     ReferralReceived,
     ReferralRejected,
+    ReferralSubmitted,
     RejectionReason,
     ScreeningDecision,
+    UndecodableEvent,
+    read_envelope,
 )
 
 MAX_SIGNPOSTS = 5
@@ -27,6 +31,19 @@ MAX_SIGNPOSTS = 5
 UNREADABLE_TEXT_LIMIT = 20_000
 STORED_SUBMISSION_LIMIT = 4_000_000
 """Characters of a rejected submission kept as JSON text, well inside a document's 16 MB."""
+
+MAX_SUBMISSION_BYTES = 256 * 1024
+"""A submission is a few kilobytes; a quarter of a megabyte leaves room for long notes."""
+
+MAX_NESTING = 64
+"""Deepest JSON nesting read. A submission nests four levels; Python's parser fails near
+1000, so anything deeper is refused before it can exhaust the stack."""
+
+MAX_REASONS = 50
+REASON_TEXT_LIMIT = 1000
+"""A rejection names at most 50 problems of at most 1000 characters (room for the list of
+valid routes): a document with thousands of unknown fields must still give a
+``referral-rejected`` small enough for the broker to carry."""
 
 
 @dataclass(frozen=True)
@@ -194,10 +211,22 @@ async def note_case_closed(
 
 
 async def receive_unreadable(
-    raw: bytes, problem: str, *, origin: Origin, store: ReferralStore, now: datetime
+    raw: bytes,
+    problem: str,
+    *,
+    origin: Origin,
+    store: ReferralStore,
+    now: datetime,
+    code: str = "unreadable",
+    keep_bytes: int | None = None,
 ) -> Rejected:
-    """Bytes that are not even a submission still get stored, whole, and answered."""
-    reason = RejectionReason(field="", code="unreadable", message=problem)
+    """Bytes that are not even a submission still get stored and answered.
+
+    They are kept whole, or their first ``keep_bytes`` when that is given (an oversize
+    message), with the size and SHA-256 of the whole so an operator can tell what came.
+    """
+    reason = RejectionReason(field="", code=code, message=problem)
+    kept = raw if keep_bytes is None else raw[:keep_bytes]
     return await _reject(
         None,
         [reason],
@@ -205,9 +234,176 @@ async def receive_unreadable(
         store=store,
         now=now,
         stored={
-            "raw_base64": base64.b64encode(raw).decode(),
-            "raw_text": raw.decode(errors="replace")[:UNREADABLE_TEXT_LIMIT],
+            "raw_base64": base64.b64encode(kept).decode(),
+            "raw_text": kept.decode(errors="replace")[:UNREADABLE_TEXT_LIMIT],
+            "raw_size": len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
+            "raw_truncated": len(kept) < len(raw),
         },
+    )
+
+
+class Unreadable(ValueError):
+    """Bytes the front door will not read as JSON, with the reason code to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def read_json(raw: bytes, *, max_bytes: int = MAX_SUBMISSION_BYTES) -> Any:
+    """Strict JSON from untrusted bytes, or ``Unreadable`` saying why not.
+
+    Stricter than ``json.loads``: UTF-8 only; no NaN or Infinity; no key twice in an object
+    (which value would a person have meant?); no lone surrogate escapes (they cannot be
+    stored or hashed); at most ``MAX_NESTING`` levels; and nothing over ``max_bytes``.
+    """
+    if len(raw) > max_bytes:
+        raise Unreadable(
+            "too_large", f"{len(raw)} bytes is over the limit of {max_bytes} bytes a submission"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Unreadable("unreadable", f"not UTF-8: {error}") from error
+    try:
+        document = json.loads(
+            text,
+            object_pairs_hook=_object_without_repeats,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError as error:
+        raise Unreadable("too_deep", f"nested deeper than {MAX_NESTING} levels") from error
+    except Unreadable:
+        raise
+    except ValueError as error:  # JSONDecodeError, and ints over Python's 4300 digits
+        raise Unreadable("unreadable", f"not JSON: {error}") from error
+    _check_shape(document)
+    return document
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise Unreadable("unreadable", f"not JSON we accept: key {key[:100]!r} repeated")
+            seen.add(key)
+    return document
+
+
+def _refuse_constant(name: str) -> Any:
+    raise Unreadable("unreadable", f"not JSON: {name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise Unreadable("unreadable", f"not JSON we accept: {literal[:40]} is out of range")
+    return value
+
+
+def _check_shape(document: Any) -> None:
+    """Depth and lone surrogates, walked without recursion."""
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            strings: list[str] = [value]
+        elif isinstance(value, dict | list):
+            if depth > MAX_NESTING:
+                raise Unreadable("too_deep", f"nested deeper than {MAX_NESTING} levels")
+            items = value.values() if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+            strings = list(value) if isinstance(value, dict) else []
+        else:
+            continue
+        if any(_LONE_SURROGATE.search(text) for text in strings):
+            raise Unreadable("unreadable", "not JSON we accept: a string holds a lone surrogate")
+
+
+async def receive_body(
+    raw: bytes,
+    *,
+    origin: Origin,
+    store: ReferralStore,
+    now: datetime,
+    front_door: FrontDoor | None = None,
+    max_bytes: int = MAX_SUBMISSION_BYTES,
+) -> Outcome:
+    """A submission as bytes (an HTTP body): read strictly, then received."""
+    try:
+        document = read_json(raw, max_bytes=max_bytes)
+    except Unreadable as problem:
+        return await receive_unreadable(
+            raw,
+            str(problem),
+            code=problem.code,
+            keep_bytes=max_bytes,
+            origin=origin,
+            store=store,
+            now=now,
+        )
+    return await receive_submission(
+        document, origin=origin, store=store, now=now, front_door=front_door
+    )
+
+
+async def receive_message(
+    raw: bytes,
+    *,
+    position: Origin,
+    store: ReferralStore,
+    now: datetime,
+    front_door: FrontDoor | None = None,
+    max_bytes: int = MAX_SUBMISSION_BYTES,
+) -> Outcome:
+    """A ``referral-submitted`` record: whatever its bytes, exactly one answer.
+
+    Bytes that are not a readable CloudEvent are answered as from ``position`` (the record's
+    place in the log, so a redelivery gives the same rejection); an envelope of another type
+    or a newer schema is refused as from the envelope's own source and id, with its bytes.
+    """
+    try:
+        read_json(raw, max_bytes=max_bytes)
+        event = read_envelope(raw)
+    except (Unreadable, UndecodableEvent) as problem:
+        code = problem.code if isinstance(problem, Unreadable) else "unreadable"
+        return await receive_unreadable(
+            raw,
+            str(problem),
+            code=code,
+            keep_bytes=max_bytes,
+            origin=position,
+            store=store,
+            now=now,
+        )
+    origin = Origin(source=event.source, event_id=event.id, correlation_id=event.correlationid)
+    misaddressed: tuple[str, str] | None = None
+    if event.type != ReferralSubmitted.event_type:
+        misaddressed = (
+            "unexpected_event_type",
+            f"type {event.type[:100]!r} on the referral-submitted topic; expected"
+            f" {ReferralSubmitted.event_type!r}",
+        )
+    elif event.schemaversion != ReferralSubmitted.schema_version:
+        misaddressed = (
+            "unsupported_schema_version",
+            f"schema version {event.schemaversion} of referral-submitted; this front door"
+            f" reads version {ReferralSubmitted.schema_version}",
+        )
+    if misaddressed is not None:
+        code, message = misaddressed
+        return await receive_unreadable(
+            raw, message, code=code, origin=origin, store=store, now=now
+        )
+    return await receive_submission(
+        event.data, origin=origin, store=store, now=now, front_door=front_door
     )
 
 
@@ -224,6 +420,7 @@ async def _reject(
         value = document.get(name) if isinstance(document, dict) else None
         return value[:200] if isinstance(value, str) and value else None
 
+    reasons = _bounded(reasons)
     event = ReferralRejected(
         rejection_id=rejection_id_for(origin),
         partner_id=read("partner_id"),
@@ -238,6 +435,27 @@ async def _reject(
         correlation_id=origin.correlation_id,
     )
     return Rejected(rejection_id=event.rejection_id, reasons=reasons)
+
+
+def _bounded(reasons: list[RejectionReason]) -> list[RejectionReason]:
+    """At most ``MAX_REASONS`` reasons, each of bounded length, and a count of the rest."""
+
+    def short(text: str) -> str:
+        return text if len(text) <= REASON_TEXT_LIMIT else text[: REASON_TEXT_LIMIT - 3] + "..."
+
+    kept = [
+        RejectionReason(field=short(reason.field), code=reason.code, message=short(reason.message))
+        for reason in reasons[:MAX_REASONS]
+    ]
+    if len(reasons) > MAX_REASONS:
+        kept.append(
+            RejectionReason(
+                field="",
+                code="too_many_problems",
+                message=f"{len(reasons) - MAX_REASONS} more problems not listed",
+            )
+        )
+    return kept
 
 
 def _storable(document: Any) -> dict[str, Any]:

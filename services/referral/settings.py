@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from services.referral.handlers import MAX_SUBMISSION_BYTES
 from shared.settings import ServiceSettings
 
 
@@ -19,4 +20,10 @@ class ReferralSettings(ServiceSettings):
         default=None,
         description="JSON list of local services (Open Referral UK shaped) for signposting;"
         " the sample directory when unset.",
+    )
+    max_submission_bytes: int = Field(
+        default=MAX_SUBMISSION_BYTES,
+        ge=4096,
+        description="Largest submission read, in bytes, over HTTP (413 beyond) and Kafka"
+        " (referral-rejected too_large beyond).",
     )
