@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -44,6 +45,7 @@ from shared.topics import dead_letter_topic
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = "dead_letters"
+DEAD_LETTER_KEEP_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -189,9 +191,16 @@ def dead_letter_document(
     consumer_group: str,
     failed_at: datetime,
 ) -> dict[str, Any]:
-    """What an operator needs to understand and replay a failed message."""
+    """What an operator needs to understand and replay a failed message.
+
+    The bytes are kept whole up to ``DEAD_LETTER_KEEP_BYTES``; beyond that the head is kept
+    with the size and SHA-256 of the whole, so the ``.dlq`` record stays under the broker's
+    1 MB record limit and can never stall the outbox relay behind it.
+    """
+    kept = message.value[:DEAD_LETTER_KEEP_BYTES]
+    truncated = len(kept) < len(message.value)
     try:
-        original_text: str | None = message.value.decode()
+        original_text: str | None = None if truncated else message.value.decode()
     except UnicodeDecodeError:
         original_text = None
     return {
@@ -207,8 +216,11 @@ def dead_letter_document(
         "traceback": "".join(traceback.format_exception(error))[-4000:],
         "attempts": attempts,
         "failed_at": failed_at.isoformat(),
-        "original_base64": base64.b64encode(message.value).decode(),
+        "original_base64": base64.b64encode(kept).decode(),
         "original_text": original_text,
+        "original_size": len(message.value),
+        "original_sha256": hashlib.sha256(message.value).hexdigest(),
+        "original_truncated": truncated,
     }
 
 

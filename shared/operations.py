@@ -41,6 +41,10 @@ class UnknownDeadLetter(LookupError):
     pass
 
 
+class NotReplayable(ValueError):
+    """Only the head of an oversized message was kept: replaying it would publish a fragment."""
+
+
 @dataclass(frozen=True)
 class Replayed:
     dead_letter_id: str
@@ -155,7 +159,7 @@ async def _run(arguments: argparse.Namespace, services: list[str]) -> int:
             try:
                 for done in await operations.replay(arguments.ids, services):
                     print(f"replayed {done.dead_letter_id} to {done.topic}")
-            except UnknownDeadLetter as error:
+            except (UnknownDeadLetter, NotReplayable) as error:
                 print(error, file=sys.stderr)
                 return 1
         else:

@@ -510,8 +510,13 @@ async def test_a_redelivered_or_late_allocation_changes_nothing(service: AuditSe
         2,
     )
     assert found["first_allocated_at"] == datetime(2030, 3, 4, tzinfo=UTC)
-    processed = await service.db["processed_events"].count_documents({"effect.case_id": case_id})
-    assert processed == 4  # moved, first, and two distinct queued events: duplicates absorbed
+    # Moved, first, and two distinct queued events: the duplicates are absorbed. The case can
+    # show its final state before the last of them is recorded, so wait for all four.
+    processed = await eventually(
+        lambda: service.db["processed_events"].count_documents({"effect.case_id": case_id}),
+        lambda count: count >= 4,
+    )
+    assert processed == 4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,6 +96,26 @@ async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_parti
     assert listed["original_text"] is None  # not UTF-8, so only the base64 copy
 
 
+async def test_an_oversized_poison_message_is_dead_lettered_without_stalling_the_relay(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    handled: list[str] = []
+
+    async def on_case_closed(message: IncomingMessage) -> None:
+        handled.append(decode(message.value, CaseClosed)[1].case_id)
+
+    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed))
+    topic = namespace.topic(EVENT_TYPE)
+    huge = b"\xff" * 900_000
+    await produce(infra.kafka_bootstrap_servers, topic, [huge, closed_event("case-next")], key=b"k")
+
+    await eventually(lambda: _value(handled), lambda seen: seen == ["case-next"])
+    [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
+    dead_letter = json.loads(record.value)
+    assert (dead_letter["original_size"], dead_letter["original_truncated"]) == (900_000, True)
+    assert await runtime.relay.pending_count() == 0
+
+
 async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_message_processed(
     infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
 ) -> None:
