@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_PORT = 9092
@@ -51,6 +53,12 @@ class ServiceSettings(BaseSettings):
         default=0.5, gt=0, description="How often the relay looks for unsent events it missed."
     )
     log_level: str = "INFO"
+    auth_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret that signs staff tokens (shared by the services)."
+    )
+    auth_secret_file: Path | None = Field(
+        default=None, description="A file holding the signing secret, e.g. a mounted secret."
+    )
 
     service_name: str = "earlyhelp"
     http_port: int = 8000

@@ -20,3 +20,8 @@ class ReferralSettings(ServiceSettings):
         description="JSON list of local services (Open Referral UK shaped) for signposting;"
         " the sample directory when unset.",
     )
+    retention_years: int = Field(
+        default=6,
+        ge=1,
+        description="Years a closed family's personal data is kept before it is due for review.",
+    )
