@@ -212,7 +212,8 @@ def district_refusal(
             return None
         yours = ", ".join(sorted(principal.districts)) or "none"
         return f"your districts ({yours}) do not include {district}"
-    if principal.covers(known_districts):
+    known = set(known_districts)
+    if ALL_DISTRICTS in principal.districts or (known and known <= principal.districts):
         return None
     return 'county-wide figures need every district (or "*"); ask for one of yours with ?district='
 
