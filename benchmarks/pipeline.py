@@ -24,11 +24,22 @@ from typing import Any
 
 import httpx
 
+from shared.auth import Role, mint_token, new_secret
 from shared.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("referral", "allocation", "audit", "reporting")
 FIXTURE: dict[str, Any] = json.loads((ROOT / "tests" / "fixtures" / "referral.json").read_text())
+
+
+SECRET = new_secret()
+ADMIN = {
+    "authorization": "Bearer " + mint_token(SECRET.encode(), sub="bench", role=Role.ADMINISTRATOR)
+}
+ANALYST = {
+    "authorization": "Bearer "
+    + mint_token(SECRET.encode(), sub="bench", role=Role.PERFORMANCE_ANALYST, districts=["*"])
+}
 
 
 def submission(number: int) -> dict[str, Any]:
@@ -79,6 +90,12 @@ async def run(count: int, concurrency: int, ports: dict[str, int]) -> dict[str, 
                 raise SystemExit("platform did not start")
             await asyncio.sleep(0.5)
 
+        issued = await client.post(
+            f"{base['referral']}/partner-keys",
+            json={"partner_id": FIXTURE["partner_id"], "routes": [FIXTURE["route"]]},
+            headers=ADMIN,
+        )
+        key = {"x-partner-key": issued.json()["key"]}
         latencies: list[float] = []
         queue: asyncio.Queue[int] = asyncio.Queue()
         for number in range(count):
@@ -89,7 +106,7 @@ async def run(count: int, concurrency: int, ports: dict[str, int]) -> dict[str, 
                 number = queue.get_nowait()
                 sent = time.perf_counter()
                 response = await client.post(
-                    f"{base['referral']}/referrals", json=submission(number)
+                    f"{base['referral']}/referrals", json=submission(number), headers=key
                 )
                 latencies.append(time.perf_counter() - sent)
                 if response.status_code != 202:
@@ -101,7 +118,9 @@ async def run(count: int, concurrency: int, ports: dict[str, int]) -> dict[str, 
         while True:
             month = datetime.now(UTC).strftime("%Y-%m")
             report = (
-                await client.get(f"{base['reporting']}/reports/monthly", params={"month": month})
+                await client.get(
+                    f"{base['reporting']}/reports/monthly", params={"month": month}, headers=ANALYST
+                )
             ).json()
             if report["allocations"]["count"] >= count:
                 break
@@ -135,6 +154,7 @@ def main() -> None:
             "EARLYHELP_KAFKA_PORT": str(free_port()),
             "EARLYHELP_MONGODB_PORT": str(free_port()),
             "EARLYHELP_LOG_LEVEL": "WARNING",
+            "EARLYHELP_AUTH_SECRET": SECRET,
             **{f"EARLYHELP_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         }
         platform = subprocess.Popen(

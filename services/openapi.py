@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from shared.contracts import OPENAPI_DIR, load_schema, render
 
 SERVICES = ("referral", "allocation", "audit", "reporting")
+DOCUMENT_ONLY_SECRET = "placeholder-secret-for-printing-the-openapi-document-only"
 
 
 def openapi_path(service: str) -> Path:
@@ -26,9 +27,16 @@ def openapi_path(service: str) -> Path:
 
 
 def current_openapi(service: str) -> dict[str, Any]:
-    """What ``create_app().openapi()`` serves at ``/openapi.json``; nothing is connected."""
-    create_app: Callable[[], FastAPI] = import_module(f"services.{service}.app").create_app
-    return create_app().openapi()
+    """What ``create_app().openapi()`` serves at ``/openapi.json``; nothing is connected.
+
+    The document does not depend on the token-signing secret, so a placeholder stands in
+    for it: printing the contract needs no credentials.
+    """
+    create_app: Callable[[Any], FastAPI] = import_module(f"services.{service}.app").create_app
+    settings_class = getattr(
+        import_module(f"services.{service}.settings"), f"{service.title()}Settings"
+    )
+    return create_app(settings_class(auth_secret=DOCUMENT_ONLY_SECRET)).openapi()
 
 
 def write_openapi() -> list[Path]:

@@ -22,6 +22,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import new_secret
 from shared.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
@@ -93,6 +94,7 @@ def run(settings: PlatformSettings) -> None:
     services: dict[str, subprocess.Popen[bytes]] = {}
     try:
         env = dict(os.environ)
+        _ensure_auth_secret(settings, env)
         if settings.kafka_bootstrap_servers is None:
             kafka = embedded_kafka(settings.kafka_port, run_dir)
             servers.append(kafka)
@@ -125,6 +127,19 @@ def run(settings: PlatformSettings) -> None:
         _stop_services(services)
         for server in reversed(servers):
             server.stop()
+
+
+def _ensure_auth_secret(settings: PlatformSettings, env: dict[str, str]) -> None:
+    """Without a configured secret, a local run makes one under the data folder (readable by
+    this user only) and points every service at it, so tokens minted from it work."""
+    if env.get("EARLYHELP_AUTH_SECRET") or env.get("EARLYHELP_AUTH_SECRET_FILE"):
+        return
+    path = (settings.data_dir / "auth-secret").resolve()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(new_secret())
+    env["EARLYHELP_AUTH_SECRET_FILE"] = str(path)
 
 
 def _wait_until_ready(
@@ -169,6 +184,11 @@ def _print_endpoints(settings: PlatformSettings, env: dict[str, str]) -> None:
         f"  allocation  {base}:{settings.allocation_port}   GET /cases",
         f"  audit       {base}:{settings.audit_port}   GET /audits, POST /audits/draws",
         f"  reporting   {base}:{settings.reporting_port}   GET /reports/monthly, /dashboard",
+        "",
+        "Every API but /health and the API documents needs a token. Mint one with:",
+        f"  EARLYHELP_AUTH_SECRET_FILE={env.get('EARLYHELP_AUTH_SECRET_FILE', '<the secret file>')}"
+        " .venv/bin/python -m shared.auth token --role administrator --sub admin",
+        "and send it as Authorization: Bearer <token>. Partners use keys: POST /partner-keys.",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -753,6 +753,9 @@ def read_envelope(raw: bytes) -> RawEvent:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UndecodableEvent(f"not JSON: {error}") from error
+    except (RecursionError, ValueError) as error:
+        # Nested past the parser's depth, or a number too long to read: no event of ours.
+        raise UndecodableEvent(f"not readable JSON: {type(error).__name__}") from error
     try:
         return RawEvent.model_validate(document)
     except ValidationError as error:

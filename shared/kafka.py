@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
+from shared.kafka_security import KafkaSecurity
 from shared.outbox import OutgoingMessage
 from shared.settings import ServiceSettings
 
@@ -26,6 +27,7 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.service_name,
+        security=KafkaSecurity().faststream_security(),
         logger=logging.getLogger(f"{settings.service_name}.broker"),
         graceful_timeout=settings.shutdown_timeout_s,
     )
@@ -52,6 +54,7 @@ class KafkaPublisher:
             # Tansu refuses the idempotent producer's InitProducerId; consumers dedupe instead.
             enable_idempotence=False,
             linger_ms=2,
+            **KafkaSecurity().aiokafka_options(),
         )
         await self._producer.start()
 
@@ -78,7 +81,9 @@ class KafkaPublisher:
 
 async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: int) -> None:
     """Create the topics a service uses, so partitions are as configured, not auto-created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **KafkaSecurity().aiokafka_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

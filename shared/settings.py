@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_PORT = 9092
@@ -64,6 +65,12 @@ class ServiceSettings(BaseSettings):
     )
     readiness_timeout_s: float = Field(
         default=2.0, gt=0, description="How long /ready waits for the broker and the database."
+    )
+    auth_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret that signs staff tokens (shared by the services)."
+    )
+    auth_secret_file: Path | None = Field(
+        default=None, description="A file holding the signing secret, e.g. a mounted secret."
     )
 
     service_name: str = "earlyhelp"

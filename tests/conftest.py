@@ -18,6 +18,7 @@ from typing import TypeVar
 import pytest
 
 from shared.settings import ServiceSettings
+from tests.auth import TEST_SECRET
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -50,6 +51,7 @@ class Namespace:
             "kafka_heartbeat_interval_ms": 1000,
             "consumer_retry_backoff_s": 0.05,
             "outbox_poll_interval_s": 0.2,
+            "auth_secret": TEST_SECRET,
             **overrides,
         }
         return settings_class.model_validate(values)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
+from services.allocation.access import POLICY
 from services.allocation.domain import is_for_allocation
 from services.allocation.settings import AllocationSettings
 from services.allocation.store import (
@@ -24,6 +25,7 @@ from services.allocation.store import (
     WorkerSpec,
 )
 from shared import topics
+from shared.auth import protect
 from shared.consumer import IncomingMessage
 from shared.events import (
     AllocationKind,
@@ -229,6 +231,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         description="One family, one worker: cases allocated to locality teams and lead"
         " practitioners within their caseload caps, or queued until a place frees.",
     )
+    protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
 
     # -----------------------------------------------------------------------------------------
     # Teams and workers

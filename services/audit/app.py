@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.audit import domain
+from services.audit.access import POLICY
 from services.audit.domain import MONTH_PATTERN, Auditor, AuditorRole, AuditStatus, Problem
 from services.audit.handlers import (
     DrawPolicy,
@@ -31,6 +32,7 @@ from services.audit.sample import sample_auditors
 from services.audit.settings import AuditSettings
 from services.audit.store import MongoAuditStore
 from shared import topics
+from shared.auth import SignedIn, protect
 from shared.clock import utc_now
 from shared.consumer import IncomingMessage
 from shared.events import CaseAllocated, CaseClosed, LevelOfNeed, OfstedGrade, decode
@@ -75,7 +77,7 @@ class StandardView(BaseModel):
 
 
 class AuditorView(BaseModel):
-    id: str = Field(description="The auditor's id; give it as X-Auditor-Id when submitting.")
+    id: str = Field(description="The auditor's id: the sub of their token.")
     name: str = Field(description="The auditor's name.")
     role: AuditorRole = Field(description="team_manager or head_of_service.")
     district: str = Field(description="The district the auditor works in.")
@@ -197,7 +199,7 @@ class AuditSubmission(BaseModel):
     }
 
     auditor_id: str | None = Field(
-        default=None, description="Who is submitting, unless the X-Auditor-Id header says so."
+        default=None, description="Who is submitting; when given, it must be the token's sub."
     )
     scores: dict[str, str] = Field(
         description="Standard id -> Ofsted grade (outstanding, good, requires_improvement,"
@@ -315,6 +317,7 @@ def create_app(
         " families by id only.",
     )
     app.state.draw_if_due = draw_if_due
+    protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> JSONResponse:
@@ -562,30 +565,27 @@ def create_app(
         "/audits/{audit_id}/completion",
         tags=["audits"],
         summary="Submit a completed audit",
-        description="Only the assigned auditor (X-Auditor-Id header, or auditor_id in the body)"
-        " may submit it, once. Every standard of GET /standards is graded. The audit is"
+        description="Only the assigned auditor (the token's sub) may submit it, once. Every"
+        " standard of GET /standards is graded. The audit is"
         " published as audit-completed.",
         responses=REFUSALS,
     )
     async def complete_audit(
         audit_id: str,
         submission: AuditSubmission,
-        x_auditor_id: Annotated[
-            str | None, Header(description="The submitting auditor's id.")
-        ] = None,
+        auditor: SignedIn,
         x_correlation_id: Annotated[
             str | None, Header(description="Links the published event to this request.")
         ] = None,
     ) -> AuditView:
-        if x_auditor_id and submission.auditor_id and x_auditor_id != submission.auditor_id:
+        if submission.auditor_id and submission.auditor_id != auditor.sub:
             raise Refused(
-                422,
+                403,
                 [
                     Problem(
                         "auditor_id",
                         "auditor_mismatch",
-                        f"the body says {submission.auditor_id!r} but X-Auditor-Id says"
-                        f" {x_auditor_id!r}",
+                        f"you are signed in as {auditor.sub!r}, not {submission.auditor_id!r}",
                     )
                 ],
             )
@@ -596,7 +596,7 @@ def create_app(
                 overall_grade=submission.overall_grade,
                 learning_points=submission.learning_points,
             ),
-            auditor_id=x_auditor_id or submission.auditor_id,
+            auditor_id=auditor.sub,
             store=store,
             now=runtime.clock(),
             correlation_id=x_correlation_id or str(uuid.uuid4()),

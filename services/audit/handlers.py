@@ -113,7 +113,7 @@ async def submit_audit(
                 Problem(
                     "auditor_id",
                     "missing",
-                    "say who is submitting: the X-Auditor-Id header or auditor_id in the body",
+                    "sign in as the auditor: the token's sub is the auditor id",
                 )
             ],
         )

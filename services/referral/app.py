@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -13,7 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from services.referral import domain
+from services.referral.access import POLICY, PersonalData, add_access_log
 from services.referral.directory import DirectoryService, find_services
+from services.referral.erasure import add_erasure
 from services.referral.handlers import (
     MAX_NESTING,
     MAX_REASONS,
@@ -21,14 +24,20 @@ from services.referral.handlers import (
     FrontDoor,
     Origin,
     Outcome,
+    Unreadable,
     note_case_closed,
     note_case_open,
+    read_json,
     receive_body,
     receive_message,
 )
+from services.referral.partners import add_partner_keys
+from services.referral.retention import add_retention_review
 from services.referral.settings import ReferralSettings
 from services.referral.store import MongoReferralStore
 from shared import topics
+from shared.auth import protect
+from shared.clock import utc_now
 from shared.consumer import IncomingMessage
 from shared.events import (
     CaseAllocated,
@@ -90,9 +99,13 @@ class RouteEntry(BaseModel):
     referral_source_description: str = Field(description="What the census code means.")
 
 
-def create_app(settings: ReferralSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ReferralSettings | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> FastAPI:
     settings = settings or ReferralSettings()
-    runtime = build_runtime(settings, produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED))
+    runtime = build_runtime(
+        settings, produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED), clock=clock
+    )
     store = MongoReferralStore(runtime.client, runtime.db, runtime.outbox)
     front_door = _front_door(settings)
     directory_by_id = {service.id: service for service in front_door.directory}
@@ -138,6 +151,14 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         f"nested at most {MAX_NESTING} levels.",
     )
 
+    refusals = protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
+    partner_keys, partners = add_partner_keys(app, runtime.db, refusals, runtime.clock)
+    access_log = add_access_log(app, runtime.db, runtime.clock)
+    add_erasure(app, runtime.client, runtime.db, access_log, runtime.clock)
+    add_retention_review(app, runtime.db, settings.retention_years, runtime.clock)
+    runtime.on_start.append(lambda _: partner_keys.ensure_indexes())
+    runtime.on_start.append(lambda _: access_log.ensure_indexes())
+
     def answer(outcome: Outcome) -> JSONResponse:
         if isinstance(outcome, Accepted):
             return JSONResponse(
@@ -182,6 +203,7 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         },
     )
     async def post_referral(request: Request) -> JSONResponse:
+        partner = await partners.authenticate(request)
         media_type = request.headers.get("content-type", "application/json")
         if not _is_json(media_type):
             return _refusal(
@@ -192,6 +214,12 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         body = await _body_within(request, limit)
         if body is None:
             return _refusal(413, "too_large", f"a submission is at most {limit} bytes")
+        try:
+            document: Any = read_json(body, max_bytes=limit)
+        except Unreadable:
+            pass  # answered below, with the reason, like any unreadable submission
+        else:
+            await partners.authorise(request, partner, document)
         # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
         correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
         origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id[:200])
@@ -206,17 +234,19 @@ def create_app(settings: ReferralSettings | None = None) -> FastAPI:
         return answer(outcome)
 
     @app.get("/referrals/{referral_id}", tags=["referrals"], summary="A referral as received")
-    async def get_referral(referral_id: str) -> dict[str, Any]:
+    async def get_referral(referral_id: str, access: PersonalData) -> dict[str, Any]:
         found = await store.get_referral(referral_id)
         if found is None:
             raise HTTPException(404, f"no referral {referral_id}")
+        await access.record("read_referral", family_id=found["family_id"], resource=referral_id)
         return _jsonable(found)
 
     @app.get("/rejections/{rejection_id}", tags=["referrals"], summary="A stored rejection")
-    async def get_rejection(rejection_id: str) -> dict[str, Any]:
+    async def get_rejection(rejection_id: str, access: PersonalData) -> dict[str, Any]:
         found = await store.get_rejection(rejection_id)
         if found is None:
             raise HTTPException(404, f"no rejection {rejection_id}")
+        await access.record("read_rejection", family_id=None, resource=rejection_id)
         return _jsonable(found)
 
     @app.get("/routes", tags=["catalogue"], summary="Referral routes and their census codes")

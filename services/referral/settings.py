@@ -27,3 +27,8 @@ class ReferralSettings(ServiceSettings):
         description="Largest submission read, in bytes, over HTTP (413 beyond) and Kafka"
         " (referral-rejected too_large beyond).",
     )
+    retention_years: int = Field(
+        default=6,
+        ge=1,
+        description="Years a closed family's personal data is kept before it is due for review.",
+    )

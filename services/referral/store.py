@@ -86,6 +86,8 @@ class MongoReferralStore:
                     },
                     "$set": {"district": event.district},
                     "$max": {"last_referral_at": now},
+                    # New personal data for an erased family: it is live (and retained) again.
+                    "$unset": {"personal_data_erased_at": ""},
                 },
                 upsert=True,
                 session=session,

@@ -16,10 +16,12 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Query, Response
 
 from services.reporting import domain
+from services.reporting.access import POLICY
 from services.reporting.dashboard import add_dashboard
 from services.reporting.settings import ReportingSettings
 from services.reporting.store import ReportingStore
 from shared import topics
+from shared.auth import protect
 from shared.consumer import Handler, IncomingMessage
 from shared.events import (
     AuditAssigned,
@@ -144,6 +146,14 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         " projected live from the event streams. A month is that of each event's own time.",
     )
     app.state.reporting = reporting
+    protect(
+        app,
+        settings,
+        runtime.db,
+        POLICY,
+        clock=runtime.clock,
+        known_districts=reporting.store.districts,
+    )
     add_dashboard(app)
 
     @app.get("/reports/months", tags=["reports"], summary="Months that have figures")

@@ -20,6 +20,7 @@ import pytest
 
 from shared import topics
 from shared.embedded import free_port
+from tests.auth import TEST_SECRET
 from tests.conftest import Infra, Namespace
 from tests.factories import referral_received
 from tests.support import eventually, produce, service_event
@@ -54,6 +55,7 @@ def allocation(infra: Infra, namespace: Namespace, tmp_path: Path) -> Iterator[S
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "EARLYHELP_LOG_FORMAT": "json",
         "EARLYHELP_LOG_LEVEL": "DEBUG",
+        "EARLYHELP_AUTH_SECRET": TEST_SECRET,
     }
     log = tmp_path / "allocation.log"
     with log.open("wb") as output:

@@ -19,9 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.auth import Role
 from shared.embedded import free_port
 from shared.events import CaseAllocated, ReferralReceived, decode
+from shared.mongo import create_mongo_client
+from tests.auth import ADMIN, TEST_SECRET, as_role, partner_key
 from tests.conftest import Infra, Namespace
+from tests.privacy import personal_data_found
 from tests.support import eventually, partner_submission, produce, read_topic
 
 pytestmark = pytest.mark.infra
@@ -51,6 +55,7 @@ def platform(infra: Infra, namespace: Namespace, tmp_path: Path) -> Iterator[Pla
         "EARLYHELP_DATABASE_PREFIX": namespace.databases,
         "EARLYHELP_DATA_DIR": str(tmp_path),
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "EARLYHELP_AUTH_SECRET": TEST_SECRET,
         **{f"EARLYHELP_{service.upper()}_PORT": str(port) for service, port in ports.items()},
     }
     log = (tmp_path / "platform.log").open("wb")
@@ -90,21 +95,26 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
 ) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         await wait_until_up(client, platform)
+        referral = httpx.AsyncClient(base_url=platform.url("referral", ""), timeout=10)
+        async with referral:
+            key = await partner_key(referral, FIXTURE["partner_id"])
 
-        posted = await client.post(platform.url("referral", "/referrals"), json=submission("h-1"))
+        async def post(document: dict[str, Any]) -> httpx.Response:
+            return await client.post(
+                platform.url("referral", "/referrals"), json=document, headers=key
+            )
+
+        posted = await post(submission("h-1"))
         assert posted.status_code == 202, posted.text
         answer = posted.json()
         assert answer["decision"] == "early_help"
         assert answer["district"] == "northvale"
 
-        again = await client.post(platform.url("referral", "/referrals"), json=submission("h-1"))
+        again = await post(submission("h-1"))
         assert again.json()["referral_id"] == answer["referral_id"]
         assert again.json()["duplicate"] is True
 
-        invalid = await client.post(
-            platform.url("referral", "/referrals"),
-            json=submission("h-2", route="carrier-pigeon", consent={"given": False}),
-        )
+        invalid = await post(submission("h-2", route="carrier-pigeon", consent={"given": False}))
         assert invalid.status_code == 422
         codes = {reason["code"] for reason in invalid.json()["reasons"]}
         assert codes == {"unknown_route", "no_consent"}
@@ -116,8 +126,8 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
             route="police",
             children=[
                 {
-                    "given_name": "Leo",
-                    "family_name": "Brook",
+                    "given_name": "Ottoline",
+                    "family_name": "Quennell",
                     "date_of_birth": "2012-02-01",
                     "gender": "male",
                 }
@@ -134,7 +144,9 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
 
         async def monthly() -> dict[str, Any]:
             response = await client.get(
-                platform.url("reporting", "/reports/monthly"), params={"month": this_month}
+                platform.url("reporting", "/reports/monthly"),
+                params={"month": this_month},
+                headers=as_role(Role.PERFORMANCE_ANALYST),
             )
             report: dict[str, Any] = response.json()
             return report
@@ -148,7 +160,10 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         assert report["requests"]["by_source"] == {"2A": 1, "6": 1}
         assert report["outcomes"]["rejected_by_reason"] == {"no_consent": 1, "unknown_route": 1}
 
-        cases = (await client.get(platform.url("allocation", "/cases"))).json()
+        practitioner = as_role(Role.PRACTITIONER)
+        cases = (
+            await client.get(platform.url("allocation", "/cases"), headers=practitioner)
+        ).json()
         assert {case["district"] for case in cases} == {"northvale", "southford"}
         # The sample county's teams have room: each family has a lead practitioner.
         assert all(case["allocation"] == "allocated" and case["worker_id"] for case in cases)
@@ -159,12 +174,18 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         month = datetime.now(UTC).strftime("%Y-%m")
 
         async def drawn() -> list[dict[str, Any]]:
-            await client.post(platform.url("audit", "/audits/draws"), json={"month": month})
-            response = await client.get(platform.url("audit", "/audits"), params={"month": month})
+            await client.post(
+                platform.url("audit", "/audits/draws"), json={"month": month}, headers=ADMIN
+            )
+            response = await client.get(
+                platform.url("audit", "/audits"), params={"month": month}, headers=ADMIN
+            )
             return [audit for audit in response.json() if audit["case_id"] == case_id]
 
         [assigned] = await eventually(drawn, bool, timeout_s=30)
-        standards = (await client.get(platform.url("audit", "/standards"))).json()
+        standards = (
+            await client.get(platform.url("audit", "/standards"), headers=practitioner)
+        ).json()
         audit = {
             "scores": {standard["id"]: "good" for standard in standards}
             | {"plan_quality": "requires_improvement"},
@@ -173,15 +194,19 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         completed = await client.post(
             platform.url("audit", f"/audits/{assigned['id']}/completion"),
             json=audit,
-            headers={"x-auditor-id": assigned["auditor_id"]},
+            headers=as_role(Role.TEAM_MANAGER, sub=assigned["auditor_id"]),
         )
         assert completed.status_code == 200, completed.text
         closed = await client.post(
-            platform.url("allocation", f"/cases/{case_id}/close"), json={"outcome": "needs_met"}
+            platform.url("allocation", f"/cases/{case_id}/close"),
+            json={"outcome": "needs_met"},
+            headers=practitioner,
         )
         assert closed.status_code == 200, closed.text
         again = await client.post(
-            platform.url("allocation", f"/cases/{case_id}/close"), json={"outcome": "other"}
+            platform.url("allocation", f"/cases/{case_id}/close"),
+            json={"outcome": "other"},
+            headers=practitioner,
         )
         assert again.status_code == 409
 
@@ -206,3 +231,32 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
         # one correlation id links everything that came from one submission
         assert envelope.correlationid == by_family[allocation.family_id].correlationid
         assert envelope.subject == allocation.family_id
+
+    # Personal data stays in the referral service: nothing the other services stored after
+    # the whole flow is named like it, or holds any of the families' details.
+    details = {
+        value
+        for document in (FIXTURE, over_kafka)
+        for value in (
+            *(
+                child[name]
+                for child in document["children"]
+                for name in ("given_name", "family_name", "date_of_birth", "upn")
+                if name in child
+            ),
+            document["address"]["line1"],
+            document["address"]["postcode"],
+            document["consent"].get("given_by", ""),
+        )
+        if value
+    }
+    mongo = create_mongo_client(infra.mongodb_uri, app_name="privacy-check")
+    try:
+        for service in ("allocation", "audit", "reporting"):
+            database = f"{namespace.databases}{service}"
+            assert await mongo[database].list_collection_names(), database
+            assert await personal_data_found(mongo, database, details) == [], service
+        # ...and the check does find it where it is.
+        assert await personal_data_found(mongo, f"{namespace.databases}referral", details)
+    finally:
+        await mongo.close()

@@ -22,9 +22,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.allocation.access import POLICY
 from shared.embedded import free_port
 from shared.events import AllocationKind, AllocationStatus, CaseAllocated, LevelOfNeed
 from shared.mongo import Database, create_mongo_client
+from tests.auth import TEST_SECRET, AllowedRole
 from tests.conftest import Infra, Namespace
 from tests.factories import referral_received
 from tests.support import TopicReader, eventually, service_event
@@ -49,7 +51,10 @@ async def replicas(
         _start_replica(infra, namespace, port, tmp_path / f"allocation-{index}.log")
         for index, port in enumerate(ports)
     ]
-    clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") for port in ports]
+    clients = [
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", auth=AllowedRole(POLICY))
+        for port in ports
+    ]
     logs = [tmp_path / f"allocation-{index}.log" for index in range(len(ports))]
     try:
         for client, process, log in zip(clients, processes, logs, strict=True):
@@ -81,6 +86,7 @@ def _start_replica(
         "EARLYHELP_SEED_SAMPLE_TEAMS": "false",
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "EARLYHELP_CONSUMER_RETRY_BACKOFF_S": "0.05",
+        "EARLYHELP_AUTH_SECRET": TEST_SECRET,
     }
     with log_path.open("wb") as log:
         return subprocess.Popen(

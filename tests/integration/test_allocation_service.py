@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.allocation.access import POLICY
 from services.allocation.app import create_app
 from services.allocation.settings import AllocationSettings
 from shared.events import (
@@ -30,6 +31,7 @@ from shared.events import (
     TeamCapacityChanged,
 )
 from shared.mongo import Database, create_mongo_client
+from tests.auth import AllowedRole
 from tests.conftest import Infra, Namespace
 from tests.factories import referral_received
 from tests.support import TopicReader, eventually, produce, service_event
@@ -101,7 +103,9 @@ async def service(infra: Infra) -> AsyncIterator[Allocation]:
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://allocation") as http,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://allocation", auth=AllowedRole(POLICY)
+        ) as http,
     ):
         for reader in readers:
             await reader.start()

@@ -15,9 +15,11 @@ import pytest
 from fastapi import FastAPI
 
 from services.audit import domain
+from services.audit.access import POLICY
 from services.audit.app import create_app
 from services.audit.settings import AuditSettings
 from services.audit.store import MongoAuditStore
+from shared.auth import Role
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -30,6 +32,7 @@ from shared.events import (
     envelope,
 )
 from shared.mongo import Database, create_mongo_client
+from tests.auth import AllowedRole, as_role
 from tests.conftest import Infra, Namespace
 from tests.support import TopicReader, eventually, produce
 
@@ -119,7 +122,7 @@ class AuditService:
         return await self.http.post(
             f"/audits/{audit_id}/completion",
             json={"scores": ALL_GOOD, **body},
-            headers={"x-auditor-id": as_auditor},
+            headers=as_role(Role.TEAM_MANAGER, sub=as_auditor),
         )
 
 
@@ -138,7 +141,9 @@ async def service(infra: Infra) -> AsyncIterator[AuditService]:
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://audit", timeout=30) as http,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://audit", timeout=30, auth=AllowedRole(POLICY)
+        ) as http,
     ):
         await completed.start()
         db = mongo[settings.database_name]
@@ -386,7 +391,9 @@ async def test_only_the_assigned_auditor_completes_an_audit_once_and_it_is_publi
     await service.add_auditor("tm-eastmere-town", "eastmere", "eastmere-town")
 
     unknown = await service.complete("aud-nope", auditor_id)
-    nobody = await service.http.post(f"/audits/{audit_id}/completion", json={"scores": ALL_GOOD})
+    nobody = await service.http.post(
+        f"/audits/{audit_id}/completion", json={"scores": ALL_GOOD}, headers={"authorization": ""}
+    )
     someone_else = await service.complete(audit_id, "tm-eastmere-town")
     mismatch = await service.complete(audit_id, auditor_id, auditor_id="tm-eastmere-town")
     scores = {**ALL_GOOD, "childs_voice": "good", "plan_quality": "great"}
@@ -395,13 +402,16 @@ async def test_only_the_assigned_auditor_completes_an_audit_once_and_it_is_publi
     not_a_mapping = await service.complete(audit_id, auditor_id, scores=["good"])
 
     assert (unknown.status_code, unknown.json()["problems"][0]["code"]) == (404, "unknown_audit")
-    assert (nobody.status_code, nobody.json()["problems"][0]["field"]) == (422, "auditor_id")
+    assert (nobody.status_code, nobody.json()["detail"]) == (
+        401,
+        "sign in: send Authorization: Bearer <token>",
+    )
     assert (someone_else.status_code, someone_else.json()["problems"][0]["code"]) == (
         403,
         "not_assigned_auditor",
     )
     assert (mismatch.status_code, mismatch.json()["problems"][0]["code"]) == (
-        422,
+        403,
         "auditor_mismatch",
     )
     assert invalid.status_code == 422

@@ -7,7 +7,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from shared.events import (
     ScreeningDecision,
 )
 from shared.mongo import Database, create_mongo_client
+from tests.auth import CASEWORKER, partner_key
 from tests.conftest import Infra, Namespace
 from tests.support import TopicReader, eventually, partner_submission, produce, service_event
 
@@ -53,9 +54,15 @@ class FrontDoor:
     db: Database
     received: TopicReader
     rejected: TopicReader
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
 
     async def post(self, document: Any) -> httpx.Response:
-        return await self.http.post("/referrals", json=document)
+        """As the partner the document names would send it, with that partner's own key."""
+        claimed = document.get("partner_id") if isinstance(document, dict) else None
+        partner = claimed if isinstance(claimed, str) and claimed else PARTNER
+        if partner not in self.keys:
+            self.keys[partner] = await partner_key(self.http, partner)
+        return await self.http.post("/referrals", json=document, headers=self.keys[partner])
 
     async def publish(self, *values: bytes, key: bytes | None = None) -> None:
         await produce(
@@ -109,7 +116,10 @@ async def front_door(infra: Infra) -> AsyncIterator[FrontDoor]:
 
 def _client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://referral", timeout=30
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://referral",
+        timeout=30,
+        headers=CASEWORKER,
     )
 
 
@@ -294,6 +304,7 @@ async def test_each_rejection_reason_is_answered_stored_and_published(
         name, document = answers[rejection_id]
         assert (event.partner_id, event.submission_id) == (PARTNER, document["submission_id"])
         stored = (await front_door.http.get(f"/rejections/{rejection_id}")).json()
+        assert "submission_json" in stored, stored
         assert json.loads(stored["submission_json"]) == document, name
         assert [reason["code"] for reason in stored["reasons"]] == [r.code for r in event.reasons]
 
@@ -303,8 +314,11 @@ async def _as_rejected(door: FrontDoor) -> list[ReferralRejected]:
 
 
 async def test_a_body_that_is_not_json_gets_a_422_and_is_kept(front_door: FrontDoor) -> None:
+    key = await partner_key(front_door.http, PARTNER)
     response = await front_door.http.post(
-        "/referrals", content=b"\xff{partner_id: oops", headers={"content-type": "application/json"}
+        "/referrals",
+        content=b"\xff{partner_id: oops",
+        headers={"content-type": "application/json", **key},
     )
 
     assert response.status_code == 422

@@ -22,9 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from services.reporting.access import POLICY
 from services.reporting.app import create_app
 from services.reporting.rebuild import rebuild
 from services.reporting.settings import ReportingSettings
+from shared.auth import Role
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -43,6 +45,7 @@ from shared.events import (
     StandardScore,
     TeamCapacityChanged,
 )
+from tests.auth import AllowedRole, token
 from tests.browser import parse, render
 from tests.conftest import Infra, Namespace
 from tests.factories import referral_received
@@ -227,7 +230,7 @@ async def fed(infra: Infra) -> AsyncIterator[Fed]:
         PerformanceSnapshot,
     )
     with Serving(create_app(settings)) as url:
-        async with httpx.AsyncClient(base_url=url) as http:
+        async with httpx.AsyncClient(base_url=url, auth=AllowedRole(POLICY)) as http:
             await publish(infra, namespace, EARLY)
             await publish(infra, namespace, [EARLY[index] for index in DUPLICATED])
             await publish(infra, namespace, LATE)
@@ -441,7 +444,8 @@ async def test_a_rebuild_from_the_log_ends_with_the_same_figures(fed: Fed) -> No
 async def test_the_dashboard_shows_october_in_a_real_browser(fed: Fed) -> None:
     report = await fed.monthly()
 
-    page = parse(render(f"{fed.url}/dashboard?month={OCTOBER}"))
+    analyst = token(Role.PERFORMANCE_ANALYST, districts=["*"])
+    page = parse(render(f"{fed.url}/dashboard?month={OCTOBER}#token={analyst}"))
 
     assert page.by_id("requests-total").text == str(report["requests"]["total"])
     assert page.by_id("accepted").text == "4"

@@ -231,6 +231,14 @@ def test_undecodable_event_is_a_value_error_chained_to_its_cause() -> None:
     assert isinstance(caught.value.__cause__, json.JSONDecodeError)
 
 
+@pytest.mark.parametrize(
+    "raw", [b"[" * 100_000 + b"]" * 100_000, b'{"id": ' + b"9" * 5000 + b"}"], ids=["deep", "long"]
+)
+def test_input_json_cannot_read_is_undecodable_not_a_crash(raw: bytes) -> None:
+    with pytest.raises(UndecodableEvent, match="not readable JSON"):
+        decode(raw, ReferralReceived)
+
+
 def test_decode_refuses_an_older_version_without_an_upcaster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -7,7 +7,13 @@ from importlib import import_module
 import httpx
 import pytest
 
-from services.openapi import SERVICES, check, current_openapi, openapi_path
+from services.openapi import (
+    DOCUMENT_ONLY_SECRET,
+    SERVICES,
+    check,
+    current_openapi,
+    openapi_path,
+)
 from shared.contracts import load_schema, render
 
 
@@ -26,7 +32,12 @@ def test_checked_in_openapi_document_is_current(service: str) -> None:
 async def test_each_service_serves_its_document_with_the_operations_endpoints(
     service: str,
 ) -> None:
-    app = import_module(f"services.{service}.app").create_app()
+    settings_class = getattr(
+        import_module(f"services.{service}.settings"), f"{service.title()}Settings"
+    )
+    app = import_module(f"services.{service}.app").create_app(
+        settings_class(auth_secret=DOCUMENT_ONLY_SECRET)
+    )
     transport = httpx.ASGITransport(app=app)  # no lifespan: nothing connects
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         served = (await client.get("/openapi.json")).json()
