@@ -91,17 +91,18 @@ class Reporting:
         """Stage a ``performance-snapshot`` for each changed month/district that is due."""
         published = 0
         for mark in await self.store.due_snapshots(self.settings.snapshot_interval_s):
-            district = None if mark["district"] == domain.ALL_DISTRICTS else mark["district"]
-            figures = await self.monthly(mark["month"], district)
-
-            stage = partial(self._stage_snapshot, mark["_id"], figures)
+            stage = partial(self._stage_snapshot, mark["_id"])
             published += await in_transaction(self.runtime.client, stage)
         return published
 
-    async def _stage_snapshot(self, key: str, figures: dict[str, Any], session: Session) -> bool:
+    async def _stage_snapshot(self, key: str, session: Session) -> bool:
+        # Claim, then compute: an event projected after the claim marks the figures changed
+        # again, so it is in this snapshot or the next, never lost between the two.
         claimed = await self.store.claim_snapshot(key, session=session)
         if claimed is None:
             return False
+        district = None if claimed["district"] == domain.ALL_DISTRICTS else claimed["district"]
+        figures = await self.monthly(claimed["month"], district)
         snapshot = PerformanceSnapshot(
             month=claimed["month"],
             district=claimed["district"],
