@@ -218,7 +218,11 @@ async def _break_things(
         order += rng.sample(SERVICES, len(SERVICES))
         if number == 0 and config.restart_database:
             order.append(DATABASE)
-    moments = sorted(int(rng.uniform(0.05, 0.95) * sends) for _ in order)
+    # One random moment in each of as many equal stretches of the publication as there are
+    # faults, so they spread over it rather than bunch.
+    moments = [
+        int((number + rng.uniform(0.1, 0.9)) / len(order) * sends) for number in range(len(order))
+    ]
     try:
         for target, name in zip(moments, order, strict=True):
             while progress.published < target:
@@ -246,7 +250,8 @@ async def _break_things(
 def publication_seconds(config: CampaignConfig, sends: int) -> float:
     """Long enough for every fault to meet traffic: a restart takes about ten seconds."""
     faults = config.kills_per_service * len(SERVICES)
-    outage = config.database_down_s + 10 if config.restart_database else 0
+    # The outage counts twice: the kills after it need time to catch up with their stretches.
+    outage = 2 * (config.database_down_s + 10) if config.restart_database else 0
     return max(sends / config.rate_per_s, faults * 12 + outage + 10)
 
 
