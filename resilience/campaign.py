@@ -58,7 +58,7 @@ class CampaignConfig:
     close_share: float = 0.12
     """Cases closed by managers during the run, as a share of the submissions."""
     audits_per_month: int = 2
-    settle_timeout_s: float = 600.0
+    settle_timeout_s: float = 1200.0
     work_dir: Path | None = None
 
 
@@ -332,7 +332,12 @@ async def _settled(
         await asyncio.sleep(2.0)
         platform.check_alive()
         unsent = await stores.unsent()
-        lag = sum([await _lag(client, name) for name in SERVICES])
+        try:
+            lag = sum([await _lag(client, name) for name in SERVICES])
+        except httpx.HTTPError as error:  # a busy server closing an idle connection, say
+            log.info("settling: metrics unanswered (%r); asking again", error)
+            steady = 0
+            continue
         now = await stores.fingerprint()
         steady = steady + 1 if (unsent == 0 and lag == 0 and now == last) else 0
         last = now
