@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench schemas rebuild-reporting dead-letters replay republish clean
+.PHONY: run test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay republish clean
 
 # The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
 CHROMIUM := /usr/bin/chromium
@@ -41,6 +41,10 @@ unit: $(INSTALLED)
 ## bench: end-to-end throughput, latency and memory on the embedded servers
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.pipeline
+
+## campaign: kill every service twice and restart the database under load; prove nothing is lost
+campaign: $(INSTALLED)
+	$(BIN)/python -m resilience.campaign --submissions 2000 --kills-per-service 2 --restart-database
 
 ## rebuild-reporting: drop reporting's read models and replay the retained events
 rebuild-reporting: $(INSTALLED)

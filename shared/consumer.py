@@ -6,7 +6,9 @@ straight to ``<topic>.dlq``; one whose handler keeps failing goes there after
 ``max_attempts`` tries. Either way the dead letter is recorded and staged in the outbox in
 one transaction, and only then is the offset committed, so the partition moves on and
 nothing is lost. If even that fails (the database is down), the message is not committed
-and is delivered again.
+and is delivered again. A handler that fails because the database cannot be reached is
+retried until it can, without using up its tries: an outage is not the message's fault, and
+dead-lettering it would take it out of the stream for nothing.
 
 Every delivery is counted by outcome and timed (``shared.metrics``), and logged under the
 event's correlation id (``shared.logs``). The group membership is watched so that ``/ready``
@@ -34,6 +36,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage as InjectedMessage
 from faststream.kafka.message import KafkaMessage
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from shared.events import UndecodableEvent, read_envelope
 from shared.logs import correlated
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTERS = "dead_letters"
 DEAD_LETTER_KEEP_BYTES = 256 * 1024
+OUTAGE_BACKOFF_MAX_S = 5.0
+"""Longest pause between two tries while the database is unreachable."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,14 @@ def dead_letter_document(
     }
 
 
+def is_outage(error: BaseException) -> bool:
+    """The database could not be reached (down, restarting, failing over), or a transaction
+    kept failing transiently: nothing about the message itself."""
+    if isinstance(error, ConnectionFailure):  # AutoReconnect, ServerSelectionTimeoutError...
+        return True
+    return isinstance(error, PyMongoError) and error.has_error_label("TransientTransactionError")
+
+
 def subscribe(
     broker: KafkaBroker,
     handlers: Mapping[str, Handler],
@@ -269,16 +282,26 @@ def subscribe(
     async def handle(incoming: IncomingMessage) -> None:
         handler = handlers[incoming.topic]
         error: BaseException | None = None
-        for attempt in range(1, max_attempts + 1):
+        attempt = outage_tries = 0
+        while attempt < max_attempts:
             try:
                 delivery = await attempt_once(handler, incoming)
             except UndecodableEvent as undecodable:
-                await dead_letter(incoming, undecodable, attempt)
+                await dead_letter(incoming, undecodable, attempt + 1)
                 return
             except Exception as failure:
-                error = failure
                 counted.messages_consumed.labels(incoming.topic, FAILED_ATTEMPT).inc()
                 counted.errors.labels("handler").inc()
+                if is_outage(failure):
+                    # Not a try: the message goes nowhere until the database is back.
+                    outage_tries += 1
+                    log.warning("%s waits for the database: %r", incoming.position, failure)
+                    await asyncio.sleep(
+                        min(OUTAGE_BACKOFF_MAX_S, retry_backoff_s * 2 ** min(outage_tries, 8))
+                    )
+                    continue
+                attempt += 1
+                error = failure
                 log.warning("%s failed (attempt %d): %r", incoming.position, attempt, failure)
                 if attempt < max_attempts:
                     await asyncio.sleep(retry_backoff_s * 2 ** (attempt - 1))

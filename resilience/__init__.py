@@ -1,0 +1,1 @@
+"""Fault campaigns: run the platform as separate processes, break it, and prove nothing is lost."""
