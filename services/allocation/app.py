@@ -225,6 +225,11 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
 
     runtime.subscribe(topics.REFERRAL_RECEIVED, on_referral_received)
 
+    async def drain_queues() -> None:
+        await store.drain_all_queues()
+
+    runtime.every(settings.queue_sweep_interval_s, "queue-sweep", drain_queues)
+
     app = service_app(
         runtime,
         title="Early Help allocation service",

@@ -18,3 +18,8 @@ class AllocationSettings(ServiceSettings):
         ge=1,
         description="Families per full-time worker for a team created without its own figure.",
     )
+    queue_sweep_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often every queue is offered any free capacity (also done at start).",
+    )

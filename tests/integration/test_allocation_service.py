@@ -93,7 +93,9 @@ class Allocation:
 async def service(infra: Infra) -> AsyncIterator[Allocation]:
     token = uuid.uuid4().hex[:10]
     namespace = Namespace(topics=f"a{token}-", databases=f"a{token}_")
-    settings = namespace.settings(AllocationSettings, infra, seed_sample_teams=False)
+    settings = namespace.settings(
+        AllocationSettings, infra, seed_sample_teams=False, queue_sweep_interval_s=0.5
+    )
     app = create_app(settings)
     readers = [
         TopicReader(infra.kafka_bootstrap_servers, namespace.topic(model.event_type), model)
@@ -396,6 +398,28 @@ async def test_a_new_referral_never_jumps_the_queue(service: Allocation, distric
     [_, waiting_allocated] = await service.allocations_for(waiting.referral_id, count=2)
     assert waiting_allocated.worker_id == f"{team_id}-only"
     assert [entry["family_id"] for entry in await service.queue(district)] == [late.family_id]
+
+
+async def test_a_place_freed_without_a_drain_is_given_to_the_queue_by_the_sweep(
+    service: Allocation, district: str
+) -> None:
+    team_id = await make_team(service, district, ("only", 1.0, 1))
+    holder = referral(district, "holder")
+    waiting = referral(district, "waiting", received_at=RECEIVED_AT + timedelta(minutes=1))
+    await service.publish(holder)
+    await service.allocations_for(holder.referral_id)
+    await service.publish(waiting)
+    [queued] = await service.allocations_for(waiting.referral_id)
+    assert queued.status is AllocationStatus.QUEUED
+
+    # As if a replica died between committing a closure and draining the queue.
+    await service.db["workers"].update_one(
+        {"_id": f"{team_id}-only"}, {"$inc": {"cap": 1, "spare": 1}}
+    )
+
+    [_, allocated] = await service.allocations_for(waiting.referral_id, count=2)
+    assert allocated.worker_id == f"{team_id}-only"
+    assert await service.queue(district) == []
 
 
 async def test_a_worker_joining_or_gaining_fte_takes_the_queue_in_order(
