@@ -10,6 +10,13 @@ and is delivered again. A handler that fails because the database cannot be reac
 retried until it can, without using up its tries: an outage is not the message's fault, and
 dead-lettering it would take it out of the stream for nothing.
 
+Records arrive in batches of up to ``batch_size`` (one poll). A topic with a batch handler
+has its part of the poll handled at once, in one transaction, with bulk writes: the
+database is the bottleneck, and one bulk write costs about what one single write does. If
+the batch fails for any reason other than an outage, its messages are handled again one at
+a time, so a poison message is dead-lettered alone and the rest go through; the failed
+batch's transaction left nothing behind. Offsets are committed once the whole poll is done.
+
 Every delivery is counted by outcome and timed (``shared.metrics``), and logged under the
 event's correlation id (``shared.logs``). The group membership is watched so that ``/ready``
 can say whether this replica has joined its consumer group.
@@ -70,6 +77,9 @@ class IncomingMessage:
 
 
 Handler = Callable[[IncomingMessage], Awaitable[None]]
+BatchHandler = Callable[[list[IncomingMessage]], Awaitable[int]]
+"""Handles several messages of one topic at once, all or nothing; returns how many of them
+changed something (the rest were duplicates)."""
 
 
 @dataclass
@@ -243,6 +253,8 @@ def subscribe(
     *,
     group_id: str,
     dead_letters: DeadLetters,
+    batch_handlers: Mapping[str, BatchHandler] | None = None,
+    batch_size: int = 1,
     max_attempts: int = 3,
     retry_backoff_s: float = 0.2,
     session_timeout_ms: int = 10_000,
@@ -252,11 +264,14 @@ def subscribe(
     """Consume every topic in ``handlers`` with one consumer in ``group_id``.
 
     One consumer per service replica, not one per topic: each consumer joining a group
-    rebalances the whole group, so fewer consumers start and scale faster.
+    rebalances the whole group, so fewer consumers start and scale faster. A topic in
+    ``batch_handlers`` is handled up to ``batch_size`` records at a time; its entry in
+    ``handlers`` handles a record alone, and takes over when a batch fails.
     """
     counted = metrics or Metrics()
+    batched = dict(batch_handlers or {})
 
-    async def passthrough(message: KafkaMessage) -> bytes:
+    async def passthrough(message: KafkaMessage) -> Any:
         return message.body  # the handler decodes, so undecodable bytes reach it too
 
     async def attempt_once(handler: Handler, incoming: IncomingMessage) -> Delivery:
@@ -318,16 +333,80 @@ def subscribe(
             await asyncio.sleep(max(retry_backoff_s, 1.0))
             raise
 
-    async def on_message(message: InjectedMessage) -> None:
-        incoming = _incoming(message)
+    async def handle_alone(incoming: IncomingMessage) -> None:
         with correlated(_correlation_id(incoming.value)):
             await handle(incoming)
 
-    on_message.__name__ = f"on_{group_id.replace('-', '_')}_events"
+    async def handle_together(topic: str, incomings: list[IncomingMessage]) -> bool:
+        """Handle the messages with the topic's batch handler; False when there is none, or
+        the batch failed for reasons of its own, and they must be handled one at a time."""
+        batch_handler = batched.get(topic)
+        if batch_handler is None or len(incomings) == 1:
+            return False
+        outage_tries = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                fresh = await batch_handler(incomings)
+            except Exception as failure:
+                counted.errors.labels("batch").inc()
+                if not is_outage(failure):
+                    log.warning(
+                        "batch of %d on %s failed (%r); handling them one at a time",
+                        len(incomings),
+                        topic,
+                        failure,
+                    )
+                    return False
+                outage_tries += 1
+                log.warning("batch on %s waits for the database: %r", topic, failure)
+                await asyncio.sleep(
+                    min(OUTAGE_BACKOFF_MAX_S, retry_backoff_s * 2 ** min(outage_tries, 8))
+                )
+                continue
+            each = (time.perf_counter() - started) / len(incomings)
+            for _ in incomings:
+                counted.handler_seconds.labels(topic).observe(each)
+            counted.messages_consumed.labels(topic, PROCESSED).inc(fresh)
+            counted.messages_consumed.labels(topic, DUPLICATE).inc(len(incomings) - fresh)
+            return True
+
+    async def on_messages(message: InjectedMessage) -> None:
+        by_topic: dict[str, list[IncomingMessage]] = {}
+        for record in message.raw_message:
+            by_topic.setdefault(record.topic, []).append(_incoming(record))
+        unfinished = {
+            incoming.position: incoming for group in by_topic.values() for incoming in group
+        }
+        try:
+            for topic, incomings in by_topic.items():
+                if await handle_together(topic, incomings):
+                    for incoming in incomings:
+                        del unfinished[incoming.position]
+                    continue
+                for incoming in incomings:
+                    await handle_alone(incoming)
+                    del unfinished[incoming.position]
+        except Exception as failure:
+            # Take up the rest again, not the whole poll: each partition goes back to its
+            # first unfinished record, and returning commits everything before it.
+            rewind_to: dict[TopicPartition, int] = {}
+            for incoming in unfinished.values():
+                partition = TopicPartition(incoming.topic, incoming.partition)
+                rewind_to[partition] = min(
+                    incoming.offset, rewind_to.get(partition, incoming.offset)
+                )
+            for partition, offset in rewind_to.items():
+                message.consumer.seek(partition, offset)
+            log.warning("%d message(s) to be delivered again: %r", len(unfinished), failure)
+
+    on_messages.__name__ = f"on_{group_id.replace('-', '_')}_events"
     membership = GroupMembership()
     subscriber = broker.subscriber(
         *sorted(handlers),
         group_id=group_id,
+        batch=True,
+        max_records=batch_size,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         decoder=passthrough,
@@ -335,19 +414,19 @@ def subscribe(
         heartbeat_interval_ms=heartbeat_interval_ms,
         listener=membership,
     )
-    subscriber(on_message)
+    subscriber(on_messages)
     return Consumption(subscriber, membership)
 
 
-def _incoming(message: KafkaMessage) -> IncomingMessage:
-    record: Any = message.raw_message
+def _incoming(record: Any) -> IncomingMessage:
+    """An aiokafka ``ConsumerRecord`` as handlers see it."""
     return IncomingMessage(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         key=record.key,
-        value=message.body,
-        headers={name: str(value) for name, value in message.headers.items()},
+        value=record.value or b"",
+        headers={name: value.decode(errors="replace") for name, value in record.headers},
     )
 
 

@@ -75,10 +75,11 @@ class ProcessedEvents:
     async def process_many(
         self,
         events: Sequence[RawEvent],
-        work: Callable[[Session, list[int]], Awaitable[None]],
+        work: Callable[[Session, list[int]], Awaitable[list[dict[str, Any]]]],
     ) -> int:
-        """Run ``work`` on the indexes of the events not processed before, recording them, all
-        in one transaction: a replay's throughput is set by batches, not by commits.
+        """Run ``work`` on the indexes of the events not processed before, recording them with
+        the effects it returns (one per index), all in one transaction: throughput is then
+        set by batches, not by commits.
 
         Returns how many were new. An event given twice in one batch counts once.
         """
@@ -94,17 +95,17 @@ class ProcessedEvents:
                     fresh.append(index)
             if not fresh:
                 return 0
-            await work(session, fresh)
+            effects = await work(session, fresh)
             now = self._clock()
             await self._collection.insert_many(
                 [
                     {
                         "_id": keys[index],
                         "type": events[index].type,
-                        "effect": {"batch": True},
+                        "effect": effect,
                         "processed_at": now,
                     }
-                    for index in fresh
+                    for index, effect in zip(fresh, effects, strict=True)
                 ],
                 session=session,
             )

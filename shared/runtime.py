@@ -28,7 +28,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.clock import utc_now
-from shared.consumer import Consumption, DeadLetters, Handler, mark_duplicate, subscribe
+from shared.consumer import (
+    BatchHandler,
+    Consumption,
+    DeadLetters,
+    Handler,
+    mark_duplicate,
+    subscribe,
+)
 from shared.contracts.asyncapi import asyncapi_document
 from shared.events import RawEvent
 from shared.idempotency import ProcessedEvents
@@ -76,6 +83,7 @@ class Runtime:
     metrics: Metrics
     produces: set[str] = field(default_factory=set)
     handlers: dict[str, Handler] = field(default_factory=dict)
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     on_start: list[Startup] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -100,9 +108,14 @@ class Runtime:
                 log.exception("%s failed; trying again in %ss", name, interval_s)
             await asyncio.sleep(interval_s)
 
-    def subscribe(self, event_type: str, handler: Handler) -> None:
-        """Consume ``event_type`` as this service's consumer group, reliably."""
+    def subscribe(
+        self, event_type: str, handler: Handler, *, many: BatchHandler | None = None
+    ) -> None:
+        """Consume ``event_type`` as this service's consumer group, reliably: ``handler``
+        takes one message; ``many``, when given, takes a whole batch in one go."""
         self.handlers[self.topic(event_type)] = handler
+        if many is not None:
+            self.batch_handlers[self.topic(event_type)] = many
 
     async def start(self) -> None:
         topics = {self.topic(event_type) for event_type in self.produces}
@@ -123,6 +136,8 @@ class Runtime:
                 self.handlers,
                 group_id=self.settings.consumer_group,
                 dead_letters=self.dead_letters,
+                batch_handlers=self.batch_handlers,
+                batch_size=self.settings.consumer_batch_size,
                 max_attempts=self.settings.consumer_max_attempts,
                 retry_backoff_s=self.settings.consumer_retry_backoff_s,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,

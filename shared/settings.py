@@ -50,6 +50,12 @@ class ServiceSettings(BaseSettings):
         default=3, ge=1, description="Tries of a failing handler before dead-lettering."
     )
     consumer_retry_backoff_s: float = Field(default=0.2, ge=0)
+    consumer_batch_size: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        description="Most records taken in one poll; handled together where a service can.",
+    )
     outbox_poll_interval_s: float = Field(
         default=0.5, gt=0, description="How often the relay looks for unsent events it missed."
     )

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -17,7 +18,14 @@ from pydantic import BaseModel, Field
 
 from services.audit import domain
 from services.audit.access import POLICY
-from services.audit.domain import MONTH_PATTERN, Auditor, AuditorRole, AuditStatus, Problem
+from services.audit.domain import (
+    MONTH_PATTERN,
+    Auditor,
+    AuditorRole,
+    AuditStatus,
+    CaseState,
+    Problem,
+)
 from services.audit.handlers import (
     DrawPolicy,
     Refused,
@@ -35,11 +43,13 @@ from shared import topics
 from shared.auth import SignedIn, protect
 from shared.clock import utc_now
 from shared.consumer import IncomingMessage
-from shared.events import CaseAllocated, CaseClosed, LevelOfNeed, OfstedGrade, decode
+from shared.events import CaseAllocated, CaseClosed, LevelOfNeed, OfstedGrade, RawEvent, decode
 from shared.mongo import Session
 from shared.runtime import build_runtime, service_app
 
 log = logging.getLogger(__name__)
+
+CaseChange = Callable[[CaseState | None], CaseState]
 
 AUDITOR_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 REFUSALS: dict[int | str, dict[str, Any]] = {}
@@ -292,8 +302,27 @@ def create_app(
 
         await runtime.processed.process_once(event, project)
 
-    runtime.subscribe(topics.CASE_ALLOCATED, on_case_allocated)
-    runtime.subscribe(topics.CASE_CLOSED, on_case_closed)
+    def change_of(message: IncomingMessage) -> tuple[RawEvent, str, CaseChange]:
+        if message.topic == runtime.topic(topics.CASE_ALLOCATED):
+            event, allocation = decode(message.value, CaseAllocated)
+            return event, allocation.case_id, partial(domain.apply_allocation, event=allocation)
+        event, closure = decode(message.value, CaseClosed)
+        return event, closure.case_id, partial(domain.apply_closure, event=closure)
+
+    async def project_many(messages: list[IncomingMessage]) -> int:
+        """Many allocations or closures with one read, one bulk write and one commit."""
+        changes = [change_of(message) for message in messages]
+
+        async def project(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
+            cases = await store.update_cases(
+                [(changes[index][1], changes[index][2]) for index in fresh], session=session
+            )
+            return [{"case_id": case.case_id, "status": case.status} for case in cases]
+
+        return await runtime.processed.process_many([event for event, _, _ in changes], project)
+
+    runtime.subscribe(topics.CASE_ALLOCATED, on_case_allocated, many=project_many)
+    runtime.subscribe(topics.CASE_CLOSED, on_case_closed, many=project_many)
 
     async def draw_if_due() -> DrawRecord | None:
         return await draw_current_month_if_due(

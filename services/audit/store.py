@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from services.audit.domain import (
 )
 from services.audit.ports import AuditNotOpen, DrawDecision, DrawInputs, DrawRecord
 from shared.events import AuditAssigned, AuditCompleted
-from shared.mongo import Database, Document, MongoClient, Session, in_transaction
+from shared.mongo import BulkWrites, Database, Document, MongoClient, Session, in_transaction
 from shared.outbox import Outbox
 
 CASES = "cases"
@@ -59,6 +59,29 @@ class MongoAuditStore:
         del document["case_id"]
         await self._cases.replace_one({"_id": case_id}, document, upsert=True, session=session)
         return case
+
+    async def update_cases(
+        self,
+        changes: Sequence[tuple[str, Callable[[CaseState | None], CaseState]]],
+        *,
+        session: Session,
+    ) -> list[CaseState]:
+        """``update_case`` for many changes, in order, with one read and one bulk write; the
+        state each change left its case in."""
+        ids = sorted({case_id for case_id, _ in changes})
+        found = self._cases.find({"_id": {"$in": ids}}, session=session)
+        cases: dict[str, CaseState] = {document["_id"]: _case(document) async for document in found}
+        after: list[CaseState] = []
+        for case_id, change in changes:
+            cases[case_id] = change(cases.get(case_id))
+            after.append(cases[case_id])
+        writes = BulkWrites()
+        for case_id in ids:
+            document = asdict(cases[case_id])
+            del document["case_id"]
+            writes.replace_one(CASES, {"_id": case_id}, document, upsert=True)
+        await writes.send(self._cases.database, session=session)
+        return after
 
     async def get_case(self, case_id: str) -> CaseState | None:
         found = await self._cases.find_one({"_id": case_id})

@@ -22,7 +22,7 @@ from services.reporting.settings import ReportingSettings
 from services.reporting.store import ReportingStore
 from shared import topics
 from shared.auth import protect
-from shared.consumer import Handler, IncomingMessage
+from shared.consumer import BatchHandler, Handler, IncomingMessage
 from shared.events import (
     AuditAssigned,
     AuditCompleted,
@@ -66,20 +66,17 @@ class Reporting:
         """Apply one event once; False when it was applied before."""
 
         async def apply(session: Session) -> dict[str, Any]:
-            touched = await self.store.project(data, session=session)
-            await self.store.mark_changed(touched, session=session)
-            return {"touched": [list(key) for key in touched]}
+            await self.store.project([data], session=session)
+            return {"projected": True}
 
         return await self.runtime.processed.process_once(event, apply)
 
     async def project_many(self, batch: list[tuple[RawEvent, EventData]]) -> int:
         """Apply a batch in one transaction, skipping events applied before; how many were new."""
 
-        async def apply(session: Session, fresh: list[int]) -> None:
-            touched: set[tuple[str, str]] = set()
-            for index in fresh:
-                touched.update(await self.store.project(batch[index][1], session=session))
-            await self.store.mark_changed(sorted(touched), session=session)
+        async def apply(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
+            await self.store.project([batch[index][1] for index in fresh], session=session)
+            return [{"projected": True} for _ in fresh]
 
         return await self.runtime.processed.process_many([event for event, _ in batch], apply)
 
@@ -125,15 +122,19 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     reporting = Reporting(runtime, settings)
     runtime.on_start.append(lambda _: reporting.store.ensure_indexes())
 
-    def projector(model: type[EventData]) -> Handler:
+    def projector(model: type[EventData]) -> tuple[Handler, BatchHandler]:
         async def project(message: IncomingMessage) -> None:
             event, data = decode(message.value, model)
             await reporting.project(event, data)
 
-        return project
+        async def project_many(messages: list[IncomingMessage]) -> int:
+            return await reporting.project_many([decode(m.value, model) for m in messages])
+
+        return project, project_many
 
     for model in PROJECTED:
-        runtime.subscribe(model.event_type, projector(model))
+        one, many = projector(model)
+        runtime.subscribe(model.event_type, one, many=many)
 
     async def snapshots() -> None:
         await reporting.publish_due_snapshots()

@@ -7,7 +7,7 @@ disagree over time (a case's team), the newer event time wins, whatever the arri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from shared.events import (
     ReferralRejected,
     TeamCapacityChanged,
 )
-from shared.mongo import Database, Document, Session
+from shared.mongo import BulkWrites, Database, Document, Session
 
 REFERRALS = "referral_facts"
 REJECTIONS = "rejection_facts"
@@ -69,14 +69,24 @@ class ReportingStore:
     # -----------------------------------------------------------------------------------------
     # Projection
 
-    async def project(self, data: EventData, *, session: Session) -> list[MonthKey]:
-        """Record the fact an event states; the months and districts whose figures moved."""
+    async def project(self, events: Sequence[EventData], *, session: Session) -> None:
+        """Record the facts the events state, in order, and mark the figures they moved."""
+        writes = BulkWrites()
+        touched: set[MonthKey] = set()
+        for data in events:
+            touched.update(self._record(data, writes))
+        self._mark_changed(touched, writes)
+        await writes.send(self._db, session=session)
+
+    def _record(self, data: EventData, writes: BulkWrites) -> list[MonthKey]:
+        """Queue the writes of the fact an event states; the months and districts it moves."""
         match data:
             case ReferralReceived():
-                return await self._referral(data, session)
+                return self._referral(data, writes)
             case ReferralRejected():
                 month = month_of(data.received_at)
-                await self._rejections.update_one(
+                writes.update_one(
+                    REJECTIONS,
                     {"_id": data.rejection_id},
                     {
                         "$set": {
@@ -87,13 +97,13 @@ class ReportingStore:
                         }
                     },
                     upsert=True,
-                    session=session,
                 )
                 return [(month, ALL_DISTRICTS)]
             case CaseAllocated():
-                return await self._allocation(data, session)
+                return self._allocation(data, writes)
             case CaseClosed():
-                await self._cases.update_one(
+                writes.update_one(
+                    CASES,
                     {"_id": data.case_id},
                     {
                         "$set": {
@@ -103,11 +113,11 @@ class ReportingStore:
                         }
                     },
                     upsert=True,
-                    session=session,
                 )
                 return _touched(data.closed_at, data.district)
             case TeamCapacityChanged():
-                await self._capacity.update_one(
+                writes.update_one(
+                    CAPACITY,
                     {"_id": f"{data.team_id}|{data.changed_at.isoformat()}"},
                     {
                         "$set": {
@@ -118,11 +128,11 @@ class ReportingStore:
                         }
                     },
                     upsert=True,
-                    session=session,
                 )
                 return _touched(data.changed_at, data.district)
             case AuditAssigned():
-                await self._audits.update_one(
+                writes.update_one(
+                    AUDITS,
                     {"_id": data.audit_id},
                     {
                         "$set": {
@@ -134,11 +144,11 @@ class ReportingStore:
                         }
                     },
                     upsert=True,
-                    session=session,
                 )
                 return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
             case AuditCompleted():
-                await self._audits.update_one(
+                writes.update_one(
+                    AUDITS,
                     {"_id": data.audit_id},
                     {
                         "$set": {
@@ -150,13 +160,13 @@ class ReportingStore:
                         }
                     },
                     upsert=True,
-                    session=session,
                 )
                 return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
         raise TypeError(f"no projection for {type(data).__name__}")
 
-    async def _referral(self, data: ReferralReceived, session: Session) -> list[MonthKey]:
-        await self._referrals.update_one(
+    def _referral(self, data: ReferralReceived, writes: BulkWrites) -> list[MonthKey]:
+        writes.update_one(
+            REFERRALS,
             {"_id": data.referral_id},
             {
                 "$set": {
@@ -172,30 +182,30 @@ class ReportingStore:
                 }
             },
             upsert=True,
-            session=session,
         )
         return _touched(data.received_at, data.district)
 
-    async def _allocation(self, data: CaseAllocated, session: Session) -> list[MonthKey]:
+    def _allocation(self, data: CaseAllocated, writes: BulkWrites) -> list[MonthKey]:
         at = data.allocated_at
         first = "allocated_at" if data.status is AllocationStatus.ALLOCATED else "queued_at"
-        await self._cases.update_one(
+        writes.update_one(
+            CASES,
             {"_id": data.case_id},
             {"$set": {"district": data.district}, "$min": {first: at}},
             upsert=True,
-            session=session,
         )
         if data.team_id is not None:
-            await self._cases.update_one(
+            writes.update_one(
+                CASES,
                 {"_id": data.case_id, "$or": [{"team_at": None}, {"team_at": {"$lt": at}}]},
                 {"$set": {"team_id": data.team_id, "team_at": at}},
-                session=session,
             )
         is_allocation = (
             data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None
         )
         if is_allocation:
-            await self._allocations.update_one(
+            writes.update_one(
+                ALLOCATIONS,
                 {"_id": f"{data.case_id}|{data.referral_id}"},
                 {
                     "$setOnInsert": {
@@ -209,7 +219,6 @@ class ReportingStore:
                     }
                 },
                 upsert=True,
-                session=session,
             )
         return _touched(at, data.district)
 
@@ -274,21 +283,21 @@ class ReportingStore:
     # -----------------------------------------------------------------------------------------
     # Snapshot marks: which figures changed since their last performance-snapshot
 
-    async def mark_changed(self, keys: list[MonthKey], *, session: Session) -> None:
+    def _mark_changed(self, keys: set[MonthKey], writes: BulkWrites) -> None:
         current = month_of(self._clock())
         marked = set(keys)
         # A month-end figure (open cases, capacity) also moves every later month's.
         marked |= {(current, district) for month, district in keys if month < current}
         marked |= {(month, ALL_DISTRICTS) for month, _ in marked}
         for month, district in sorted(marked):
-            await self._marks.update_one(
+            writes.update_one(
+                SNAPSHOT_MARKS,
                 {"_id": f"{month}|{district}"},
                 {
                     "$set": {"dirty": True, "month": month, "district": district},
                     "$setOnInsert": {"version": 0, "published_at": None},
                 },
                 upsert=True,
-                session=session,
             )
 
     async def due_snapshots(self, interval_s: float) -> list[Document]:
