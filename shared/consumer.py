@@ -259,6 +259,7 @@ def subscribe(
     retry_backoff_s: float = 0.2,
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 1_000,
+    fetch_max_wait_ms: int = 500,
     metrics: Metrics | None = None,
 ) -> Consumption:
     """Consume every topic in ``handlers`` with one consumer in ``group_id``.
@@ -412,6 +413,7 @@ def subscribe(
         decoder=passthrough,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_interval_ms,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         listener=membership,
     )
     subscriber(on_messages)

@@ -62,7 +62,7 @@ class BulkWrites:
     ) -> None:
         self._writes.setdefault(collection, []).append(ReplaceOne(where, document, upsert=upsert))
 
-    async def send(self, db: Database, *, session: Session) -> None:
+    async def send(self, db: Database, *, session: Session | None) -> None:
         for collection, writes in self._writes.items():
             await db[collection].bulk_write(writes, ordered=True, session=session)
         self._writes.clear()

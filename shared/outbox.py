@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.events import CONTENT_TYPE, CloudEvent, EventData, envelope
@@ -91,6 +91,36 @@ class Outbox:
         event_id: str | None = None,
     ) -> CloudEvent[EventData]:
         """Wrap ``data`` in its envelope and stage it for its topic, keyed by its subject."""
+        event, message = self._wrap(data, correlation_id, event_id)
+        await self.stage(message, session=session)
+        return event
+
+    async def stage_events(
+        self, events: Sequence[tuple[EventData, str, str]], *, session: Session
+    ) -> None:
+        """``stage_event`` for many (data, correlation id, event id), in one bulk write."""
+        if events:
+            first = time.time_ns()
+            messages = [self._wrap(*event)[1] for event in events]
+            await self._collection.bulk_write(
+                [
+                    UpdateOne(*self._staging(message, seq=first + index), upsert=True)
+                    for index, message in enumerate(messages)
+                ],
+                ordered=True,
+                session=session,
+            )
+            self._staged.set()
+
+    async def stage(self, message: OutgoingMessage, *, session: Session) -> None:
+        """Stage a raw record; staging the same id twice keeps the first."""
+        staging = self._staging(message, seq=time.time_ns())
+        await self._collection.update_one(*staging, upsert=True, session=session)
+        self._staged.set()
+
+    def _wrap(
+        self, data: EventData, correlation_id: str, event_id: str | None
+    ) -> tuple[CloudEvent[EventData], OutgoingMessage]:
         event = envelope(
             data,
             event_id=event_id or str(uuid.uuid4()),
@@ -98,37 +128,27 @@ class Outbox:
             time=self._clock(),
             correlation_id=correlation_id,
         )
-        await self.stage(
-            OutgoingMessage(
-                id=f"{event.source}|{event.id}",
-                topic=topic_name(event.type, self._namespace),
-                key=event.subject.encode() if event.subject else None,
-                value=event.to_bytes(),
-                headers={"content-type": CONTENT_TYPE, "ce_type": event.type, "ce_id": event.id},
-            ),
-            session=session,
+        message = OutgoingMessage(
+            id=f"{event.source}|{event.id}",
+            topic=topic_name(event.type, self._namespace),
+            key=event.subject.encode() if event.subject else None,
+            value=event.to_bytes(),
+            headers={"content-type": CONTENT_TYPE, "ce_type": event.type, "ce_id": event.id},
         )
-        return event
+        return event, message
 
-    async def stage(self, message: OutgoingMessage, *, session: Session) -> None:
-        """Stage a raw record; staging the same id twice keeps the first."""
-        await self._collection.update_one(
-            {"_id": message.id},
-            {
-                "$setOnInsert": {
-                    "topic": message.topic,
-                    "key": message.key,
-                    "value": message.value,
-                    "headers": message.headers,
-                    "staged_at": self._clock(),
-                    "seq": time.time_ns(),
-                    "sent_at": None,
-                }
-            },
-            upsert=True,
-            session=session,
-        )
-        self._staged.set()
+    def _staging(self, message: OutgoingMessage, *, seq: int) -> tuple[Document, Document]:
+        return {"_id": message.id}, {
+            "$setOnInsert": {
+                "topic": message.topic,
+                "key": message.key,
+                "value": message.value,
+                "headers": message.headers,
+                "staged_at": self._clock(),
+                "seq": seq,
+                "sent_at": None,
+            }
+        }
 
 
 class OutboxRelay:

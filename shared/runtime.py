@@ -142,6 +142,7 @@ class Runtime:
                 retry_backoff_s=self.settings.consumer_retry_backoff_s,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+                fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
                 metrics=self.metrics,
             )
         await self.broker.start()

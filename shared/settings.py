@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_MONGODB_PORT = 27017
+DEFAULT_FETCH_MAX_WAIT_MS = 50
 
 
 def mongodb_uri_for(host: str, port: int) -> str:
@@ -46,6 +47,12 @@ class ServiceSettings(BaseSettings):
     kafka_partitions: int = Field(default=4, ge=1, description="Partitions of topics we create.")
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    kafka_fetch_max_wait_ms: int = Field(
+        default=DEFAULT_FETCH_MAX_WAIT_MS,
+        ge=1,
+        description="How long the broker may hold a fetch open waiting for records: each hop"
+        " between services waits up to this long (the client's default is 500).",
+    )
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a failing handler before dead-lettering."
     )

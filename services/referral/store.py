@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies
-from services.referral.handlers import Accepted, Decided
-from shared.events import ReferralRejected, ReferralSubmitted
-from shared.mongo import Database, Document, MongoClient, Session, in_transaction
+from services.referral.handlers import Accepted, Decided, referral_id_for
+from shared.events import EventData, ReferralReceived, ReferralRejected, ReferralSubmitted
+from shared.mongo import BulkWrites, Database, Document, MongoClient, Session, in_transaction
 from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -65,32 +65,10 @@ class MongoReferralStore:
             known = await self._known_families(keys, session=session)
             decided = decide(known)
             event = decided.event
-            document = {
-                "_id": event.referral_id,
-                **event.model_dump(mode="json"),
-                "received_at": event.received_at,
-                "matched_existing_family": not decided.match.is_new,
-                "possible_other_families": list(decided.match.other_families),
-                "submission": submission.model_dump(mode="json"),
-                "correlation_id": correlation_id,
-            }
+            document = _referral_document(submission, decided, correlation_id)
             await self._referrals.insert_one(document, session=session)
             await self._families.update_one(
-                {"_id": event.family_id},
-                {
-                    "$setOnInsert": {
-                        "created_at": now,
-                        "open_cases": [],
-                        "closed_cases": [],
-                        "last_closed_at": None,
-                    },
-                    "$set": {"district": event.district},
-                    "$max": {"last_referral_at": now},
-                    # New personal data for an erased family: it is live (and retained) again.
-                    "$unset": {"personal_data_erased_at": ""},
-                },
-                upsert=True,
-                session=session,
+                {"_id": event.family_id}, _family_update(event, now), upsert=True, session=session
             )
             for key in keys:
                 if key.value not in known.by_key:
@@ -134,27 +112,14 @@ class MongoReferralStore:
         self, key: FamilyKey, family_id: str, now: datetime, *, session: Session
     ) -> None:
         try:
-            await self._keys.insert_one(
-                {
-                    "_id": key.value,
-                    "family_id": family_id,
-                    "rule": key.rule.value,
-                    "registered_at": now,
-                },
-                session=session,
-            )
+            await self._keys.insert_one(_key_document(key, family_id, now), session=session)
         except DuplicateKeyError as error:
             raise FamilyKeyTaken() from error
 
     async def reject(
         self, document: dict[str, Any], event: ReferralRejected, *, correlation_id: str
     ) -> None:
-        record = {
-            **document,
-            **event.model_dump(mode="json"),
-            "received_at": event.received_at,
-            "correlation_id": correlation_id,
-        }
+        record = _rejection_document(document, event, correlation_id)
 
         async def store(session: Session) -> None:
             await self._rejections.update_one(
@@ -169,12 +134,24 @@ class MongoReferralStore:
 
         await in_transaction(self._client, store)
 
+    def batch(self, session: Session) -> ReferralBatch:
+        """A store for many submissions in ``session``'s transaction, written at ``flush``."""
+        return ReferralBatch(self, session)
+
     async def note_case_open(self, family_id: str, case_id: str) -> None:
-        # A case-closed read first (another topic, so no order between them) wins.
-        await self._families.update_one(
-            {"_id": family_id, "closed_cases": {"$ne": case_id}},
-            {"$addToSet": {"open_cases": case_id}},
-        )
+        await self.note_cases_open([(family_id, case_id)])
+
+    async def note_cases_open(self, cases: Sequence[tuple[str, str]]) -> None:
+        """``note_case_open`` for many (family id, case id), in one bulk write."""
+        writes = BulkWrites()
+        for family_id, case_id in cases:
+            # A case-closed read first (another topic, so no order between them) wins.
+            writes.update_one(
+                FAMILIES,
+                {"_id": family_id, "closed_cases": {"$ne": case_id}},
+                {"$addToSet": {"open_cases": case_id}},
+            )
+        await writes.send(self._families.database, session=None)
 
     async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
         result = await self._families.update_one(
@@ -196,6 +173,146 @@ class MongoReferralStore:
 
     async def get_family(self, family_id: str) -> Document | None:
         return await self._families.find_one({"_id": family_id})
+
+
+class ReferralBatch:
+    """The store as a batch of submissions sees it: reads go to the database through the
+    batch's transaction, with what the batch has decided so far laid over them; writes are
+    gathered and sent as a few bulk writes by ``flush``.
+
+    So a sibling or a repeat family later in the batch matches the family an earlier
+    submission created, and a resend finds the referral an earlier one accepted, exactly as
+    one at a time. A clash with another replica's write fails the flush with
+    ``DuplicateKeyError``; the consumer then takes the submissions one at a time.
+    """
+
+    def __init__(self, store: MongoReferralStore, session: Session) -> None:
+        self._store = store
+        self._session = session
+        self._referrals: dict[str, Document] = {}
+        self._family_of_key: dict[str, str] = {}
+        self._new_keys: list[Document] = []
+        self._histories: dict[str, FamilyHistory] = {}
+        self._writes = BulkWrites()
+        self._outgoing: list[tuple[EventData, str, str]] = []
+
+    async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
+        decided = self._referrals.get(referral_id_for(partner_id, submission_id))
+        if decided is not None:
+            return _accepted(decided, duplicate=True)
+        found = await self._store._referrals.find_one(
+            {"partner_id": partner_id, "submission_id": submission_id}, session=self._session
+        )
+        return None if found is None else _accepted(found, duplicate=True)
+
+    async def accept(
+        self,
+        submission: ReferralSubmitted,
+        keys: list[FamilyKey],
+        decide: Callable[[KnownFamilies], Decided],
+        *,
+        correlation_id: str,
+        now: datetime,
+    ) -> Accepted:
+        stored = await self._store._known_families(
+            [key for key in keys if key.value not in self._family_of_key], session=self._session
+        )
+        by_key = dict(stored.by_key)
+        histories = dict(stored.histories)
+        for key in keys:
+            if (family_id := self._family_of_key.get(key.value)) is not None:
+                by_key[key.value] = family_id
+                if family_id in self._histories:
+                    histories[family_id] = self._histories[family_id]
+        decided = decide(KnownFamilies(by_key=by_key, histories=histories))
+        event = decided.event
+        document = _referral_document(submission, decided, correlation_id)
+        self._referrals[event.referral_id] = document
+        self._writes.update_one(
+            FAMILIES, {"_id": event.family_id}, _family_update(event, now), upsert=True
+        )
+        self._histories.setdefault(
+            event.family_id,
+            histories.get(event.family_id) or FamilyHistory(family_id=event.family_id),
+        )
+        for key in keys:
+            if key.value not in by_key:
+                self._family_of_key[key.value] = event.family_id
+                self._new_keys.append(_key_document(key, event.family_id, now))
+        self._outgoing.append((event, correlation_id, f"{event.referral_id}.received"))
+        return _accepted(document, duplicate=False)
+
+    async def reject(
+        self, document: dict[str, Any], event: ReferralRejected, *, correlation_id: str
+    ) -> None:
+        record = _rejection_document(document, event, correlation_id)
+        self._writes.update_one(
+            REJECTIONS, {"_id": event.rejection_id}, {"$setOnInsert": record}, upsert=True
+        )
+        self._outgoing.append((event, correlation_id, f"{event.rejection_id}.rejected"))
+
+    async def note_case_open(self, family_id: str, case_id: str) -> None:
+        raise NotImplementedError("case events are not batched with submissions")
+
+    async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
+        raise NotImplementedError("case events are not batched with submissions")
+
+    async def flush(self) -> None:
+        """Write everything the batch decided, in the caller's transaction."""
+        session = self._session
+        if self._referrals:
+            await self._store._referrals.insert_many(
+                list(self._referrals.values()), session=session
+            )
+        if self._new_keys:
+            await self._store._keys.insert_many(self._new_keys, session=session)
+        await self._writes.send(self._store._referrals.database, session=session)
+        await self._store._outbox.stage_events(self._outgoing, session=session)
+
+
+def _referral_document(
+    submission: ReferralSubmitted, decided: Decided, correlation_id: str
+) -> Document:
+    event = decided.event
+    return {
+        "_id": event.referral_id,
+        **event.model_dump(mode="json"),
+        "received_at": event.received_at,
+        "matched_existing_family": not decided.match.is_new,
+        "possible_other_families": list(decided.match.other_families),
+        "submission": submission.model_dump(mode="json"),
+        "correlation_id": correlation_id,
+    }
+
+
+def _family_update(event: ReferralReceived, now: datetime) -> Document:
+    return {
+        "$setOnInsert": {
+            "created_at": now,
+            "open_cases": [],
+            "closed_cases": [],
+            "last_closed_at": None,
+        },
+        "$set": {"district": event.district},
+        "$max": {"last_referral_at": now},
+        # New personal data for an erased family: it is live (and retained) again.
+        "$unset": {"personal_data_erased_at": ""},
+    }
+
+
+def _key_document(key: FamilyKey, family_id: str, now: datetime) -> Document:
+    return {"_id": key.value, "family_id": family_id, "rule": key.rule.value, "registered_at": now}
+
+
+def _rejection_document(
+    document: dict[str, Any], event: ReferralRejected, correlation_id: str
+) -> Document:
+    return {
+        **document,
+        **event.model_dump(mode="json"),
+        "received_at": event.received_at,
+        "correlation_id": correlation_id,
+    }
 
 
 def _history(family: Document) -> FamilyHistory:
