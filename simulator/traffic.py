@@ -47,10 +47,11 @@ ROUTE_SHARES: Mapping[str, float] = {
     # Schools (census 2A) make about 40% of requests for Early Help support: the share one
     # council reports for its Local Support Teams, and the reason schools' grant funds them.
     "school": 0.33, "nursery": 0.04, "college": 0.03,
-    # The rest follow the DfE Children in Need census referral sources (health about 15%,
-    # individuals about 8%, LA services about 10% with step-downs), except police: about
-    # 29% of referrals to social care but fewer to Early Help, as police contacts about
-    # harm go to social care directly.
+    # The rest keep roughly the shape of the referral sources in the DfE Children in Need
+    # census (health about 15%, individuals about 8%, LA services about a tenth, here with
+    # the step-downs), except police: close to 30% of referrals to social care, but fewer
+    # to Early Help, as police contacts about harm go to social care directly. A modelled
+    # mix for demos and load, not any council's data.
     "education_welfare": 0.02, "send_service": 0.015, "early_years_setting": 0.005,
     "gp": 0.03, "health_visitor": 0.04, "school_nurse": 0.02, "midwife": 0.015,
     "dentist": 0.002, "emergency_department": 0.01, "camhs": 0.02,
@@ -363,6 +364,7 @@ def traffic(seed: int, *, today: date, remembered: int = 10_000) -> Iterator[Sub
         if kind is Kind.REPEAT_FAMILY:
             family = families.any(rng)
         else:
+            # Two children in a request three times as often as three.
             siblings = rng.choice((1, 1, 1, 2)) if kind is Kind.SIBLINGS else 0
             family = families.new(rng, today, siblings)
         number = rng.randint(1, PARTNERS_PER_ROUTE.get(route, 3))
