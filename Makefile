@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay republish clean
+.PHONY: run simulate test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay republish clean
 
 # The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
 CHROMIUM := /usr/bin/chromium
@@ -18,6 +18,11 @@ $(INSTALLED): pyproject.toml constraints.txt
 ## run: the embedded broker and database (unless configured), and the four services
 run: $(INSTALLED)
 	$(BIN)/python -m services
+
+## simulate: partner traffic on referral-submitted (make simulate RATE=5, or BACKLOG=1000; SEED=)
+simulate: $(INSTALLED)
+	$(BIN)/python -m simulator $(if $(BACKLOG),--backlog $(BACKLOG),--rate $(or $(RATE),1)) \
+		$(if $(SEED),--seed $(SEED))
 
 ## test: lint, type-check, then every test against the real broker and database
 test: $(INSTALLED) $(CHROMIUM) lint typecheck

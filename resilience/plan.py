@@ -10,45 +10,30 @@ very same event. Pure: no I/O, so the same seed gives the same plan.
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
 
 from services.referral.domain import ROUTE_CATALOGUE, STEP_DOWN_ROUTE
-from shared.events import HeadlineOutcome
+from simulator import traffic
+from simulator.traffic import Family, Invalid, Kind, Submission, child, document, spoil
 
 TOPIC = "referral-submitted"
-SURNAMES = (
-    "Hassan", "Brook", "Clarke", "Okafor", "Patel", "Nowak", "Evans", "Murphy", "Khan",
-    "Jones", "Fraser", "Ahmed", "Walsh", "Silva", "Kowalski", "Reid", "Hughes", "Begum",
-    "Turner", "Lewis", "Ward", "Mensah", "Rossi", "Doyle", "Price", "Shah", "Grant", "Moss",
-)  # fmt: skip
-GIVEN_NAMES = (
-    "Amira", "Leo", "Mia", "Yusuf", "Ava", "Noah", "Isla", "Oscar", "Zara", "Theo", "Ella",
-    "Jack", "Layla", "Finn", "Ruby", "Arlo", "Sofia", "Kai", "Maya", "Ezra",
-)  # fmt: skip
-NEEDS = tuple(outcome.value for outcome in HeadlineOutcome)
 ORDINARY_ROUTES = tuple(route.id for route in ROUTE_CATALOGUE if route.id != STEP_DOWN_ROUTE)
-INVALID_KINDS = ("unknown_route", "no_consent", "outside_area", "step_down_without_reference")
+INVALID_KINDS = (
+    Invalid.UNKNOWN_ROUTE,
+    Invalid.NO_CONSENT,
+    Invalid.OUTSIDE_AREA,
+    Invalid.STEP_DOWN_WITHOUT_REFERENCE,
+)
 
 
 class Channel(StrEnum):
     KAFKA = "kafka"
     HTTP = "http"
-
-
-class Kind(StrEnum):
-    NEW_FAMILY = "new_family"
-    SIBLINGS = "siblings"
-    REPEAT_FAMILY = "repeat_family"
-    STEP_DOWN = "step_down"
-    CO_WORKING = "co_working"
-    INVALID = "invalid"
 
 
 @dataclass(frozen=True)
@@ -58,22 +43,6 @@ class Send:
     submission: Submission
     channel: Channel
     event_id: str
-
-
-@dataclass(frozen=True)
-class Submission:
-    partner_id: str
-    submission_id: str
-    kind: Kind
-    document: dict[str, Any]
-
-    @property
-    def valid(self) -> bool:
-        return self.kind is not Kind.INVALID
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.partner_id, self.submission_id)
 
 
 @dataclass(frozen=True)
@@ -94,32 +63,17 @@ class Plan:
         }
 
 
-@dataclass(frozen=True)
-class _Family:
-    surname: str
-    child_name: str
-    born: date
-    postcode: str
-
-
 def make_plan(count: int, seed: int, *, today: date) -> Plan:
     """``count`` distinct submissions and the deliveries that carry them, some twice."""
     rng = random.Random(seed)
-    families: list[_Family] = []
+    families: list[Family] = []
     taken: set[tuple[str, date, str]] = set()
 
-    def new_family() -> _Family:
+    def new_family() -> Family:
         while True:
-            family = _Family(
-                surname=rng.choice(SURNAMES),
-                child_name=rng.choice(GIVEN_NAMES),
-                born=today - timedelta(days=rng.randint(200, 16 * 365)),
-                postcode=f"WX{rng.randint(1, 20)} {rng.randint(1, 9)}"
-                f"{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}",
-            )
-            identity = (family.surname, family.born, family.postcode)
-            if identity not in taken:
-                taken.add(identity)
+            family = traffic.random_family(rng, today)
+            if family.identity not in taken:
+                taken.add(family.identity)
                 families.append(family)
                 return family
 
@@ -137,16 +91,17 @@ def make_plan(count: int, seed: int, *, today: date) -> Plan:
         family = rng.choice(families) if kind is Kind.REPEAT_FAMILY else new_family()
         route = STEP_DOWN_ROUTE if kind is Kind.STEP_DOWN else rng.choice(ORDINARY_ROUTES)
         partner_id = f"{route.replace('_', '-')}-{rng.randint(1, 3)}"
-        document = _document(rng, family, route, partner_id, f"s-{seed}-{index:05d}", today)
+        request = document(rng, family, route, partner_id, f"s-{seed}-{index:05d}", today)
         if kind is Kind.SIBLINGS:
-            document["children"].append(_child(rng, family.surname, today))
+            request["children"].append(child(rng, family.surname, today))
         if kind in (Kind.STEP_DOWN, Kind.CO_WORKING):
-            document["social_care_case_reference"] = f"CSC-{seed}-{index:05d}"
-            document["open_to_social_care"] = kind is Kind.CO_WORKING
-            document["level_of_need"] = rng.choice((2, 3))
-        if kind is Kind.INVALID:
-            _spoil(rng, document)
-        submissions.append(Submission(partner_id, document["submission_id"], kind, document))
+            request["social_care_case_reference"] = f"CSC-{seed}-{index:05d}"
+            request["open_to_social_care"] = kind is Kind.CO_WORKING
+            request["level_of_need"] = rng.choice((2, 3))
+        mistake = rng.choice(INVALID_KINDS) if kind is Kind.INVALID else None
+        if mistake is not None:
+            spoil(request, mistake)
+        submissions.append(Submission(partner_id, request["submission_id"], kind, request, mistake))
 
     sends: list[Send] = []
     for submission in submissions:
@@ -171,83 +126,16 @@ def make_plan(count: int, seed: int, *, today: date) -> Plan:
 
 def partner_event(send: Send, *, now: datetime | None = None) -> bytes:
     """The ``referral-submitted`` CloudEvent a partner's system publishes."""
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": send.event_id,
-            "source": f"/partners/{send.submission.partner_id}",
-            "type": TOPIC,
-            "time": (now or datetime.now(UTC)).isoformat(),
-            "correlationid": f"campaign-{send.event_id}",
-            "schemaversion": 1,
-            "data": send.submission.document,
-        }
-    ).encode()
+    return traffic.partner_event(
+        send.submission,
+        event_id=send.event_id,
+        now=now or datetime.now(UTC),
+        correlation_id=f"campaign-{send.event_id}",
+    )
 
 
 def _event_id(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _document(
-    rng: random.Random,
-    family: _Family,
-    route: str,
-    partner_id: str,
-    submission_id: str,
-    today: date,
-) -> dict[str, Any]:
-    level = rng.choices((1, 2, 3, 4), weights=(12, 42, 38, 8))[0]
-    return {
-        "partner_id": partner_id,
-        "submission_id": submission_id,
-        "route": route,
-        "referrer": {
-            "name": "Sam Patel",
-            "organisation": "Wessexshire partner",
-            "role": "Lead professional",
-            "email": "lead@partner.example.org",
-        },
-        "children": [
-            {
-                "given_name": family.child_name,
-                "family_name": family.surname,
-                "date_of_birth": family.born.isoformat(),
-                "gender": rng.choice(("female", "male")),
-            }
-        ],
-        "address": {"line1": f"{rng.randint(1, 99)} Mill Lane", "postcode": family.postcode},
-        "needs": sorted(rng.sample(NEEDS, rng.randint(1, 3))),
-        "level_of_need": level,
-        "consent": {
-            "given": True,
-            "given_by": "Parent",
-            "given_at": f"{(today - timedelta(days=1)).isoformat()}T10:00:00Z",
-        },
-        "open_to_social_care": False,
-    }
-
-
-def _child(rng: random.Random, surname: str, today: date) -> dict[str, Any]:
-    return {
-        "given_name": rng.choice(GIVEN_NAMES),
-        "family_name": surname,
-        "date_of_birth": (today - timedelta(days=rng.randint(200, 16 * 365))).isoformat(),
-        "gender": rng.choice(("female", "male")),
-    }
-
-
-def _spoil(rng: random.Random, document: dict[str, Any]) -> None:
-    match rng.choice(INVALID_KINDS):
-        case "unknown_route":
-            document["route"] = "carrier-pigeon"
-        case "no_consent":
-            document["consent"] = {"given": False}
-        case "outside_area":
-            document["address"]["postcode"] = "ZZ9 9ZZ"
-        case _:
-            document["route"] = STEP_DOWN_ROUTE
-            document.pop("social_care_case_reference", None)
 
 
 def distinct_keys(submissions: Sequence[Submission]) -> set[tuple[str, str]]:

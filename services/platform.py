@@ -2,8 +2,10 @@
 
 Starts the embedded broker and database unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``MONGODB_URI``
 point elsewhere, then the four services as separate processes (as they run in production),
-waits until each answers, and prints where they are. Ctrl-C (or SIGTERM, or any service
-dying) stops the services, then the servers, in that order, by process id.
+waits until each answers, and prints where they are. With ``EARLYHELP_DEMO_RATE`` above 0
+the partner traffic simulator then publishes that many submissions a second. Ctrl-C (or
+SIGTERM, or any service dying) stops the simulator, the services, then the servers, in
+that order, by process id.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class PlatformSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     data_dir: Path = Path("data")
     start_timeout_s: float = 90.0
+    demo_rate: float = Field(
+        default=0.0, ge=0, description="Submissions a second the simulator sends; 0 is off."
+    )
 
     def port_of(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")
@@ -92,6 +97,7 @@ def run(settings: PlatformSettings) -> None:
     run_dir = settings.data_dir / "run"
     servers: list[EmbeddedServer] = []
     services: dict[str, subprocess.Popen[bytes]] = {}
+    demo: dict[str, subprocess.Popen[bytes]] = {}
     try:
         env = dict(os.environ)
         _ensure_auth_secret(settings, env)
@@ -115,15 +121,29 @@ def run(settings: PlatformSettings) -> None:
             )
         _wait_until_ready(settings, services)
         _print_endpoints(settings, env)
+        if settings.demo_rate > 0:
+            demo["simulator"] = subprocess.Popen(
+                [sys.executable, "-m", "simulator", "--rate", f"{settings.demo_rate:g}"],
+                env=env,
+                start_new_session=True,
+            )
+            log.info("demo: partners send %g submissions a second", settings.demo_rate)
         while True:
             for name, process in services.items():
                 if process.poll() is not None:
                     raise ServiceFailed(f"{name} exited with code {process.returncode}")
+            for name, process in list(demo.items()):
+                # The demo's traffic is not the platform: it carries on without it.
+                if process.poll() is not None:
+                    log.warning("demo: %s exited with code %s", name, process.returncode)
+                    del demo[name]
             time.sleep(0.5)
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave servers behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # Traffic first, so nothing is published into services that are stopping.
+        _stop_services(demo)
         _stop_services(services)
         for server in reversed(servers):
             server.stop()

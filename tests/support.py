@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -67,6 +67,25 @@ async def read_topic(
             for partition_records in batch.values():
                 records.extend(partition_records)
         return records
+    finally:
+        await consumer.stop()
+
+
+async def topic_sizes(bootstrap_servers: str, topics: Iterable[str]) -> dict[str, int]:
+    """How many records each topic holds so far: its partitions' end offsets, summed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        sizes = dict.fromkeys(topics, 0)
+        partitions = [
+            TopicPartition(topic, number)
+            for topic in sizes
+            for number in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        for partition, end in (await consumer.end_offsets(partitions)).items():
+            sizes[partition.topic] += end
+        return sizes
     finally:
         await consumer.stop()
 

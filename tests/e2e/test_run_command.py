@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from subprocess import STDOUT
 
 import pytest
 
@@ -40,6 +41,12 @@ def embedded_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def start_platform(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``make run``'s command, its output and errors on one pipe."""
+    command = [sys.executable, "-m", "services"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=STDOUT)
+
+
 def descendants(pid: int) -> set[int]:
     """Every live process whose ancestry leads to ``pid``."""
     parents: dict[int, int] = {}
@@ -67,13 +74,7 @@ def alive(pid: int) -> bool:
 
 
 def test_ctrl_c_stops_every_process_the_run_command_started(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services"],
-        cwd=ROOT,
-        env=embedded_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_platform(embedded_env(tmp_path))
     assert process.stdout is not None
     output: list[str] = []
     deadline = time.monotonic() + 120

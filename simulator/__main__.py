@@ -1,0 +1,3 @@
+from simulator.publish import main
+
+main()
