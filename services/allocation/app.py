@@ -223,7 +223,36 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         if placed and placed[0].status is AllocationStatus.QUEUED:
             await store.drain_queue(referral.district)
 
-    runtime.subscribe(topics.REFERRAL_RECEIVED, on_referral_received)
+    async def on_referrals_received(messages: list[IncomingMessage]) -> int:
+        """A poll's referrals placed in order in one transaction: one commit, not one each.
+
+        A clash with another replica fails the batch, and the consumer takes the referrals
+        one at a time, each with its own retry.
+        """
+        decoded = [decode(message.value, ReferralReceived) for message in messages]
+        wanted = [(event, referral) for event, referral in decoded if is_for_allocation(referral)]
+        queued_in: set[str] = set()
+
+        async def place_all(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
+            queued_in.clear()
+            effects: list[dict[str, Any]] = []
+            for index in fresh:
+                event, referral = wanted[index]
+                allocation = await store.place_referral(
+                    referral, session=session, correlation_id=event.correlationid
+                )
+                if allocation.status is AllocationStatus.QUEUED:
+                    queued_in.add(referral.district)
+                effects.append({"case_id": allocation.case_id, "status": allocation.status.value})
+            return effects
+
+        events = [event for event, _ in wanted]
+        placed = await runtime.processed.process_many(events, place_all) if wanted else 0
+        for district in sorted(queued_in):
+            await store.drain_queue(district)
+        return placed + len(messages) - len(wanted)
+
+    runtime.subscribe(topics.REFERRAL_RECEIVED, on_referral_received, many=on_referrals_received)
 
     async def drain_queues() -> None:
         await store.drain_all_queues()

@@ -401,6 +401,9 @@ class AllocationStore:
         return sum([len(await self.drain_queue(district)) for district in sorted(districts)])
 
     async def _allocate_queue_head(self, district: str, session: Session) -> CaseAllocated | None:
+        # Most often nobody has a place: say so from the workers' index, before the queue.
+        if await self._workers.find_one(_with_spare(district), {"_id": 1}, session=session) is None:
+            return None
         head = await self._cases.find_one(_queued_in(district), sort=QUEUE_ORDER, session=session)
         if head is None:
             return None
@@ -485,7 +488,7 @@ class AllocationStore:
     async def _reserve_worker(self, district: str, session: Session) -> Document | None:
         """Take one place from the district's worker with the most spare capacity."""
         return await self._workers.find_one_and_update(
-            {"district": district, "active": True, "spare": {"$gt": 0}},
+            _with_spare(district),
             {"$inc": {"spare": -1, "open_cases": 1}},
             sort=MOST_SPARE_FIRST,
             session=session,
@@ -672,6 +675,10 @@ class AllocationStore:
         found = await self.get_worker(worker_id)
         assert found is not None
         return found
+
+
+def _with_spare(district: str) -> dict[str, Any]:
+    return {"district": district, "active": True, "spare": {"$gt": 0}}
 
 
 def _queued_in(district: str) -> dict[str, Any]:

@@ -229,5 +229,49 @@ async def test_a_redelivered_event_changes_nothing(
     assert await closures.find_one({"_id": "case-once"}) == {"_id": "case-once", "seen": 1}
 
 
+async def test_a_poll_is_handled_as_one_batch_and_a_poison_message_in_it_loses_nothing(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    """Records already waiting arrive in one poll and go to the batch handler together; one
+    it cannot read fails the batch, which is then handled one message at a time: the good
+    ones take effect once, the bad one is dead-lettered, and nothing is handled twice."""
+    batches: list[int] = []
+    effects: list[str] = []
+
+    def case_of(message: IncomingMessage) -> str:
+        return decode(message.value, CaseClosed)[1].case_id
+
+    async def one(message: IncomingMessage) -> None:
+        effects.append(case_of(message))
+
+    async def many(messages: list[IncomingMessage]) -> int:
+        batches.append(len(messages))
+        cases = [case_of(message) for message in messages]  # all or nothing
+        effects.extend(cases)
+        return len(cases)
+
+    topic = namespace.topic(EVENT_TYPE)
+    good = [closed_event(f"case-{number}") for number in range(1, 6)]
+    await produce(infra.kafka_bootstrap_servers, topic, good, key=b"fam-1")
+    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, one, many=many))
+    await eventually(lambda: _value(len(effects)), lambda seen: seen >= 5)
+    assert effects == [f"case-{number}" for number in range(1, 6)]
+    assert max(batches) > 1, "the waiting records did not arrive as one batch"
+    consumed = runtime.metrics.messages_consumed.labels(topic, "processed")
+    assert consumed._value.get() == 5
+
+    await runtime.stop()
+    effects.clear()
+    batches.clear()
+    poisoned = [closed_event("case-6"), b"{not an event", closed_event("case-7")]
+    await produce(infra.kafka_bootstrap_servers, topic, poisoned, key=b"fam-1")
+    await start_runtime(lambda r: r.subscribe(EVENT_TYPE, one, many=many))
+    await eventually(lambda: _value(list(effects)), lambda seen: "case-7" in seen)
+    assert effects == ["case-6", "case-7"]
+    assert batches == [3], "the batch was not tried first, or was tried again"
+    [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
+    assert json.loads(record.value)["undecodable"] is True
+
+
 async def _value(value: Any) -> Any:
     return value
