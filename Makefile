@@ -43,9 +43,10 @@ typecheck: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not infra"
 
-## bench: end-to-end throughput, latency and memory on the embedded servers
+## bench: the ceilings, then a backlog's throughput, latency, rebuild and memory (BACKLOG=20000)
+BACKLOG ?= 20000
 bench: $(INSTALLED)
-	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.pipeline --backlog $(BACKLOG)
 
 ## campaign: kill every service twice and restart the database under load; prove nothing is lost
 campaign: $(INSTALLED)
