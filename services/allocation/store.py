@@ -10,12 +10,19 @@ by a single atomic database operation inside a transaction, never by a read in P
   rolls back; the referral is then retried and joins the case the other replica opened;
 - a queued case leaves the queue by an update conditional on it still being queued.
 
+Each district's queue is also kept, in order, in one document of ``queues``, and each
+family's open case in a document of ``open_cases`` keyed by the family, both changed in the
+same transactions as the cases: every look-up on the way of a referral is then by ``_id``.
+A range or sort over the cases would scan them on a server without range indexes
+(SecantusDB's), and grow slower with every queued case.
+
 Each change stages its events in the outbox in the same transaction.
 """
 
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +55,8 @@ from shared.outbox import Outbox
 TEAMS = "teams"
 WORKERS = "workers"
 CASES = "cases"
+QUEUES = "queues"
+OPEN_CASES = "open_cases"
 
 OPEN = "open"
 CLOSED = "closed"
@@ -108,6 +117,8 @@ class AllocationStore:
         self._teams = db[TEAMS]
         self._workers = db[WORKERS]
         self._cases = db[CASES]
+        self._queues = db[QUEUES]
+        self._open_cases = db[OPEN_CASES]
         self._outbox = outbox
         self._clock = clock
 
@@ -119,14 +130,12 @@ class AllocationStore:
             partialFilterExpression={"status": OPEN},
             name="one_open_case_per_family",
         )
-        await self._cases.create_index(
-            [("district", 1), ("status", 1), ("allocation", 1), *QUEUE_ORDER], name="queue"
-        )
         await self._cases.create_index([("worker_id", 1), ("status", 1)])
         await self._workers.create_index(
             [("district", 1), ("active", 1), *MOST_SPARE_FIRST], name="most_spare_first"
         )
         await self._workers.create_index("team_id")
+        await self.rebuild_lookups()
 
     # -----------------------------------------------------------------------------------------
     # Teams and workers
@@ -269,7 +278,11 @@ class AllocationStore:
             referral_received_at=case["referral_received_at"],
             kind=AllocationKind(case["kind"]),
             now=now,
-            queue_position=await self._queue_position(case, session) if worker is None else None,
+            queue_position=(
+                await self._enqueue(case, await self._queued(case["district"], session), session)
+                if worker is None
+                else None
+            ),
             reallocated_from_worker_id=leaver["_id"],
         )
         await self._stage(event, case, session)
@@ -311,12 +324,10 @@ class AllocationStore:
         the caller retries, and the retry joins that case.
         """
         now = self._clock()
-        open_case = await self._cases.find_one(
-            {"family_id": referral.family_id, "status": OPEN}, session=session
-        )
-        if open_case is not None:
+        known = await self._open_cases.find_one({"_id": referral.family_id}, session=session)
+        if known is not None:
             case = await self._cases.find_one_and_update(
-                {"_id": open_case["_id"]},
+                {"_id": known["case_id"]},
                 {"$addToSet": {"referral_ids": referral.referral_id}, "$inc": {"version": 1}},
                 session=session,
                 return_document=ReturnDocument.AFTER,
@@ -335,11 +346,9 @@ class AllocationStore:
             return event
 
         kind = new_case_kind(referral)
-        others_waiting = await self._cases.count_documents(
-            _queued_in(referral.district), limit=1, session=session
-        )
+        waiting = await self._queued(referral.district, session)
         # Nobody jumps the queue: while cases wait, a new one waits behind those ahead of it.
-        worker = None if others_waiting else await self._reserve_worker(referral.district, session)
+        worker = None if waiting else await self._reserve_worker(referral.district, session)
         case = {
             "_id": case_id_for(referral.referral_id),
             "family_id": referral.family_id,
@@ -364,13 +373,16 @@ class AllocationStore:
             "version": 0,
         }
         await self._cases.insert_one(case, session=session)
+        await self._open_cases.insert_one(
+            {"_id": referral.family_id, "case_id": case["_id"]}, session=session
+        )
         event = self._case_allocated(
             case,
             referral_id=referral.referral_id,
             referral_received_at=referral.received_at,
             kind=kind,
             now=now,
-            queue_position=await self._queue_position(case, session) if worker is None else None,
+            queue_position=await self._enqueue(case, waiting, session) if worker is None else None,
         )
         await self._stage(event, case, session)
         return event
@@ -395,23 +407,25 @@ class AllocationStore:
         A replica killed between committing a closure and draining leaves a place free beside
         a queue; this, run at start and now and then, gives that place away.
         """
-        districts = await self._cases.distinct(
-            "district", {"status": OPEN, "allocation": AllocationStatus.QUEUED.value}
-        )
+        districts = await self._queues.distinct("_id", {"entries.0": {"$exists": True}})
         return sum([len(await self.drain_queue(district)) for district in sorted(districts)])
 
     async def _allocate_queue_head(self, district: str, session: Session) -> CaseAllocated | None:
         # Most often nobody has a place: say so from the workers' index, before the queue.
         if await self._workers.find_one(_with_spare(district), {"_id": 1}, session=session) is None:
             return None
-        head = await self._cases.find_one(_queued_in(district), sort=QUEUE_ORDER, session=session)
-        if head is None:
+        entries = await self._queued(district, session)
+        if not entries:
             return None
+        head = await self._cases.find_one({"_id": entries[0]["case_id"]}, session=session)
+        if head is None or head["status"] != OPEN or head["allocation"] != QUEUED:
+            raise RuntimeError(f"the queue of {district} names {entries[0]['case_id']}, not queued")
         worker = await self._reserve_worker(district, session)
         if worker is None:
             return None
         now = self._clock()
         case = await self._set_allocation(head, worker, AllocationStatus.ALLOCATED, now, session)
+        await self._queues.update_one({"_id": district}, {"$pop": {"entries": -1}}, session=session)
         event = self._case_allocated(
             case,
             referral_id=case["opening_referral_id"],
@@ -449,6 +463,11 @@ class AllocationStore:
             )
             if case is None:
                 raise CaseNotOpen(case_id)
+            await self._open_cases.delete_one(
+                {"_id": case["family_id"], "case_id": case_id}, session=session
+            )
+            if case["allocation"] == QUEUED:
+                await self._dequeue(case, session)
             if case["worker_id"] is not None:
                 await self._workers.update_one(
                     {"_id": case["worker_id"]},
@@ -520,14 +539,60 @@ class AllocationStore:
             raise _CaseChanged(case["_id"])
         return updated
 
+    async def _queued(self, district: str, session: Session) -> list[Document]:
+        """The district's queue, in order: one entry (its place and case id) per case."""
+        queue = await self._queues.find_one({"_id": district}, session=session)
+        return [] if queue is None else list(queue["entries"])
+
+    async def _enqueue(self, case: Document, entries: list[Document], session: Session) -> int:
+        """Put a just-queued case in its place in ``entries``, its district's queue as read in
+        this transaction; its place, 1 for next."""
+        index = bisect_left([_place(entry) for entry in entries], _place_of(case))
+        await self._queues.update_one(
+            {"_id": case["district"]},
+            {"$push": {"entries": {"$each": [_entry(case)], "$position": index}}},
+            upsert=True,
+            session=session,
+        )
+        return index + 1
+
+    async def _dequeue(self, case: Document, session: Session) -> None:
+        await self._queues.update_one(
+            {"_id": case["district"]},
+            {"$pull": {"entries": {"case_id": case["_id"]}}},
+            session=session,
+        )
+
     async def _queue_position(self, case: Document, session: Session) -> int:
-        place = QueuePlace(
-            case["priority"], case["need_rank"], case["referral_received_at"], case["_id"]
-        )
-        ahead = await self._cases.count_documents(
-            {**_queued_in(case["district"]), **_ahead_of(place)}, session=session
-        )
-        return ahead + 1
+        entries = await self._queued(case["district"], session)
+        return bisect_left([_place(entry) for entry in entries], _place_of(case)) + 1
+
+    async def rebuild_lookups(self) -> bool:
+        """Build the queues and the open-case look-up from the cases, once: for a database
+        written before they were kept. False when they exist already."""
+
+        async def rebuild(session: Session) -> bool:
+            if await self._queues.find_one({}, session=session) is not None:
+                return False
+            if await self._open_cases.find_one({}, session=session) is not None:
+                return False
+            open_cases = await self._cases.find({"status": OPEN}, session=session).to_list()
+            queues: dict[str, list[Document]] = {}
+            for case in sorted(open_cases, key=_place_of):
+                if case["allocation"] == QUEUED:
+                    queues.setdefault(case["district"], []).append(_entry(case))
+            for district, entries in queues.items():
+                await self._queues.insert_one(
+                    {"_id": district, "entries": entries}, session=session
+                )
+            if open_cases:
+                await self._open_cases.insert_many(
+                    [{"_id": case["family_id"], "case_id": case["_id"]} for case in open_cases],
+                    session=session,
+                )
+            return bool(open_cases)
+
+        return await in_transaction(self._client, rebuild)
 
     def _case_allocated(
         self,
@@ -677,27 +742,38 @@ class AllocationStore:
         return found
 
 
+QUEUED = AllocationStatus.QUEUED.value
+
+
+def _entry(case: Document) -> Document:
+    return {
+        "priority": case["priority"],
+        "need_rank": case["need_rank"],
+        "referral_received_at": _stored(case["referral_received_at"]),
+        "case_id": case["_id"],
+    }
+
+
+def _place(entry: Document) -> QueuePlace:
+    return QueuePlace(
+        entry["priority"],
+        entry["need_rank"],
+        _stored(entry["referral_received_at"]),
+        entry["case_id"],
+    )
+
+
+def _place_of(case: Document) -> QueuePlace:
+    return _place(_entry(case))
+
+
+def _stored(at: datetime) -> datetime:
+    """``at`` as the database keeps it (to the millisecond), so places compare alike."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def _with_spare(district: str) -> dict[str, Any]:
     return {"district": district, "active": True, "spare": {"$gt": 0}}
-
-
-def _queued_in(district: str) -> dict[str, Any]:
-    return {"district": district, "status": OPEN, "allocation": AllocationStatus.QUEUED.value}
-
-
-def _ahead_of(place: QueuePlace) -> dict[str, Any]:
-    """The queued cases that ``QueuePlace`` ordering puts before ``place``."""
-    same_priority = {"priority": place.priority}
-    same_need = {**same_priority, "need_rank": place.need_rank}
-    same_time = {**same_need, "referral_received_at": place.referral_received_at}
-    return {
-        "$or": [
-            {"priority": {"$lt": place.priority}},
-            {**same_priority, "need_rank": {"$lt": place.need_rank}},
-            {**same_need, "referral_received_at": {"$lt": place.referral_received_at}},
-            {**same_time, "_id": {"$lt": place.case_id}},
-        ]
-    }
 
 
 def _worker_view(worker: Document) -> Document:

@@ -357,7 +357,14 @@ async def _results(platform: Platform, month: str) -> dict[str, Any]:
         params = {"month": month} | ({"district": district} if district else {})
         report = (await reporting.get("/reports/monthly", params=params, headers=analyst)).json()
         rejected = report["outcomes"]["rejected_by_reason"]
-        figures[district or "all"] = reported_figures(report) | {"rejected_by_reason": rejected}
+        found = reported_figures(report) | {"rejected_by_reason": rejected}
+        if district is not None:
+            # A family's case takes its id and level of need from whichever of its referrals
+            # arrived first, and the draw works from both: so which districts' cases are
+            # drawn depends on arrival order. How many are drawn and completed does not
+            # (the county's figures keep them).
+            found = {name: value for name, value in found.items() if not name.startswith("audits")}
+        figures[district or "all"] = found
     return {
         "front door": {key: sorted(found) for key, found in outcomes.items()},
         "families": sorted(sorted(ids) for ids in families.values()),
