@@ -66,6 +66,8 @@ SUBSCRIPTIONS = {
 }
 """What each service consumes: the pipeline is done when each has read all of it."""
 SETTLED_CHECKS = 3
+CHECK_INTERVAL_S = 1.0
+"""Between two looks at the services' progress: often enough to time the end within it."""
 """Consecutive checks that must find nothing left to do before the run counts as done."""
 
 
@@ -179,7 +181,7 @@ async def wait_until_done(http: httpx.AsyncClient, platform: Platform, limit_s: 
     while settled < SETTLED_CHECKS:
         if time.monotonic() > deadline:
             raise SystemExit(f"not done within {limit_s:.0f} s")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(CHECK_INTERVAL_S)
         sizes = await topic_sizes(platform.bootstrap)
         read, backlog = await consumed(http, platform)
         behind = {

@@ -224,7 +224,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             await store.drain_queue(referral.district)
 
     async def on_referrals_received(messages: list[IncomingMessage]) -> int:
-        """A poll's referrals placed in order in one transaction: one commit, not one each.
+        """A poll's referrals placed in order in one transaction, with bulk writes.
 
         A clash with another replica fails the batch, and the consumer takes the referrals
         one at a time, each with its own retry.
@@ -234,17 +234,20 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         queued_in: set[str] = set()
 
         async def place_all(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
+            placed = await store.place_referrals(
+                [(wanted[index][1], wanted[index][0].correlationid) for index in fresh],
+                session=session,
+            )
             queued_in.clear()
-            effects: list[dict[str, Any]] = []
-            for index in fresh:
-                event, referral = wanted[index]
-                allocation = await store.place_referral(
-                    referral, session=session, correlation_id=event.correlationid
-                )
-                if allocation.status is AllocationStatus.QUEUED:
-                    queued_in.add(referral.district)
-                effects.append({"case_id": allocation.case_id, "status": allocation.status.value})
-            return effects
+            queued_in.update(
+                allocation.district
+                for allocation in placed
+                if allocation.status is AllocationStatus.QUEUED
+            )
+            return [
+                {"case_id": allocation.case_id, "status": allocation.status.value}
+                for allocation in placed
+            ]
 
         events = [event for event, _ in wanted]
         placed = await runtime.processed.process_many(events, place_all) if wanted else 0

@@ -46,10 +46,11 @@ from shared.events import (
     CaseAllocated,
     CaseClosed,
     CaseOutcome,
+    EventData,
     ReferralReceived,
     TeamCapacityChanged,
 )
-from shared.mongo import Database, Document, MongoClient, Session, in_transaction
+from shared.mongo import BulkWrites, Database, Document, MongoClient, Session, in_transaction
 from shared.outbox import Outbox
 
 TEAMS = "teams"
@@ -323,69 +324,95 @@ class AllocationStore:
         Raises ``DuplicateKeyError`` when another replica opened the family's case meanwhile;
         the caller retries, and the retry joins that case.
         """
+        [placed] = await self.place_referrals([(referral, correlation_id)], session=session)
+        return placed
+
+    async def place_referrals(
+        self, referrals: Sequence[tuple[ReferralReceived, str]], *, session: Session
+    ) -> list[CaseAllocated]:
+        """``place_referral`` for each (referral, correlation id) in order, as if one at a
+        time, with a few reads and one bulk write per collection.
+
+        A later referral sees what an earlier one did: a family's second referral joins the
+        case its first opened, and a new case waits behind those queued before it.
+        """
         now = self._clock()
-        known = await self._open_cases.find_one({"_id": referral.family_id}, session=session)
-        if known is not None:
-            case = await self._cases.find_one_and_update(
-                {"_id": known["case_id"]},
-                {"$addToSet": {"referral_ids": referral.referral_id}, "$inc": {"version": 1}},
-                session=session,
-                return_document=ReturnDocument.AFTER,
-            )
-            assert case is not None
-            queued = case["allocation"] == AllocationStatus.QUEUED
+        families = sorted({referral.family_id for referral, _ in referrals})
+        found = self._open_cases.find({"_id": {"$in": families}}, session=session)
+        case_of_family = {document["_id"]: document["case_id"] async for document in found}
+        found = self._cases.find({"_id": {"$in": sorted(case_of_family.values())}}, session=session)
+        cases = {document["_id"]: document async for document in found}
+        districts = {referral.district for referral, _ in referrals}
+        districts |= {case["district"] for case in cases.values()}
+        found = self._queues.find({"_id": {"$in": sorted(districts)}}, session=session)
+        queues = {document["_id"]: list(document["entries"]) async for document in found}
+        opened: list[str] = []
+        joined: dict[str, list[str]] = {}
+        requeued: set[str] = set()
+        outgoing: list[tuple[EventData, str, str]] = []
+        placed: list[CaseAllocated] = []
+        for referral, correlation_id in referrals:
+            case_id = case_of_family.get(referral.family_id)
+            if case_id is not None:
+                case = cases[case_id]
+                joining = joined.setdefault(case_id, [])
+                if referral.referral_id not in case["referral_ids"]:
+                    case["referral_ids"] = [*case["referral_ids"], referral.referral_id]
+                    joining.append(referral.referral_id)
+                case["version"] += 1
+                kind = AllocationKind.EXISTING_CASE
+                queued = case["allocation"] == QUEUED
+                entries = queues.setdefault(case["district"], [])
+                place = bisect_left([_place(entry) for entry in entries], _place_of(case))
+            else:
+                entries = queues.setdefault(referral.district, [])
+                kind = new_case_kind(referral)
+                # Nobody jumps the queue: while cases wait, a new one waits behind them.
+                worker = None if entries else await self._reserve_worker(referral.district, session)
+                case = _new_case(referral, kind, worker, correlation_id, now)
+                cases[case["_id"]] = case
+                case_of_family[referral.family_id] = case["_id"]
+                opened.append(case["_id"])
+                queued = worker is None
+                place = bisect_left([_place(entry) for entry in entries], _place_of(case))
+                if queued:
+                    entries.insert(place, _entry(case))
+                    requeued.add(referral.district)
             event = self._case_allocated(
                 case,
                 referral_id=referral.referral_id,
                 referral_received_at=referral.received_at,
-                kind=AllocationKind.EXISTING_CASE,
+                kind=kind,
                 now=now,
-                queue_position=await self._queue_position(case, session) if queued else None,
+                queue_position=place + 1 if queued else None,
             )
-            await self._stage(event, case, session, correlation_id=correlation_id)
-            return event
+            placed.append(event)
+            outgoing.append((event, correlation_id, f"{case['_id']}.{case['version']}"))
 
-        kind = new_case_kind(referral)
-        waiting = await self._queued(referral.district, session)
-        # Nobody jumps the queue: while cases wait, a new one waits behind those ahead of it.
-        worker = None if waiting else await self._reserve_worker(referral.district, session)
-        case = {
-            "_id": case_id_for(referral.referral_id),
-            "family_id": referral.family_id,
-            "district": referral.district,
-            "team_id": None if worker is None else worker["team_id"],
-            "worker_id": None if worker is None else worker["_id"],
-            "status": OPEN,
-            "allocation": (
-                AllocationStatus.QUEUED if worker is None else AllocationStatus.ALLOCATED
-            ).value,
-            "kind": kind.value,
-            "level_of_need": int(referral.level_of_need),
-            "priority": queue_priority(kind),
-            "need_rank": -int(referral.level_of_need),
-            "referral_received_at": referral.received_at,
-            "opening_referral_id": referral.referral_id,
-            "referral_ids": [referral.referral_id],
-            "social_care_case_reference": referral.social_care_case_reference,
-            "correlation_id": correlation_id,
-            "opened_at": now,
-            "allocated_at": None if worker is None else now,
-            "version": 0,
-        }
-        await self._cases.insert_one(case, session=session)
-        await self._open_cases.insert_one(
-            {"_id": referral.family_id, "case_id": case["_id"]}, session=session
-        )
-        event = self._case_allocated(
-            case,
-            referral_id=referral.referral_id,
-            referral_received_at=referral.received_at,
-            kind=kind,
-            now=now,
-            queue_position=await self._enqueue(case, waiting, session) if worker is None else None,
-        )
-        await self._stage(event, case, session)
-        return event
+        if opened:
+            await self._cases.insert_many([cases[case_id] for case_id in opened], session=session)
+            await self._open_cases.insert_many(
+                [{"_id": cases[case_id]["family_id"], "case_id": case_id} for case_id in opened],
+                session=session,
+            )
+        writes = BulkWrites()
+        for case_id, referral_ids in joined.items():
+            if case_id not in opened:
+                writes.update_one(
+                    CASES,
+                    {"_id": case_id},
+                    {
+                        "$addToSet": {"referral_ids": {"$each": referral_ids}},
+                        "$set": {"version": cases[case_id]["version"]},
+                    },
+                )
+        for district in sorted(requeued):
+            writes.update_one(
+                QUEUES, {"_id": district}, {"$set": {"entries": queues[district]}}, upsert=True
+            )
+        await writes.send(self._cases.database, session=session)
+        await self._outbox.stage_events(outgoing, session=session)
+        return placed
 
     async def drain_queue(self, district: str) -> list[CaseAllocated]:
         """Allocate the district's queue, in order, while any worker there has spare capacity."""
@@ -743,6 +770,38 @@ class AllocationStore:
 
 
 QUEUED = AllocationStatus.QUEUED.value
+
+
+def _new_case(
+    referral: ReferralReceived,
+    kind: AllocationKind,
+    worker: Document | None,
+    correlation_id: str,
+    now: datetime,
+) -> Document:
+    return {
+        "_id": case_id_for(referral.referral_id),
+        "family_id": referral.family_id,
+        "district": referral.district,
+        "team_id": None if worker is None else worker["team_id"],
+        "worker_id": None if worker is None else worker["_id"],
+        "status": OPEN,
+        "allocation": (
+            AllocationStatus.QUEUED if worker is None else AllocationStatus.ALLOCATED
+        ).value,
+        "kind": kind.value,
+        "level_of_need": int(referral.level_of_need),
+        "priority": queue_priority(kind),
+        "need_rank": -int(referral.level_of_need),
+        "referral_received_at": referral.received_at,
+        "opening_referral_id": referral.referral_id,
+        "referral_ids": [referral.referral_id],
+        "social_care_case_reference": referral.social_care_case_reference,
+        "correlation_id": correlation_id,
+        "opened_at": now,
+        "allocated_at": None if worker is None else now,
+        "version": 0,
+    }
 
 
 def _entry(case: Document) -> Document:

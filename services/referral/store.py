@@ -47,9 +47,8 @@ class MongoReferralStore:
         await self._keys.create_index("family_id")
 
     async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
-        found = await self._referrals.find_one(
-            {"partner_id": partner_id, "submission_id": submission_id}
-        )
+        # By id, which the submission decides: a look-up by two fields scans on some servers.
+        found = await self._referrals.find_one({"_id": referral_id_for(partner_id, submission_id)})
         return None if found is None else _accepted(found, duplicate=True)
 
     async def accept(
@@ -201,7 +200,7 @@ class ReferralBatch:
         if decided is not None:
             return _accepted(decided, duplicate=True)
         found = await self._store._referrals.find_one(
-            {"partner_id": partner_id, "submission_id": submission_id}, session=self._session
+            {"_id": referral_id_for(partner_id, submission_id)}, session=self._session
         )
         return None if found is None else _accepted(found, duplicate=True)
 

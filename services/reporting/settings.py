@@ -10,9 +10,10 @@ class ReportingSettings(ServiceSettings):
     service_name: str = "reporting"
     http_port: int = Field(default=8004, validation_alias="EARLYHELP_REPORTING_PORT")
     snapshot_interval_s: float = Field(
-        default=5.0,
+        default=60.0,
         gt=0,
-        description="Least time between two performance-snapshot events of one month/district.",
+        description="Least time between two performance-snapshot events of one month/district:"
+        " each computes the month's figures from its facts, so not too often under load.",
     )
     funding_amount: int = Field(
         default=1_440_000, ge=0, description="Amount in pounds the funding split shares out."
