@@ -25,6 +25,7 @@ from services.referral.handlers import (
     Origin,
     Outcome,
     Unreadable,
+    lookups_of,
     note_case_closed,
     note_case_open,
     read_json,
@@ -128,8 +129,11 @@ def create_app(
     async def on_referrals_submitted(messages: list[IncomingMessage]) -> int:
         """A poll's submissions in one transaction: a few reads each, a few writes in all."""
 
+        lookups = [lookups_of(message.value, max_bytes=limit) for message in messages]
+
         async def receive_all(session: Session) -> int:
             batch = store.batch(session)
+            await batch.prefetch([lookup for lookup in lookups if lookup is not None])
             now = runtime.clock()
             fresh = 0
             for message in messages:

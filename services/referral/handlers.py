@@ -354,6 +354,33 @@ async def receive_body(
     )
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What answering a submission will look up: its referral and its family keys."""
+
+    referral_id: str
+    family_keys: list[domain.FamilyKey]
+
+
+def lookups_of(raw: bytes, *, max_bytes: int = MAX_SUBMISSION_BYTES) -> Lookups | None:
+    """The look-ups ``receive_message`` will make for these bytes, when they hold a valid
+    submission (None otherwise): so a batch can make them all at once beforehand."""
+    try:
+        read_json(raw, max_bytes=max_bytes)
+        event = read_envelope(raw)
+    except (Unreadable, UndecodableEvent):
+        return None
+    if event.type != ReferralSubmitted.event_type:
+        return None
+    parsed = domain.parse_submission(event.data)
+    if isinstance(parsed, list):
+        return None
+    return Lookups(
+        referral_id=referral_id_for(parsed.partner_id, parsed.submission_id),
+        family_keys=domain.family_keys(parsed),
+    )
+
+
 async def receive_message(
     raw: bytes,
     *,

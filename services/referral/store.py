@@ -10,7 +10,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies
-from services.referral.handlers import Accepted, Decided, referral_id_for
+from services.referral.handlers import Accepted, Decided, Lookups, referral_id_for
 from shared.events import EventData, ReferralReceived, ReferralRejected, ReferralSubmitted
 from shared.mongo import BulkWrites, Database, Document, MongoClient, Session, in_transaction
 from shared.outbox import Outbox
@@ -194,14 +194,36 @@ class ReferralBatch:
         self._histories: dict[str, FamilyHistory] = {}
         self._writes = BulkWrites()
         self._outgoing: list[tuple[EventData, str, str]] = []
+        # What ``prefetch`` read: absent from the ``found`` maps means not in the database.
+        self._fetched_referrals: set[str] = set()
+        self._found_referrals: dict[str, Document] = {}
+        self._fetched_keys: set[str] = set()
+        self._found_keys: dict[str, str] = {}
+        self._found_histories: dict[str, FamilyHistory] = {}
+
+    async def prefetch(self, lookups: Sequence[Lookups]) -> None:
+        """Read the batch's referrals, family keys and families in three queries, instead of
+        three for each submission."""
+        session = self._session
+        referral_ids = sorted({lookup.referral_id for lookup in lookups})
+        keys = list({key.value: key for lookup in lookups for key in lookup.family_keys}.values())
+        found = self._store._referrals.find(
+            {"_id": {"$in": referral_ids}}, {"submission": 0}, session=session
+        )
+        self._found_referrals = {document["_id"]: document async for document in found}
+        known = await self._store._known_families(keys, session=session)
+        self._found_keys = dict(known.by_key)
+        self._found_histories = dict(known.histories)
+        self._fetched_referrals = set(referral_ids)
+        self._fetched_keys = {key.value for key in keys}
 
     async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
-        decided = self._referrals.get(referral_id_for(partner_id, submission_id))
-        if decided is not None:
-            return _accepted(decided, duplicate=True)
-        found = await self._store._referrals.find_one(
-            {"_id": referral_id_for(partner_id, submission_id)}, session=self._session
-        )
+        referral_id = referral_id_for(partner_id, submission_id)
+        found = self._referrals.get(referral_id) or self._found_referrals.get(referral_id)
+        if found is None and referral_id not in self._fetched_referrals:
+            found = await self._store._referrals.find_one(
+                {"_id": referral_id}, session=self._session
+            )
         return None if found is None else _accepted(found, duplicate=True)
 
     async def accept(
@@ -213,16 +235,26 @@ class ReferralBatch:
         correlation_id: str,
         now: datetime,
     ) -> Accepted:
-        stored = await self._store._known_families(
-            [key for key in keys if key.value not in self._family_of_key], session=self._session
+        unread = [
+            key
+            for key in keys
+            if key.value not in self._family_of_key and key.value not in self._fetched_keys
+        ]
+        stored = (
+            await self._store._known_families(unread, session=self._session)
+            if unread
+            else KnownFamilies()
         )
         by_key = dict(stored.by_key)
         histories = dict(stored.histories)
         for key in keys:
-            if (family_id := self._family_of_key.get(key.value)) is not None:
-                by_key[key.value] = family_id
-                if family_id in self._histories:
-                    histories[family_id] = self._histories[family_id]
+            family_id = self._family_of_key.get(key.value) or self._found_keys.get(key.value)
+            if family_id is None:
+                continue
+            by_key[key.value] = family_id
+            history = self._histories.get(family_id) or self._found_histories.get(family_id)
+            if history is not None:
+                histories[family_id] = history
         decided = decide(KnownFamilies(by_key=by_key, histories=histories))
         event = decided.event
         document = _referral_document(submission, decided, correlation_id)

@@ -18,7 +18,17 @@ from fastapi import FastAPI
 
 from services.referral.app import create_app
 from services.referral.domain import CIN_REFERRAL_SOURCES, ROUTE_CATALOGUE, age_on
+from services.referral.handlers import (
+    Accepted,
+    Origin,
+    Outcome,
+    Rejected,
+    lookups_of,
+    receive_message,
+)
 from services.referral.settings import ReferralSettings
+from services.referral.store import MongoReferralStore
+from shared.clock import utc_now
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -31,7 +41,8 @@ from shared.events import (
     ReferralRejected,
     ScreeningDecision,
 )
-from shared.mongo import Database, create_mongo_client
+from shared.mongo import Database, Session, create_mongo_client, in_transaction
+from shared.outbox import Outbox
 from tests.auth import CASEWORKER, partner_key
 from tests.conftest import Infra, Namespace
 from tests.support import TopicReader, eventually, partner_submission, produce, service_event
@@ -442,6 +453,64 @@ async def test_siblings_in_one_request_are_one_family_and_later_requests_find_it
     event = await one_received(front_door, _referral_id(siblings))
     assert event.child_count == 2
     assert event.family_id == family_id
+
+
+async def test_a_batch_matches_and_answers_as_one_at_a_time_would(
+    front_door: FrontDoor, infra: Infra
+) -> None:
+    """Submissions taken together (as a poll of the topic is) see each other's effects:
+    a sibling's later request joins the family an earlier one created, a resend finds the
+    referral accepted just before it, an invalid one is rejected; all in one transaction."""
+    surname = f"Okafor{uuid.uuid4().hex[:6]}"
+    siblings = request(
+        children=[child(surname, "2013-03-03"), child(surname, "2019-09-09")],
+        address=at("WX3 3CC"),
+    )
+    younger = request(children=[child(surname, "2019-09-09")], address=at("WX3 3CC"))
+    invalid = request(route="carrier-pigeon")
+    messages = [
+        submitted_event(siblings),
+        submitted_event(younger),
+        submitted_event(siblings),  # a resend: another event, the same submission
+        submitted_event(invalid),
+    ]
+    mongo = create_mongo_client(infra.mongodb_uri, app_name="referral-batch-test")
+    db = mongo[front_door.db.name]
+    outbox = Outbox(
+        db, source="/earlyhelp/referral", topic_namespace=front_door.namespace.topics, clock=utc_now
+    )
+    store = MongoReferralStore(mongo, db, outbox)
+    origin = Origin(source="kafka:test", event_id="0/0", correlation_id="batch-test")
+
+    async def receive_all(session: Session) -> list[Outcome]:
+        batch = store.batch(session)
+        await batch.prefetch([found for raw in messages if (found := lookups_of(raw))])
+        outcomes = [
+            await receive_message(raw, position=origin, store=batch, now=utc_now())
+            for raw in messages
+        ]
+        await batch.flush()
+        return outcomes
+
+    try:
+        first, second, resent, rejected = await in_transaction(mongo, receive_all)
+    finally:
+        await mongo.close()
+    assert isinstance(first, Accepted)
+    assert isinstance(second, Accepted)
+    assert isinstance(resent, Accepted)
+    assert isinstance(rejected, Rejected)
+    assert (first.duplicate, second.duplicate, resent.duplicate) == (False, False, True)
+    assert second.family_id == first.family_id
+    assert second.family_match == "surname_dob_postcode"
+    assert resent.referral_id == first.referral_id
+    assert [reason.code for reason in rejected.reasons] == ["unknown_route"]
+    stored = await front_door.db["referrals"].find({"family_id": first.family_id}).to_list()
+    assert sorted(document["_id"] for document in stored) == sorted(
+        [first.referral_id, second.referral_id]
+    )
+    event = await one_received(front_door, second.referral_id)
+    assert event.family_id == first.family_id
 
 
 # ---------------------------------------------------------------------------------------------
