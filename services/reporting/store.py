@@ -8,7 +8,7 @@ disagree over time (a case's team), the newer event time wins, whatever the arri
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -188,18 +188,14 @@ class ReportingStore:
     def _allocation(self, data: CaseAllocated, writes: BulkWrites) -> list[MonthKey]:
         at = data.allocated_at
         first = "allocated_at" if data.status is AllocationStatus.ALLOCATED else "queued_at"
-        writes.update_one(
-            CASES,
-            {"_id": data.case_id},
-            {"$set": {"district": data.district}, "$min": {first: at}},
-            upsert=True,
-        )
+        facts: dict[str, Any] = {"district": data.district}
         if data.team_id is not None:
-            writes.update_one(
-                CASES,
-                {"_id": data.case_id, "$or": [{"team_at": None}, {"team_at": {"$lt": at}}]},
-                {"$set": {"team_id": data.team_id, "team_at": at}},
-            )
+            # Every team the case had, by time: the newest is read as its team, whatever
+            # order the events came in (no conditional update, which scans on some servers).
+            facts[f"teams.{_time_key(at)}"] = data.team_id
+        writes.update_one(
+            CASES, {"_id": data.case_id}, {"$set": facts, "$min": {first: at}}, upsert=True
+        )
         is_allocation = (
             data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None
         )
@@ -238,12 +234,16 @@ class ReportingStore:
                 await self._rejections.find({"month": month}).to_list() if district is None else []
             ),
             allocations=await self._allocations.find(in_month).to_list(),
-            closures=await self._cases.find(
-                {"closed_at": {"$gte": start, "$lt": end}, **where}
-            ).to_list(),
-            open_at_end=await self._cases.find(
-                {"allocated_at": {"$lt": end}, **closed_after_end, **where}
-            ).to_list(),
+            closures=_with_teams(
+                await self._cases.find(
+                    {"closed_at": {"$gte": start, "$lt": end}, **where}
+                ).to_list()
+            ),
+            open_at_end=_with_teams(
+                await self._cases.find(
+                    {"allocated_at": {"$lt": end}, **closed_after_end, **where}
+                ).to_list()
+            ),
             queued_at_end=await self._cases.find(
                 {
                     "queued_at": {"$lt": end},
@@ -317,6 +317,20 @@ class ReportingStore:
             session=session,
             return_document=ReturnDocument.AFTER,
         )
+
+
+def _time_key(at: datetime) -> str:
+    """A field name that sorts as the time does (no dots: they would nest the field)."""
+    return at.astimezone(UTC).strftime("%Y%m%d%H%M%S%f")
+
+
+def _with_teams(cases: list[Document]) -> list[Document]:
+    """Each case fact with ``team_id``: its newest team."""
+    for case in cases:
+        teams = case.get("teams")
+        if teams:
+            case["team_id"] = teams[max(teams)]
+    return cases
 
 
 def _touched(at: datetime, district: str) -> list[MonthKey]:

@@ -26,7 +26,9 @@ from services.reporting.access import POLICY
 from services.reporting.app import create_app
 from services.reporting.rebuild import rebuild
 from services.reporting.settings import ReportingSettings
+from services.reporting.store import ReportingStore
 from shared.auth import Role
+from shared.clock import utc_now
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -45,6 +47,7 @@ from shared.events import (
     StandardScore,
     TeamCapacityChanged,
 )
+from shared.mongo import create_mongo_client
 from tests.auth import AllowedRole, token
 from tests.browser import parse, render
 from tests.conftest import Infra, Namespace
@@ -455,3 +458,26 @@ async def test_the_dashboard_shows_october_in_a_real_browser(fed: Fed) -> None:
     assert page.by_id("re-referral-rate").text == "16.7%"
     rows = page.by_id("districts").find_all("tr", data_district=None)
     assert {row.attrs["data-district"] for row in rows} == {"eastmere", "northvale"}
+
+
+async def test_a_case_counts_under_its_newest_team_whatever_order_the_events_came_in(
+    infra: Infra, namespace: Namespace
+) -> None:
+    """A reallocation to another team that arrives before the first allocation still wins:
+    the case is open under the newer team at the month's end, in one batch or one by one."""
+    mongo = create_mongo_client(infra.mongodb_uri, app_name="reporting-team-test")
+    store = ReportingStore(mongo[f"{namespace.databases}reporting"], utc_now)
+    first = allocated("t1", "northvale", "nv-a", at(2))
+    moved = allocated("t1", "northvale", "nv-b", at(9), reallocated_from_worker_id="nv-a-w1")
+    other = allocated("t2", "northvale", "nv-a", at(3))
+    try:
+        async with mongo.start_session() as session:
+            await store.project([moved, first], session=session)  # newest first, in one batch
+        async with mongo.start_session() as session:
+            await store.project([other], session=session)
+            await store.project([other], session=session)  # a redelivery changes nothing
+        facts = await store.month_facts(OCTOBER, "northvale", at(31))
+    finally:
+        await mongo.close()
+    teams = {case["_id"]: case["team_id"] for case in facts.open_at_end}
+    assert teams == {"case-t1": "nv-b", "case-t2": "nv-a"}
