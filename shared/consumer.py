@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage as InjectedMessage
@@ -398,7 +400,9 @@ def subscribe(
                     incoming.offset, rewind_to.get(partition, incoming.offset)
                 )
             for partition, offset in rewind_to.items():
-                message.consumer.seek(partition, offset)
+                # A partition revoked meanwhile resumes at its commit, before this record.
+                with contextlib.suppress(IllegalStateError):
+                    message.consumer.seek(partition, offset)
             log.warning("%d message(s) to be delivered again: %r", len(unfinished), failure)
 
     on_messages.__name__ = f"on_{group_id.replace('-', '_')}_events"

@@ -417,6 +417,8 @@ class AllocationStore:
     async def drain_queue(self, district: str) -> list[CaseAllocated]:
         """Allocate the district's queue, in order, while any worker there has spare capacity."""
         allocated: list[CaseAllocated] = []
+        if await self._workers.find_one(_with_spare(district), {"_id": 1}) is None:
+            return allocated  # most often, under load: no transaction for nothing
         while True:
             try:
                 event = await in_transaction(
@@ -438,7 +440,7 @@ class AllocationStore:
         return sum([len(await self.drain_queue(district)) for district in sorted(districts)])
 
     async def _allocate_queue_head(self, district: str, session: Session) -> CaseAllocated | None:
-        # Most often nobody has a place: say so from the workers' index, before the queue.
+        # Nobody may have a place any more: say so from the workers, before the queue.
         if await self._workers.find_one(_with_spare(district), {"_id": 1}, session=session) is None:
             return None
         entries = await self._queued(district, session)
