@@ -271,7 +271,11 @@ async def steady_latency(
             await producer.send_and_wait(
                 topics.REFERRAL_SUBMITTED, value, key=submission.submission_id.encode()
             )
-        await asyncio.sleep(10)  # the last ones' way through
+        # The last ones' way through: until ten seconds pass with no more arriving.
+        seen = -1
+        while seen != len(arrived):
+            seen = len(arrived)
+            await asyncio.sleep(10)
     finally:
         listening.cancel()
         await producer.stop()
