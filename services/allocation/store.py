@@ -10,7 +10,7 @@ by a single atomic database operation inside a transaction, never by a read in P
   rolls back; the referral is then retried and joins the case the other replica opened;
 - a queued case leaves the queue by an update conditional on it still being queued.
 
-Each district's queue is also kept in order (``services.allocation.queues``), and each
+Each district's queue is also kept, in order, in one document of ``queues``, and each
 family's open case in a document of ``open_cases`` keyed by the family, both changed in the
 same transactions as the cases: every look-up on the way of a referral is then by ``_id``.
 A range or sort over the cases would scan them on a server without range indexes
@@ -22,6 +22,7 @@ Each change stages its events in the outbox in the same transaction.
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,13 +33,13 @@ from pymongo import ReturnDocument
 
 from services.allocation.domain import (
     DEFAULT_CAP_PER_FTE,
+    QueuePlace,
     case_id_for,
     caseload_cap,
     new_case_kind,
     queue_priority,
     seconds_between,
 )
-from services.allocation.queues import QUEUES, QueueBook, districts_waiting, rebuild_queues
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -55,6 +56,7 @@ from shared.outbox import Outbox
 TEAMS = "teams"
 WORKERS = "workers"
 CASES = "cases"
+QUEUES = "queues"
 OPEN_CASES = "open_cases"
 
 OPEN = "open"
@@ -116,7 +118,7 @@ class AllocationStore:
         self._teams = db[TEAMS]
         self._workers = db[WORKERS]
         self._cases = db[CASES]
-        self._db = db
+        self._queues = db[QUEUES]
         self._open_cases = db[OPEN_CASES]
         self._outbox = outbox
         self._clock = clock
@@ -277,7 +279,11 @@ class AllocationStore:
             referral_received_at=case["referral_received_at"],
             kind=AllocationKind(case["kind"]),
             now=now,
-            queue_position=await self._requeue(case, session) if worker is None else None,
+            queue_position=(
+                await self._enqueue(case, await self._queued(case["district"], session), session)
+                if worker is None
+                else None
+            ),
             reallocated_from_worker_id=leaver["_id"],
         )
         await self._stage(event, case, session)
@@ -336,11 +342,13 @@ class AllocationStore:
         case_of_family = {document["_id"]: document["case_id"] async for document in found}
         found = self._cases.find({"_id": {"$in": sorted(case_of_family.values())}}, session=session)
         cases = {document["_id"]: document async for document in found}
-        queues = QueueBook(self._db, session)
         districts = {referral.district for referral, _ in referrals}
-        await queues.read(districts | {case["district"] for case in cases.values()})
+        districts |= {case["district"] for case in cases.values()}
+        found = self._queues.find({"_id": {"$in": sorted(districts)}}, session=session)
+        queues = {document["_id"]: list(document["entries"]) async for document in found}
         opened: list[str] = []
         joined: dict[str, list[str]] = {}
+        requeued: set[str] = set()
         outgoing: list[tuple[EventData, str, str]] = []
         placed: list[CaseAllocated] = []
         for referral, correlation_id in referrals:
@@ -354,24 +362,29 @@ class AllocationStore:
                 case["version"] += 1
                 kind = AllocationKind.EXISTING_CASE
                 queued = case["allocation"] == QUEUED
-                place = await queues.place_of(case) if queued else None
+                entries = queues.setdefault(case["district"], [])
+                place = bisect_left([_place(entry) for entry in entries], _place_of(case))
             else:
+                entries = queues.setdefault(referral.district, [])
                 kind = new_case_kind(referral)
                 # Nobody jumps the queue: while cases wait, a new one waits behind them.
-                waiting = await queues.waiting(referral.district)
-                worker = None if waiting else await self._reserve_worker(referral.district, session)
+                worker = None if entries else await self._reserve_worker(referral.district, session)
                 case = _new_case(referral, kind, worker, correlation_id, now)
                 cases[case["_id"]] = case
                 case_of_family[referral.family_id] = case["_id"]
                 opened.append(case["_id"])
-                place = await queues.enqueue(case) if worker is None else None
+                queued = worker is None
+                place = bisect_left([_place(entry) for entry in entries], _place_of(case))
+                if queued:
+                    entries.insert(place, _entry(case))
+                    requeued.add(referral.district)
             event = self._case_allocated(
                 case,
                 referral_id=referral.referral_id,
                 referral_received_at=referral.received_at,
                 kind=kind,
                 now=now,
-                queue_position=place,
+                queue_position=place + 1 if queued else None,
             )
             placed.append(event)
             outgoing.append((event, correlation_id, f"{case['_id']}.{case['version']}"))
@@ -393,8 +406,11 @@ class AllocationStore:
                         "$set": {"version": cases[case_id]["version"]},
                     },
                 )
-        await writes.send(self._db, session=session)
-        await queues.save()
+        for district in sorted(requeued):
+            writes.update_one(
+                QUEUES, {"_id": district}, {"$set": {"entries": queues[district]}}, upsert=True
+            )
+        await writes.send(self._cases.database, session=session)
         await self._outbox.stage_events(outgoing, session=session)
         return placed
 
@@ -420,27 +436,25 @@ class AllocationStore:
         A replica killed between committing a closure and draining leaves a place free beside
         a queue; this, run at start and now and then, gives that place away.
         """
-        districts = await districts_waiting(self._db)
+        districts = await self._queues.distinct("_id", {"entries.0": {"$exists": True}})
         return sum([len(await self.drain_queue(district)) for district in sorted(districts)])
 
     async def _allocate_queue_head(self, district: str, session: Session) -> CaseAllocated | None:
         # Nobody may have a place any more: say so from the workers, before the queue.
         if await self._workers.find_one(_with_spare(district), {"_id": 1}, session=session) is None:
             return None
-        queues = QueueBook(self._db, session)
-        head_id = await queues.head(district)
-        if head_id is None:
+        entries = await self._queued(district, session)
+        if not entries:
             return None
-        head = await self._cases.find_one({"_id": head_id}, session=session)
+        head = await self._cases.find_one({"_id": entries[0]["case_id"]}, session=session)
         if head is None or head["status"] != OPEN or head["allocation"] != QUEUED:
-            raise RuntimeError(f"the queue of {district} names {head_id}, which is not queued")
+            raise RuntimeError(f"the queue of {district} names {entries[0]['case_id']}, not queued")
         worker = await self._reserve_worker(district, session)
         if worker is None:
             return None
         now = self._clock()
         case = await self._set_allocation(head, worker, AllocationStatus.ALLOCATED, now, session)
-        await queues.remove(head)
-        await queues.save()
+        await self._queues.update_one({"_id": district}, {"$pop": {"entries": -1}}, session=session)
         event = self._case_allocated(
             case,
             referral_id=case["opening_referral_id"],
@@ -482,9 +496,7 @@ class AllocationStore:
                 {"_id": case["family_id"], "case_id": case_id}, session=session
             )
             if case["allocation"] == QUEUED:
-                queues = QueueBook(self._db, session)
-                await queues.remove(case)
-                await queues.save()
+                await self._dequeue(case, session)
             if case["worker_id"] is not None:
                 await self._workers.update_one(
                     {"_id": case["worker_id"]},
@@ -556,24 +568,52 @@ class AllocationStore:
             raise _CaseChanged(case["_id"])
         return updated
 
-    async def _requeue(self, case: Document, session: Session) -> int:
-        queues = QueueBook(self._db, session)
-        place = await queues.enqueue(case)
-        await queues.save()
-        return place
+    async def _queued(self, district: str, session: Session) -> list[Document]:
+        """The district's queue, in order: one entry (its place and case id) per case."""
+        queue = await self._queues.find_one({"_id": district}, session=session)
+        return [] if queue is None else list(queue["entries"])
+
+    async def _enqueue(self, case: Document, entries: list[Document], session: Session) -> int:
+        """Put a just-queued case in its place in ``entries``, its district's queue as read in
+        this transaction; its place, 1 for next."""
+        index = bisect_left([_place(entry) for entry in entries], _place_of(case))
+        await self._queues.update_one(
+            {"_id": case["district"]},
+            {"$push": {"entries": {"$each": [_entry(case)], "$position": index}}},
+            upsert=True,
+            session=session,
+        )
+        return index + 1
+
+    async def _dequeue(self, case: Document, session: Session) -> None:
+        await self._queues.update_one(
+            {"_id": case["district"]},
+            {"$pull": {"entries": {"case_id": case["_id"]}}},
+            session=session,
+        )
+
+    async def _queue_position(self, case: Document, session: Session) -> int:
+        entries = await self._queued(case["district"], session)
+        return bisect_left([_place(entry) for entry in entries], _place_of(case)) + 1
 
     async def rebuild_lookups(self) -> bool:
         """Build the queues and the open-case look-up from the cases, once: for a database
         written before they were kept. False when they exist already."""
 
         async def rebuild(session: Session) -> bool:
-            if await self._db[QUEUES].find_one({}, session=session) is not None:
+            if await self._queues.find_one({}, session=session) is not None:
                 return False
             if await self._open_cases.find_one({}, session=session) is not None:
                 return False
             open_cases = await self._cases.find({"status": OPEN}, session=session).to_list()
-            queued = [case for case in open_cases if case["allocation"] == QUEUED]
-            await rebuild_queues(self._db, queued, session)
+            queues: dict[str, list[Document]] = {}
+            for case in sorted(open_cases, key=_place_of):
+                if case["allocation"] == QUEUED:
+                    queues.setdefault(case["district"], []).append(_entry(case))
+            for district, entries in queues.items():
+                await self._queues.insert_one(
+                    {"_id": district, "entries": entries}, session=session
+                )
             if open_cases:
                 await self._open_cases.insert_many(
                     [{"_id": case["family_id"], "case_id": case["_id"]} for case in open_cases],
@@ -764,6 +804,33 @@ def _new_case(
         "allocated_at": None if worker is None else now,
         "version": 0,
     }
+
+
+def _entry(case: Document) -> Document:
+    return {
+        "priority": case["priority"],
+        "need_rank": case["need_rank"],
+        "referral_received_at": _stored(case["referral_received_at"]),
+        "case_id": case["_id"],
+    }
+
+
+def _place(entry: Document) -> QueuePlace:
+    return QueuePlace(
+        entry["priority"],
+        entry["need_rank"],
+        _stored(entry["referral_received_at"]),
+        entry["case_id"],
+    )
+
+
+def _place_of(case: Document) -> QueuePlace:
+    return _place(_entry(case))
+
+
+def _stored(at: datetime) -> datetime:
+    """``at`` as the database keeps it (to the millisecond), so places compare alike."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def _with_spare(district: str) -> dict[str, Any]:
