@@ -86,42 +86,34 @@ class Reporting:
 
     async def publish_due_snapshots(self) -> int:
         """Stage a ``performance-snapshot`` for each changed month/district that is due."""
-        due: dict[str, list[str]] = {}
-        for mark in await self.store.due_snapshots(self.settings.snapshot_interval_s):
-            due.setdefault(mark["month"], []).append(mark["_id"])
         published = 0
-        for month, keys in sorted(due.items()):
-            stage = partial(self._stage_snapshots, month, keys)
+        for mark in await self.store.due_snapshots(self.settings.snapshot_interval_s):
+            stage = partial(self._stage_snapshot, mark["_id"])
             published += await in_transaction(self.runtime.client, stage)
         return published
 
-    async def _stage_snapshots(self, month: str, keys: list[str], session: Session) -> int:
+    async def _stage_snapshot(self, key: str, session: Session) -> bool:
         # Claim, then compute: an event projected after the claim marks the figures changed
-        # again, so it is in this snapshot or the next, never lost between the two. The
-        # month's facts are read once for the county and shared out to its districts.
-        claimed = [
-            mark for key in keys if (mark := await self.store.claim_snapshot(key, session=session))
-        ]
-        if not claimed:
-            return 0
-        county = await self.store.month_facts(month, None, self.runtime.clock())
-        for mark in claimed:
-            district = mark["district"]
-            facts = county if district == domain.ALL_DISTRICTS else county.of_district(district)
-            snapshot = PerformanceSnapshot(
-                month=month,
-                district=district,
-                version=mark["version"],
-                figures=domain.monthly_report(facts),
-                generated_at=self.runtime.clock(),
-            )
-            await self.runtime.outbox.stage_event(
-                snapshot,
-                session=session,
-                correlation_id=f"snapshot-{mark['_id']}",
-                event_id=f"{mark['_id']}.{mark['version']}",
-            )
-        return len(claimed)
+        # again, so it is in this snapshot or the next, never lost between the two.
+        claimed = await self.store.claim_snapshot(key, session=session)
+        if claimed is None:
+            return False
+        district = None if claimed["district"] == domain.ALL_DISTRICTS else claimed["district"]
+        figures = await self.monthly(claimed["month"], district)
+        snapshot = PerformanceSnapshot(
+            month=claimed["month"],
+            district=claimed["district"],
+            version=claimed["version"],
+            figures=figures,
+            generated_at=self.runtime.clock(),
+        )
+        await self.runtime.outbox.stage_event(
+            snapshot,
+            session=session,
+            correlation_id=f"snapshot-{key}",
+            event_id=f"{key}.{claimed['version']}",
+        )
+        return True
 
 
 def create_app(settings: ReportingSettings | None = None) -> FastAPI:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
@@ -77,30 +77,6 @@ class MonthFacts:
     capacity_at_end: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     audits: Sequence[Mapping[str, Any]] = ()
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def of_district(self, district: str) -> MonthFacts:
-        """One district's share of the county's facts: what reading that district alone
-        finds (rejections name no district, so a district has none)."""
-
-        def theirs(facts: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-            return [fact for fact in facts if fact.get("district") == district]
-
-        return replace(
-            self,
-            district=district,
-            referrals=theirs(self.referrals),
-            rejections=[],
-            allocations=theirs(self.allocations),
-            closures=theirs(self.closures),
-            open_at_end=theirs(self.open_at_end),
-            queued_at_end=theirs(self.queued_at_end),
-            capacity_at_end={
-                team: change
-                for team, change in self.capacity_at_end.items()
-                if change.get("district") == district
-            },
-            audits=theirs(self.audits),
-        )
 
 
 def monthly_report(facts: MonthFacts) -> dict[str, Any]:
