@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run simulate test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay republish clean
+.PHONY: kafka run simulate test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay republish clean
 
 # The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
 CHROMIUM := /usr/bin/chromium
@@ -15,8 +15,16 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(INSTALLED)
 
+# The embedded broker is Apache Kafka on Java 17+, fetched once by Maven into .kafka/.
+# Not needed when KAFKA_BOOTSTRAP_SERVERS names another broker.
+EMBEDDED_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,kafka)
+
+## kafka: check for Java 17+ and Maven, and fetch Apache Kafka into .kafka/ (once)
+kafka: $(INSTALLED)
+	@$(BIN)/python -m shared.embedded prepare
+
 ## run: the embedded broker and database (unless configured), and the four services
-run: $(INSTALLED)
+run: $(INSTALLED) $(EMBEDDED_KAFKA)
 	$(BIN)/python -m services
 
 ## simulate: partner traffic on referral-submitted (make simulate RATE=5, or BACKLOG=1000; SEED=)
@@ -25,7 +33,7 @@ simulate: $(INSTALLED)
 		$(if $(SEED),--seed $(SEED))
 
 ## test: lint, type-check, then every test against the real broker and database
-test: $(INSTALLED) $(CHROMIUM) lint typecheck
+test: $(INSTALLED) $(CHROMIUM) kafka lint typecheck
 	$(BIN)/python -m pytest
 
 $(CHROMIUM):
@@ -45,11 +53,11 @@ unit: $(INSTALLED)
 
 ## bench: the ceilings, then a backlog's throughput, latency, rebuild and memory (BACKLOG=20000)
 BACKLOG ?= 20000
-bench: $(INSTALLED)
+bench: $(INSTALLED) kafka
 	$(BIN)/python -m benchmarks.pipeline --backlog $(BACKLOG)
 
 ## campaign: kill every service twice and restart the database under load; prove nothing is lost
-campaign: $(INSTALLED)
+campaign: $(INSTALLED) kafka
 	$(BIN)/python -m resilience.campaign --submissions 2000 --kills-per-service 2 --restart-database
 
 ## rebuild-reporting: drop reporting's read models and replay the retained events
@@ -64,7 +72,7 @@ dead-letters: $(INSTALLED)
 replay: $(INSTALLED)
 	$(BIN)/python -m shared.operations replay "$(ID)"
 
-## republish: send the outboxes' records again, after the broker lost its data
+## republish: send the outboxes' records again (disaster recovery: a broker that lost its data)
 republish: $(INSTALLED)
 	$(BIN)/python -m shared.operations republish
 
@@ -74,4 +82,4 @@ schemas: $(INSTALLED)
 	$(BIN)/python -m services.openapi --write
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .kafka .mypy_cache .ruff_cache .pytest_cache

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from benchmarks.ceilings import Ceilings, measure
@@ -44,7 +44,7 @@ from shared import topics
 from shared.auth import Role, mint_token, new_secret
 from shared.embedded import free_port, kafka_bootstrap, mongodb_uri
 from shared.events import AllocationStatus
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, topic_partitions
 from shared.settings import DEFAULT_FETCH_MAX_WAIT_MS
 from simulator.traffic import Submission, partner_event, traffic
 
@@ -139,11 +139,7 @@ async def topic_sizes(bootstrap: str) -> dict[str, int]:
     await consumer.start()
     try:
         names = {name for subscribed in SUBSCRIPTIONS.values() for name in subscribed}
-        partitions = [
-            TopicPartition(name, partition)
-            for name in names
-            for partition in consumer.partitions_for_topic(name) or ()
-        ]
+        partitions = await topic_partitions(bootstrap, names)
         ends = await consumer.end_offsets(partitions) if partitions else {}
     finally:
         await consumer.stop()
@@ -318,7 +314,7 @@ def peak_memory(root: int) -> dict[str, float]:
         name = (
             command.split()[-1]
             if "services." in command
-            else ("tansu (broker)" if "tansu" in command else "secantusdb (database)")
+            else ("kafka (broker)" if "kafka.Kafka" in command else "secantusdb (database)")
         )
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
@@ -338,6 +334,7 @@ def start_platform(data_dir: str) -> Platform:
     env |= {
         "EARLYHELP_DATA_DIR": data_dir,
         "EARLYHELP_KAFKA_PORT": str(kafka_port),
+        "EARLYHELP_KAFKA_CONTROLLER_PORT": str(free_port()),
         "EARLYHELP_MONGODB_PORT": str(mongodb_port),
         "EARLYHELP_LOG_LEVEL": "WARNING",
         "EARLYHELP_AUTH_SECRET": secret,

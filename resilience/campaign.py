@@ -6,7 +6,8 @@ Starts the broker, an on-disk SecantusDB and the four services as separate proce
 all at once: partners publish a seeded mix of submissions on ``referral-submitted`` (some
 over ``POST /referrals``); managers close cases and auditors draw and complete audits over
 HTTP; and each service in turn is killed with SIGKILL at a random moment and restarted,
-``--kills-per-service`` times, with the database restarted once after the first round.
+``--kills-per-service`` times, with the database restarted and the broker SIGKILLed and
+restarted once each in the first round.
 When every outbox is empty, every consumer has caught up and the figures have stopped
 changing, it checks the invariants (``resilience.invariants``), prints them, and exits 1 on
 any breach. The seed fixes the submissions, the order of the faults and the managers'
@@ -41,6 +42,7 @@ log = logging.getLogger("campaign")
 
 OUTCOMES = ("needs_met", "stepped_up", "disengaged", "moved_away", "other")
 DATABASE = "database"
+BROKER = "broker"
 GRADES = ("outstanding", "good", "requires_improvement", "inadequate")
 
 
@@ -52,6 +54,9 @@ class CampaignConfig:
     restart_database: bool = True
     database_down_s: float = 35.0
     """How long the database stays down: longer than a consumer's three tries take."""
+    kill_broker: bool = True
+    broker_down_s: float = 5.0
+    """How long the SIGKILLed broker stays down before it starts again."""
     rate_per_s: float = 25.0
     """At most this many submissions a second; fewer when the faults need longer."""
     cap_per_fte: int | None = None
@@ -69,6 +74,7 @@ class Progress:
 
     kills: list[str] = field(default_factory=list)
     database_restarts: int = 0
+    broker_kills: int = 0
     published: int = 0
     sent_more: asyncio.Event = field(default_factory=asyncio.Event)
     http_sends: int = 0
@@ -95,7 +101,8 @@ class CampaignResult:
         lines = [
             f"plan: {plan_counts}",
             f"faults: {len(self.progress.kills)} kills ({', '.join(self.progress.kills)}), "
-            f"{self.progress.database_restarts} database restart(s)",
+            f"{self.progress.database_restarts} database restart(s), "
+            f"{self.progress.broker_kills} broker kill(s)",
             f"over HTTP: {self.progress.http_sends} submissions "
             f"({self.progress.http_retries} retried), {self.progress.closed} cases closed, "
             f"{self.progress.audits_completed} audits completed",
@@ -164,7 +171,7 @@ async def _publish(
 ) -> None:
     """Partners send at a steady rate; an HTTP partner retries until it has an answer."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=platform.bootstrap_servers, acks="all", enable_idempotence=False
+        bootstrap_servers=platform.bootstrap_servers, acks="all", enable_idempotence=True
     )
     await producer.start()
     posting: set[asyncio.Task[None]] = set()
@@ -215,7 +222,8 @@ async def _break_things(
     sends: int,
     progress: Progress,
 ) -> None:
-    """Each service in turn, SIGKILLed at a random moment and restarted; the database once.
+    """Each service in turn, SIGKILLed at a random moment and restarted; the database
+    restarted once, and the broker SIGKILLed and restarted once.
 
     The moments are random points of the publication, so every fault meets traffic.
     """
@@ -224,6 +232,8 @@ async def _break_things(
         order += rng.sample(SERVICES, len(SERVICES))
         if number == 0 and config.restart_database:
             order.append(DATABASE)
+        if number == 0 and config.kill_broker:
+            order.append(BROKER)
     # One random moment in each of as many equal stretches of the publication as there are
     # faults, so they spread over it rather than bunch.
     moments = [
@@ -240,6 +250,13 @@ async def _break_things(
                 progress.database_restarts += 1
                 ready_s = await platform.wait_ready(client)
                 log.info("database back; every service ready after %.1fs", ready_s)
+                continue
+            if name == BROKER:
+                log.info("killing the broker (%d submissions sent)", progress.published)
+                await asyncio.to_thread(platform.kill_broker, config.broker_down_s)
+                progress.broker_kills += 1
+                ready_s = await platform.wait_ready(client)
+                log.info("broker back; every service ready after %.1fs", ready_s)
                 continue
             service = platform.services[name]
             service.kill()
@@ -258,6 +275,7 @@ def publication_seconds(config: CampaignConfig, sends: int) -> float:
     faults = config.kills_per_service * len(SERVICES)
     # The outage counts twice: the kills after it need time to catch up with their stretches.
     outage = 2 * (config.database_down_s + 10) if config.restart_database else 0
+    outage += 2 * (config.broker_down_s + 10) if config.kill_broker else 0
     return max(sends / config.rate_per_s, faults * 12 + outage + 10)
 
 
@@ -368,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills-per-service", type=int, default=CampaignConfig.kills_per_service)
     parser.add_argument("--restart-database", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--database-down-s", type=float, default=CampaignConfig.database_down_s)
+    parser.add_argument("--kill-broker", action=argparse.BooleanOptionalAction, default=True,
+                        help="SIGKILL the broker once mid-run and start it again")  # fmt: skip
     parser.add_argument("--rate", type=float, default=CampaignConfig.rate_per_s,
                         help="submissions a second")  # fmt: skip
     parser.add_argument("--cap-per-fte", type=int, default=None,
@@ -384,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         kills_per_service=arguments.kills_per_service,
         restart_database=arguments.restart_database,
         database_down_s=arguments.database_down_s,
+        kill_broker=arguments.kill_broker,
         rate_per_s=arguments.rate,
         cap_per_fte=arguments.cap_per_fte,
         work_dir=arguments.work_dir,

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from resilience.client import PlatformClient
 from resilience.plan import Plan
 from services.reporting.domain import month_end, month_of
 from shared.consumer import DEAD_LETTERS
 from shared.events import AllocationStatus, CaseAllocated, read_data, read_envelope
+from shared.kafka import topic_partitions
 from shared.mongo import Database, MongoClient
 from shared.outbox import OUTBOX
 
@@ -349,11 +350,7 @@ async def _event_ids(bootstrap_servers: str, topic: str) -> set[str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, number)
-            for number in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await topic_partitions(bootstrap_servers, [topic])
         if not partitions:
             return set()
         consumer.assign(partitions)

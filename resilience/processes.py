@@ -1,9 +1,7 @@
 """The platform as separate processes the campaign can kill and restart.
 
-Each service keeps a fixed port across restarts, so clients find it again; the database
-keeps its files on disk, so a restart loses nothing it acknowledged. The broker is never
-restarted: Tansu keeps topics in memory (catching up after that is
-``python -m shared.operations republish``'s job, proved elsewhere).
+Each service keeps a fixed port across restarts, so clients find it again; the broker and
+the database keep their files on disk, so a restart loses nothing they acknowledged.
 """
 
 from __future__ import annotations
@@ -19,11 +17,11 @@ from pathlib import Path
 
 from resilience.client import PlatformClient
 from shared.embedded import (
+    EmbeddedKafka,
     EmbeddedServer,
     embedded_kafka,
     embedded_mongodb,
     free_port,
-    kafka_bootstrap,
     mongodb_uri,
 )
 
@@ -84,14 +82,14 @@ class CampaignPlatform:
 
     work_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
-    kafka: EmbeddedServer | None = None
+    kafka: EmbeddedKafka | None = None
     mongodb: EmbeddedServer | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     database_prefix: str = "campaign_"
 
     def start_servers(self) -> None:
         run_dir = self.work_dir / "run"
-        self.kafka = embedded_kafka(free_port(), run_dir)
+        self.kafka = embedded_kafka(free_port(), run_dir, data_dir=self.work_dir / "kafka")
         self.kafka.start()
         self.mongodb = embedded_mongodb(free_port(), run_dir, (self.work_dir / "mongodb").resolve())
         self.mongodb.start()
@@ -99,7 +97,7 @@ class CampaignPlatform:
     @property
     def bootstrap_servers(self) -> str:
         assert self.kafka is not None
-        return kafka_bootstrap(self.kafka.port)
+        return self.kafka.bootstrap_servers
 
     @property
     def mongodb_uri(self) -> str:
@@ -148,6 +146,14 @@ class CampaignPlatform:
         self.mongodb.stop()
         time.sleep(down_s)
         self.mongodb.start()
+
+    def kill_broker(self, down_s: float) -> None:
+        """SIGKILL the broker (no controlled shutdown, as when its machine dies), leave it
+        down ``down_s``, and start it again on the same port and log directory."""
+        assert self.kafka is not None
+        self.kafka.kill()
+        time.sleep(down_s)
+        self.kafka.start()
 
     def check_alive(self) -> None:
         for service in self.services.values():

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import httpx
 from pydantic import Field
@@ -26,19 +27,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import new_secret
 from shared.embedded import (
+    EmbeddedKafka,
     EmbeddedServer,
     EmbeddedServerError,
     embedded_kafka,
     embedded_mongodb,
-    kafka_bootstrap,
     mongodb_uri,
 )
+from shared.kafka_access import admin_access, provision_platform, sasl_environment
 from shared.serve import PortInUse, ensure_port_free
 from shared.settings import DEFAULT_KAFKA_PORT, DEFAULT_MONGODB_PORT
 
 log = logging.getLogger("earlyhelp")
 
 SERVICES = ("referral", "allocation", "audit", "reporting")
+DEMO_PARTNER = "partner-simulator"
+"""The demo traffic's broker user, when the embedded broker authenticates."""
 
 
 class PlatformSettings(BaseSettings):
@@ -49,6 +53,13 @@ class PlatformSettings(BaseSettings):
     )
     mongodb_uri: str | None = Field(default=None, validation_alias="MONGODB_URI")
     kafka_port: int = DEFAULT_KAFKA_PORT
+    kafka_controller_port: int = DEFAULT_KAFKA_PORT + 1
+    embedded_kafka_auth: Literal["none", "scram"] = Field(
+        default="none",
+        description="scram: the embedded broker takes SASL SCRAM-SHA-512 and enforces ACLs;"
+        " every service, the operator and the demo partner get users of their own.",
+    )
+    topic_namespace: str = ""
     mongodb_port: int = DEFAULT_MONGODB_PORT
     referral_port: int = 8001
     allocation_port: int = 8002
@@ -101,11 +112,21 @@ def run(settings: PlatformSettings) -> None:
     try:
         env = dict(os.environ)
         _ensure_auth_secret(settings, env)
+        # What each process adds to the common environment: its own broker user, if any.
+        own: dict[str, dict[str, str]] = {name: {} for name in (*SERVICES, "simulator")}
         if settings.kafka_bootstrap_servers is None:
-            kafka = embedded_kafka(settings.kafka_port, run_dir)
+            kafka = embedded_kafka(
+                settings.kafka_port,
+                run_dir,
+                data_dir=settings.data_dir / "kafka",
+                controller_port=settings.kafka_controller_port,
+                scram=settings.embedded_kafka_auth == "scram",
+            )
             servers.append(kafka)
             kafka.start()
-            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap(settings.kafka_port)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+            if kafka.scram:
+                own = _broker_users(settings, kafka)
         if settings.mongodb_uri is None:
             mongodb = embedded_mongodb(
                 settings.mongodb_port, run_dir, (settings.data_dir / "mongodb").resolve()
@@ -117,14 +138,16 @@ def run(settings: PlatformSettings) -> None:
             ensure_port_free(f"{name} HTTP", settings.http_host, settings.port_of(name))
         for name in SERVICES:
             services[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=env, start_new_session=True
+                [sys.executable, "-m", f"services.{name}"],
+                env=env | own[name],
+                start_new_session=True,
             )
         _wait_until_ready(settings, services)
         _print_endpoints(settings, env)
         if settings.demo_rate > 0:
             demo["simulator"] = subprocess.Popen(
                 [sys.executable, "-m", "simulator", "--rate", f"{settings.demo_rate:g}"],
-                env=env,
+                env=env | own["simulator"],
                 start_new_session=True,
             )
             log.info("demo: partners send %g submissions a second", settings.demo_rate)
@@ -147,6 +170,21 @@ def run(settings: PlatformSettings) -> None:
         _stop_services(services)
         for server in reversed(servers):
             server.stop()
+
+
+def _broker_users(settings: PlatformSettings, kafka: EmbeddedKafka) -> dict[str, dict[str, str]]:
+    """Each service (and the demo partner) connects as its own user, with only its grants."""
+    users_dir = kafka.data_dir / "users"
+    files = provision_platform(
+        admin_access(kafka.bootstrap_servers, kafka.admin_password()),
+        users_dir,
+        namespace=settings.topic_namespace,
+        partners=(DEMO_PARTNER,),
+    )
+    log.info("broker users and ACLs for the services, operations and %s", DEMO_PARTNER)
+    own = {name: sasl_environment(name, files[name]) for name in SERVICES}
+    own["simulator"] = sasl_environment(DEMO_PARTNER, files[DEMO_PARTNER])
+    return own
 
 
 def _ensure_auth_secret(settings: PlatformSettings, env: dict[str, str]) -> None:
@@ -193,12 +231,22 @@ def _stop_services(services: dict[str, subprocess.Popen[bytes]], timeout_s: floa
             process.wait()
 
 
+def _broker_note(settings: PlatformSettings) -> str:
+    if settings.kafka_bootstrap_servers is not None or settings.embedded_kafka_auth == "none":
+        return ""
+    users = settings.data_dir / "kafka" / "users"
+    return (
+        f"  (SASL SCRAM-SHA-512 and ACLs; passwords in {users}/;"
+        " a partner's user: python -m shared.kafka_access partner add <id>)"
+    )
+
+
 def _print_endpoints(settings: PlatformSettings, env: dict[str, str]) -> None:
     base = f"http://{settings.http_host}"
     lines = [
         "",
         "Early Help platform is running. Ctrl-C stops everything.",
-        f"  broker    {env['KAFKA_BOOTSTRAP_SERVERS']}",
+        f"  broker    {env['KAFKA_BOOTSTRAP_SERVERS']}{_broker_note(settings)}",
         f"  database  {env['MONGODB_URI']}",
         f"  referral    {base}:{settings.referral_port}   POST /referrals   (docs: /docs)",
         f"  allocation  {base}:{settings.allocation_port}   GET /cases",

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -34,10 +34,12 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
 
 
 class KafkaPublisher:
-    """Publishes outbox records with ``acks=all``, waiting for every acknowledgement.
+    """Publishes outbox records with the idempotent producer, waiting for every
+    acknowledgement from all in-sync replicas.
 
     Records are sent without waiting in between, so one batch costs one round trip, and a
-    partition keeps them in the order they were sent.
+    partition keeps them in the order they were sent; idempotence lets the producer retry
+    a send whose answer was lost without writing the record twice or out of order.
     """
 
     def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
@@ -51,8 +53,7 @@ class KafkaPublisher:
             bootstrap_servers=self._bootstrap_servers,
             client_id=self._client_id,
             acks="all",
-            # Tansu refuses the idempotent producer's InitProducerId; consumers dedupe instead.
-            enable_idempotence=False,
+            enable_idempotence=True,
             linger_ms=2,
             **KafkaSecurity().aiokafka_options(),
         )
@@ -98,3 +99,25 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partit
             log.info("created topics %s", [topic.name for topic in missing])
     finally:
         await admin.close()
+
+
+async def topic_partitions(bootstrap_servers: str, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of those of ``topics`` that exist, in order; none is created.
+
+    Asked of the admin client: a consumer knows only the topics it already tracks, and a
+    producer's metadata request would create a missing topic.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **KafkaSecurity().aiokafka_options()
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics(sorted(set(topics)))
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for partition in topic["partitions"]
+    )

@@ -11,9 +11,10 @@ They read the same environment as the services (``MONGODB_URI``, ``KAFKA_BOOTSTR
   it came from once the cause is fixed. Every consumer group of that topic sees it again;
   those that processed it before recognise its id and change nothing.
 - ``republish`` marks the outboxes' sent records (kept for seven days) unsent, so each
-  service's relay publishes them again, in their original order. It is how consumers catch
-  up after the broker lost its data (the embedded broker keeps topics in memory); the
-  consumers' processed-event records keep the repeats from taking effect.
+  service's relay publishes them again, in their original order. It is for disaster
+  recovery: consumers catch up after a broker lost its data (a cluster rebuilt without
+  its disks, topics deleted by mistake); their processed-event records keep the repeats
+  from taking effect. An ordinary broker restart needs nothing: topics are durable.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from shared.consumer import DEAD_LETTERS
+from shared.kafka_security import KafkaSecurity
 from shared.mongo import MongoClient, create_mongo_client
 from shared.outbox import OUTBOX
 from shared.settings import ServiceSettings
@@ -92,7 +94,8 @@ class Operations:
         producer = AIOKafkaProducer(
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             acks="all",
-            enable_idempotence=False,
+            enable_idempotence=True,
+            **KafkaSecurity().aiokafka_options(),
         )
         await producer.start()
         replayed = []

@@ -137,8 +137,7 @@ async def publish(
         bootstrap_servers=options.bootstrap,
         client_id="partner-simulator",
         acks="all",
-        # Tansu refuses the idempotent producer's InitProducerId; the front door dedupes.
-        enable_idempotence=False,
+        enable_idempotence=True,
         linger_ms=5 if options.rate is not None else 20,
         max_batch_size=256 * 1024,
         **KafkaSecurity().aiokafka_options(),

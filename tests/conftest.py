@@ -1,9 +1,10 @@
-"""Test infrastructure: a real Kafka-protocol broker and MongoDB-protocol server.
+"""Test infrastructure: a real Apache Kafka broker and MongoDB-protocol server.
 
 Where they come from, in order: ``KAFKA_BOOTSTRAP_SERVERS`` and ``MONGODB_URI`` when both
 are set; Docker containers when ``EARLYHELP_TEST_INFRA=docker``; otherwise the embedded
-Tansu and SecantusDB processes on free ports, stopped at the end of the session however it
-ends. Each test gets its own topic namespace and database prefix.
+Apache Kafka (one KRaft node) and SecantusDB processes on free ports, one of each for the
+whole session, stopped at its end however it ends. Each test gets its own topic namespace
+and database prefix.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import pytest
 
 from shared.settings import ServiceSettings
 from tests.auth import TEST_SECRET
+
+KAFKA_IMAGE_VERSION = "4.4.0"
+"""The Kafka of the Docker path: the same version as ``deploy/kafka/pom.xml``."""
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -83,7 +87,7 @@ def _embedded(run_dir: Path) -> Iterator[Infra]:
         mongodb_uri,
     )
 
-    kafka = embedded_kafka(free_port(), run_dir)
+    kafka = embedded_kafka(free_port(), run_dir, data_dir=run_dir / "kafka")
     mongodb = embedded_mongodb(free_port(), run_dir, ":memory:")
     try:
         kafka.start()
@@ -95,17 +99,39 @@ def _embedded(run_dir: Path) -> Iterator[Infra]:
 
 
 def _containers() -> Iterator[Infra]:
-    """Apache Kafka and a single-node MongoDB replica set (transactions need one)."""
+    """Apache Kafka (one KRaft node) and a single-node MongoDB replica set (transactions
+    need one). Kafka advertises the host port it is published on, so clients outside the
+    container can reach it."""
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
-    from testcontainers.kafka import KafkaContainer
 
+    from shared.embedded import free_port
+
+    kafka_port = free_port()
+    kafka_settings = {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://localhost:{kafka_port}",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_NUM_PARTITIONS": "4",
+    }
+    kafka = DockerContainer(f"apache/kafka:{KAFKA_IMAGE_VERSION}").with_bind_ports(9092, kafka_port)
+    for name, value in kafka_settings.items():
+        kafka = kafka.with_env(name, value)
     with (
-        KafkaContainer("confluentinc/cp-kafka:7.6.1") as kafka,
+        kafka,
         DockerContainer("mongo:7")
         .with_command("--replSet rs0 --bind_ip_all")
         .with_exposed_ports(27017) as mongo,
     ):
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
         wait_for_logs(mongo, "Waiting for connections")
         port = mongo.get_exposed_port(27017)
         mongo.exec(
@@ -114,6 +140,6 @@ def _containers() -> Iterator[Infra]:
         )
         host = mongo.get_container_host_ip()
         yield Infra(
-            kafka.get_bootstrap_server(),
+            f"localhost:{kafka_port}",
             f"mongodb://{host}:{port}/?directConnection=true",
         )

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import uvicorn
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
 
 from shared.embedded import free_port
 from shared.events import EventData, decode, envelope
+from shared.kafka import topic_partitions
 
 T = TypeVar("T")
 
@@ -46,16 +47,10 @@ async def read_topic(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions: set[int] | None = None
         deadline = time.monotonic() + timeout_s
-        while not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"topic {topic} does not exist")
-            if not partitions:
-                await asyncio.sleep(0.1)
-        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
+        assigned = await eventually(
+            lambda: topic_partitions(bootstrap_servers, [topic]), bool, timeout_s=timeout_s
+        )
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         records: list[Any] = []
@@ -76,13 +71,8 @@ async def topic_sizes(bootstrap_servers: str, topics: Iterable[str]) -> dict[str
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
         sizes = dict.fromkeys(topics, 0)
-        partitions = [
-            TopicPartition(topic, number)
-            for topic in sizes
-            for number in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await topic_partitions(bootstrap_servers, sizes)
         for partition, end in (await consumer.end_offsets(partitions)).items():
             sizes[partition.topic] += end
         return sizes
@@ -94,7 +84,7 @@ async def produce(
     bootstrap_servers: str, topic: str, values: list[bytes], *, key: bytes | None = None
 ) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=False
+        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
     )
     await producer.start()
     try:
@@ -127,20 +117,18 @@ class TopicReader:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers, enable_auto_commit=False
         )
+        self._bootstrap_servers = bootstrap_servers
         self._topic = topic
         self._model = model
         self._seen: list[Any] = []
 
     async def start(self) -> None:
         await self._consumer.start()
-        partitions = await eventually(self._partitions, bool, timeout_s=30)
-        assigned = [TopicPartition(self._topic, partition) for partition in sorted(partitions)]
+        assigned = await eventually(
+            lambda: topic_partitions(self._bootstrap_servers, [self._topic]), bool, timeout_s=30
+        )
         self._consumer.assign(assigned)
         await self._consumer.seek_to_beginning(*assigned)
-
-    async def _partitions(self) -> set[int]:
-        await self._consumer._client.force_metadata_update()
-        return self._consumer.partitions_for_topic(self._topic) or set()
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -15,12 +15,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from services.reporting.app import PROJECTED, Reporting
 from services.reporting.settings import ReportingSettings
 from shared.events import EventData, RawEvent, UndecodableEvent, decode
 from shared.idempotency import PROCESSED_EVENTS
+from shared.kafka import topic_partitions
+from shared.kafka_security import KafkaSecurity
 from shared.runtime import build_runtime
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,9 @@ async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Re
     reporting = Reporting(runtime, settings)
     models = {runtime.topic(model.event_type): model for model in PROJECTED}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **KafkaSecurity().aiokafka_options(),
     )
     read = applied = undecodable = 0
     by_topic: Counter[str] = Counter()
@@ -52,12 +56,7 @@ async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Re
         await runtime.db.drop_collection(PROCESSED_EVENTS)
         await reporting.store.ensure_indexes()
         await consumer.start()
-        await consumer.topics()  # loads the metadata partitions_for_topic reads
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in sorted(models)
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await topic_partitions(settings.kafka_bootstrap_servers, models)
         if partitions:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)

@@ -30,6 +30,7 @@ def embedded_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         {
             "EARLYHELP_DATA_DIR": str(tmp_path / "data"),
             "EARLYHELP_KAFKA_PORT": str(free_port()),
+            "EARLYHELP_KAFKA_CONTROLLER_PORT": str(free_port()),
             "EARLYHELP_MONGODB_PORT": str(free_port()),
             **{
                 f"EARLYHELP_{service}_PORT": str(free_port())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -340,6 +341,7 @@ async def test_after_the_broker_loses_its_data_republishing_the_outbox_catches_c
         await producing.stop()
 
         broker.stop()
+        shutil.rmtree(broker.data_dir)  # a broker rebuilt without its disks
         broker.start()  # the same address, no topics, no offsets
         deliveries.clear()
         counts = await Operations(producer_settings, mongo).republish(["producing"], since=None)
