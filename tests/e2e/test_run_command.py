@@ -1,7 +1,9 @@
-"""``make run`` with the embedded servers: it starts, and Ctrl-C leaves nothing behind."""
+"""``make run`` with the embedded servers: it starts Apache Kafka (no other broker), Ctrl-C
+leaves nothing behind, and what was on a topic is still there when it starts again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,8 +14,10 @@ from pathlib import Path
 from subprocess import STDOUT
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from shared.embedded import free_port
+from tests.support import read_topic
 
 pytestmark = pytest.mark.infra
 
@@ -74,8 +78,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_ctrl_c_stops_every_process_the_run_command_started(tmp_path: Path) -> None:
-    process = start_platform(embedded_env(tmp_path))
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def run_until_running(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """``make run`` up to its "is running" line, and every process it started."""
+    process = start_platform(env)
     assert process.stdout is not None
     output: list[str] = []
     deadline = time.monotonic() + 120
@@ -89,14 +101,45 @@ def test_ctrl_c_stops_every_process_the_run_command_started(tmp_path: Path) -> N
         if "is running" in line:
             break
     assert any("is running" in line for line in output), "".join(output[-40:])
-    started |= descendants(process.pid)
-    assert len(started) >= 6, f"expected broker, database and four services, got {started}"
+    return process, started | descendants(process.pid)
 
+
+def ctrl_c(process: subprocess.Popen[bytes], started: set[int], data_dir: Path) -> None:
     process.send_signal(signal.SIGINT)
     remaining, _ = process.communicate(timeout=60)
     assert process.returncode == 0, remaining.decode(errors="replace")[-3000:]
     assert not [pid for pid in started if alive(pid)]
-    assert not list((tmp_path / "data" / "run").glob("*.pid"))
+    assert not list((data_dir / "run").glob("*.pid"))
+
+
+async def publish(bootstrap: str, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+
+
+def test_ctrl_c_stops_every_process_and_a_topic_outlives_the_run(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    bootstrap = f"127.0.0.1:{env['EARLYHELP_KAFKA_PORT']}"
+    process, started = run_until_running(env)
+    assert len(started) >= 6, f"expected broker, database and four services, got {started}"
+    commands = [command_line(pid) for pid in started]
+    [broker] = [command for command in commands if " kafka.Kafka " in command]
+    assert "-Xmx512m" in broker
+    assert not [command for command in commands if "tansu" in command]
+    written = f"written before the stop {time.time()}".encode()
+    asyncio.run(publish(bootstrap, "kept-across-runs", written))
+    ctrl_c(process, started, tmp_path / "data")
+
+    process, started = run_until_running(env)
+    try:
+        [record] = asyncio.run(read_topic(bootstrap, "kept-across-runs", count=1))
+        assert record.value == written
+    finally:
+        ctrl_c(process, started, tmp_path / "data")
 
 
 def test_a_port_already_in_use_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
