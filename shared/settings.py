@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_MONGODB_PORT = 27017
-DEFAULT_FETCH_MAX_WAIT_MS = 50
+DEFAULT_FETCH_MAX_WAIT_MS = 500
 
 
 def mongodb_uri_for(host: str, port: int) -> str:
@@ -50,8 +50,8 @@ class ServiceSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=DEFAULT_FETCH_MAX_WAIT_MS,
         ge=1,
-        description="How long the broker may hold a fetch open waiting for records: each hop"
-        " between services waits up to this long (the client's default is 500).",
+        description="How long the broker may hold a fetch open while no record is there;"
+        " a record that arrives is answered at once, so this costs no latency.",
     )
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a failing handler before dead-lettering."

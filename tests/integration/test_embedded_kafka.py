@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.embedded import EmbeddedKafka, EmbeddedServerError, embedded_kafka, free_port
 from shared.serve import PortInUse
+from tests.support import eventually
 
 pytestmark = pytest.mark.infra
 
@@ -43,8 +44,13 @@ async def write_and_commit(bootstrap: str, values: list[bytes], committed: int) 
         await consumer.stop()
 
 
-async def read_back(bootstrap: str) -> tuple[list[bytes], int | None]:
-    """Every record of partition 0, and the offset the group ``readers`` committed there."""
+async def read_back(bootstrap: str, committed_at_least: int) -> tuple[list[bytes], int | None]:
+    """Every record of partition 0, and the offset the group ``readers`` committed there.
+
+    Just after a start the broker may still be loading its offsets topic, and an offset
+    fetch outside a group join can then answer "none yet"; it is asked again until the
+    offset is there (a lost offset never comes, and fails the test).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id="readers", enable_auto_commit=False
     )
@@ -52,7 +58,14 @@ async def read_back(bootstrap: str) -> tuple[list[bytes], int | None]:
     try:
         partition = TopicPartition(TOPIC, 0)
         consumer.assign([partition])
-        committed = await consumer.committed(partition)
+
+        async def committed_offset() -> int | None:
+            offset: int | None = await consumer.committed(partition)
+            return offset
+
+        committed = await eventually(
+            committed_offset, lambda offset: (offset or 0) >= committed_at_least, timeout_s=20
+        )
         await consumer.seek_to_beginning(partition)
         end = (await consumer.end_offsets([partition]))[partition]
         values: list[bytes] = []
@@ -72,12 +85,12 @@ async def test_topics_and_committed_offsets_survive_a_stop_and_a_sigkill(
         await write_and_commit(kafka.bootstrap_servers, [b"one", b"two", b"three"], committed=2)
         kafka.stop()
         kafka.start()
-        assert await read_back(kafka.bootstrap_servers) == ([b"one", b"two", b"three"], 2)
+        assert await read_back(kafka.bootstrap_servers, 2) == ([b"one", b"two", b"three"], 2)
 
         await write_and_commit(kafka.bootstrap_servers, [b"four"], committed=4)
         kafka.kill()
         kafka.start()
-        assert await read_back(kafka.bootstrap_servers) == (
+        assert await read_back(kafka.bootstrap_servers, 4) == (
             [b"one", b"two", b"three", b"four"],
             4,
         )
