@@ -239,24 +239,25 @@ async def _break_things(
     moments = [
         int((number + rng.uniform(0.1, 0.9)) / len(order) * sends) for number in range(len(order))
     ]
+    server_faults = {
+        DATABASE: (platform.restart_database, config.database_down_s),
+        BROKER: (platform.kill_broker, config.broker_down_s),
+    }
     try:
         for target, name in zip(moments, order, strict=True):
             while progress.published < target:
                 progress.sent_more.clear()
                 await progress.sent_more.wait()
-            if name == DATABASE:
-                log.info("restarting the database (%d submissions sent)", progress.published)
-                await asyncio.to_thread(platform.restart_database, config.database_down_s)
-                progress.database_restarts += 1
+            if name in server_faults:
+                fault, down_s = server_faults[name]
+                log.info("%s goes down (%d submissions sent)", name, progress.published)
+                await asyncio.to_thread(fault, down_s)
+                if name == DATABASE:
+                    progress.database_restarts += 1
+                else:
+                    progress.broker_kills += 1
                 ready_s = await platform.wait_ready(client)
-                log.info("database back; every service ready after %.1fs", ready_s)
-                continue
-            if name == BROKER:
-                log.info("killing the broker (%d submissions sent)", progress.published)
-                await asyncio.to_thread(platform.kill_broker, config.broker_down_s)
-                progress.broker_kills += 1
-                ready_s = await platform.wait_ready(client)
-                log.info("broker back; every service ready after %.1fs", ready_s)
+                log.info("%s back; every service ready after %.1fs", name, ready_s)
                 continue
             service = platform.services[name]
             service.kill()
