@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def fake_java(folder: Path, version: str) -> None:
     """A ``java`` that reports ``version`` as the real one does, on stderr."""
     java = folder / "java"
-    java.write_text(f'#!/bin/sh\necho \'openjdk version "{version}" 2025-04-15\' >&2\n')
+    java.write_text(f"#!/bin/sh\necho 'openjdk version \"{version}\" 2025-04-15' >&2\n")
     java.chmod(java.stat().st_mode | stat.S_IEXEC)
 
 
