@@ -257,6 +257,7 @@ def subscribe(
     dead_letters: DeadLetters,
     batch_handlers: Mapping[str, BatchHandler] | None = None,
     batch_size: int = 1,
+    batch_wait_ms: int = 10,
     max_attempts: int = 3,
     retry_backoff_s: float = 0.2,
     session_timeout_ms: int = 10_000,
@@ -412,6 +413,8 @@ def subscribe(
         group_id=group_id,
         batch=True,
         max_records=batch_size,
+        # FastStream waits this long for a poll, then as long again when it came back empty.
+        batch_timeout_ms=batch_wait_ms,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         decoder=passthrough,

@@ -157,6 +157,11 @@ class Outbox:
         }
 
 
+AFTER_WAKE_UP_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+"""Pauses before looking again when a wake-up found nothing: staging wakes the relay before
+its transaction commits, so the first look can come too early to see the records."""
+
+
 class OutboxRelay:
     """Publishes staged records in order and marks them sent; one relaying replica at a time."""
 
@@ -209,6 +214,13 @@ class OutboxRelay:
             self._metrics.messages_published.labels(topic).inc(count)
         return len(documents)
 
+    async def _relay_everything(self) -> int:
+        sent = batch = await self.relay_pending()
+        while batch == self._batch_size:
+            batch = await self.relay_pending()
+            sent += batch
+        return sent
+
     async def pending_count(self) -> int:
         return await self._outbox.count_documents({"sent_at": None})
 
@@ -233,10 +245,14 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
+            woken = self._wake_up.is_set()
             self._wake_up.clear()
             try:
-                while await self.relay_pending() == self._batch_size:
-                    pass
+                sent = await self._relay_everything()
+                for pause_s in AFTER_WAKE_UP_S if woken and not sent else ():
+                    await asyncio.sleep(pause_s)
+                    if sent := await self._relay_everything():
+                        break
             except Exception:  # the relay must outlive a broker or database outage
                 self._metrics.errors.labels("outbox_relay").inc()
                 log.exception("outbox relay failed; retrying")

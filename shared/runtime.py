@@ -138,6 +138,7 @@ class Runtime:
                 dead_letters=self.dead_letters,
                 batch_handlers=self.batch_handlers,
                 batch_size=self.settings.consumer_batch_size,
+                batch_wait_ms=self.settings.consumer_batch_wait_ms,
                 max_attempts=self.settings.consumer_max_attempts,
                 retry_backoff_s=self.settings.consumer_retry_backoff_s,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,

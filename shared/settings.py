@@ -53,6 +53,12 @@ class ServiceSettings(BaseSettings):
         description="How long the broker may hold a fetch open while no record is there;"
         " a record that arrives is answered at once, so this costs no latency.",
     )
+    consumer_batch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        description="How long a poll waits for records before it returns none; FastStream then"
+        " pauses as long again, so a record arriving on an idle topic waits at most about this.",
+    )
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a failing handler before dead-lettering."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -157,3 +159,31 @@ async def test_only_the_replica_holding_the_lease_relays(
     assert await second.pending_count() == 1
     await first.stop()  # a replica shutting down hands the lease over
     assert await second.relay_pending() == 1
+
+
+async def test_a_running_relay_publishes_a_commit_that_lands_after_its_wake_up(
+    infra: Infra, namespace: Namespace, mongo: MongoClient, publisher: KafkaPublisher
+) -> None:
+    """Staging wakes the relay inside the transaction, before the commit: its first look
+    sees nothing. It must look again soon, not wait for its next poll (a minute here)."""
+    db = mongo[f"{namespace.databases}outbox"]
+    outbox = outbox_for(db, namespace)
+    await outbox.ensure_indexes()
+    topic = namespace.topic("case-closed")
+    await ensure_topics(infra.kafka_bootstrap_servers, [topic], partitions=4)
+    relay = OutboxRelay(db, publisher, wake_up=outbox.staged, clock=utc_now, poll_interval_s=60)
+    relay.start()
+    try:
+        await asyncio.sleep(0.2)  # the relay's first look is over; it waits to be woken
+
+        async def stage_then_commit_late(session: Session) -> None:
+            await outbox.stage_event(closure(1), session=session, correlation_id="corr-late")
+            await asyncio.sleep(0.03)  # the relay looks now, before the commit
+
+        started = time.monotonic()
+        await in_transaction(mongo, stage_then_commit_late)
+        [record] = await read_topic(infra.kafka_bootstrap_servers, topic, count=1, timeout_s=10)
+        assert decode(record.value, CaseClosed)[1].case_id == "case-1"
+        assert time.monotonic() - started < 5
+    finally:
+        await relay.stop()
