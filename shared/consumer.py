@@ -257,7 +257,7 @@ def subscribe(
     dead_letters: DeadLetters,
     batch_handlers: Mapping[str, BatchHandler] | None = None,
     batch_size: int = 1,
-    batch_wait_ms: int = 10,
+    batch_wait_ms: int = 200,
     max_attempts: int = 3,
     retry_backoff_s: float = 0.2,
     session_timeout_ms: int = 10_000,
