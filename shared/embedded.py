@@ -51,6 +51,8 @@ KAFKA_HEAP = "512m"
 MIN_JAVA = 17
 ADMIN_USER = "admin"
 """The broker's own user when SASL is on: a super user, made when the storage is formatted."""
+ADMIN_PASSWORD_FILE = "admin-password"
+"""Where in the broker's data folder that user's password is kept."""
 
 
 class EmbeddedServerError(RuntimeError):
@@ -340,7 +342,7 @@ class EmbeddedKafka(EmbeddedServer):
         return kafka_bootstrap(self.port)
 
     def admin_password(self) -> str:
-        return kept_secret(self.data_dir / "admin-password")
+        return kept_secret(self.data_dir / ADMIN_PASSWORD_FILE)
 
     def admin_options(self) -> dict[str, Any]:
         """aiokafka options that connect as the broker's super user."""

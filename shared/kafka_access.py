@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -48,6 +48,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from shared.embedded import ADMIN_PASSWORD_FILE, kafka_bootstrap, kept_secret
 from shared.kafka_security import KafkaSecurity
 from shared.settings import DEFAULT_KAFKA_PORT
 from shared.topics import (
@@ -153,7 +154,8 @@ class BrokerAccess:
         self._wait(self._admin.alter_user_scram_credentials([upsert]))
 
     def remove_user(self, user: str) -> None:
-        """Remove the user's credential and every ACL that names it."""
+        """Remove the user's credential and every ACL that names it; a user already gone is
+        no error, so a removal can be run again."""
         every_acl = AclBindingFilter(
             ResourceType.ANY,
             None,
@@ -168,7 +170,7 @@ class BrokerAccess:
         try:
             self._wait(self._admin.alter_user_scram_credentials([deletion]))
         except KafkaException as error:
-            if "RESOURCE_NOT_FOUND" not in str(error) and "not found" not in str(error).lower():
+            if error.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
                 raise
 
     def grant(self, grants: Sequence[Grant]) -> None:
@@ -203,8 +205,6 @@ def provision_platform(
     Each password is kept in ``users_dir/<user>`` (mode 600), made the first time, so a
     restart keeps every client's credentials. Returns each user's password file.
     """
-    from shared.embedded import kept_secret
-
     files: dict[str, Path] = {}
     for user in (*SERVICES, OPERATOR, *partners):
         files[user] = users_dir / user
@@ -261,12 +261,12 @@ def _command_line_access() -> tuple[BrokerAccess, str]:
     """Access as the configured administrator, or as the embedded broker's own ``admin``."""
     namespace = os.environ.get("EARLYHELP_TOPIC_NAMESPACE", "")
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (
-        f"127.0.0.1:{os.environ.get('EARLYHELP_KAFKA_PORT', DEFAULT_KAFKA_PORT)}"
+        kafka_bootstrap(int(os.environ.get("EARLYHELP_KAFKA_PORT", DEFAULT_KAFKA_PORT)))
     )
     if os.environ.get("KAFKA_SASL_USERNAME"):
         return BrokerAccess(admin_config(bootstrap, KafkaSecurity())), namespace
     data_dir = Path(os.environ.get("EARLYHELP_DATA_DIR", "data"))
-    password = (data_dir / "kafka" / "admin-password").read_text().strip()
+    password = (data_dir / "kafka" / ADMIN_PASSWORD_FILE).read_text().strip()
     return admin_access(bootstrap, password), namespace
 
 

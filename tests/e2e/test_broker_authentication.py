@@ -212,6 +212,7 @@ async def test_a_wrong_password_is_refused(platform: SecuredPlatform) -> None:
 async def test_a_removed_partner_can_no_longer_connect(platform: SecuredPlatform) -> None:
     removed = partner_command(platform.env, "remove")
     assert f"removed {PARTNER}" in removed
+    assert f"removed {PARTNER}" in partner_command(platform.env, "remove"), "not idempotent"
     producer = AIOKafkaProducer(**platform.as_partner())
     try:
         with pytest.raises(KafkaConnectionError):
