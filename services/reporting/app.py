@@ -7,6 +7,7 @@ service's database: what it knows, it learnt from the events, so it can be rebui
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -14,6 +15,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Response
+from pymongo.errors import DuplicateKeyError
 
 from services.reporting import domain
 from services.reporting.access import POLICY
@@ -36,7 +38,7 @@ from shared.events import (
     TeamCapacityChanged,
     decode,
 )
-from shared.mongo import Session, in_transaction
+from shared.mongo import Document, Session, in_transaction
 from shared.runtime import Runtime, build_runtime, service_app
 
 log = logging.getLogger(__name__)
@@ -88,30 +90,32 @@ class Reporting:
         """Stage a ``performance-snapshot`` for each changed month/district that is due."""
         published = 0
         for mark in await self.store.due_snapshots(self.settings.snapshot_interval_s):
-            stage = partial(self._stage_snapshot, mark["_id"])
-            published += await in_transaction(self.runtime.client, stage)
+            stage = partial(self._stage_snapshot, mark)
+            with contextlib.suppress(DuplicateKeyError):  # another replica took it first
+                published += await in_transaction(self.runtime.client, stage)
         return published
 
-    async def _stage_snapshot(self, key: str, session: Session) -> bool:
-        # Claim, then compute: an event projected after the claim marks the figures changed
-        # again, so it is in this snapshot or the next, never lost between the two.
-        claimed = await self.store.claim_snapshot(key, session=session)
-        if claimed is None:
+    async def _stage_snapshot(self, mark: Document, session: Session) -> bool:
+        # The changes were counted before the figures are computed: an event projected
+        # meanwhile counts one more, so it is in this snapshot or the next, never lost.
+        version = await self.store.claim_snapshot(mark, session=session)
+        if version is None:
             return False
-        district = None if claimed["district"] == domain.ALL_DISTRICTS else claimed["district"]
-        figures = await self.monthly(claimed["month"], district)
+        district = None if mark["district"] == domain.ALL_DISTRICTS else mark["district"]
+        figures = await self.monthly(mark["month"], district)
         snapshot = PerformanceSnapshot(
-            month=claimed["month"],
-            district=claimed["district"],
-            version=claimed["version"],
+            month=mark["month"],
+            district=mark["district"],
+            version=version,
             figures=figures,
             generated_at=self.runtime.clock(),
         )
+        key = mark["_id"]
         await self.runtime.outbox.stage_event(
             snapshot,
             session=session,
             correlation_id=f"snapshot-{key}",
-            event_id=f"{key}.{claimed['version']}",
+            event_id=f"{key}.{version}",
         )
         return True
 

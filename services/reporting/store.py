@@ -34,7 +34,20 @@ CASES = "case_facts"
 CAPACITY = "capacity_facts"
 AUDITS = "audit_facts"
 SNAPSHOT_MARKS = "snapshot_marks"
-READ_MODELS = (REFERRALS, REJECTIONS, ALLOCATIONS, CASES, CAPACITY, AUDITS, SNAPSHOT_MARKS)
+"""Per month and district, how many projections changed its figures; written by projection only."""
+SNAPSHOTS_PUBLISHED = "snapshots_published"
+"""Per month and district, the last snapshot's version and the changes it covered; written by
+the snapshots only. Two writers never share a document, so neither can undo the other's write."""
+READ_MODELS = (
+    REFERRALS,
+    REJECTIONS,
+    ALLOCATIONS,
+    CASES,
+    CAPACITY,
+    AUDITS,
+    SNAPSHOT_MARKS,
+    SNAPSHOTS_PUBLISHED,
+)
 
 MonthKey = tuple[str, str]
 """(month, district): what an event changed, for the snapshots."""
@@ -51,6 +64,7 @@ class ReportingStore:
         self._capacity = db[CAPACITY]
         self._audits = db[AUDITS]
         self._marks = db[SNAPSHOT_MARKS]
+        self._published = db[SNAPSHOTS_PUBLISHED]
 
     async def ensure_indexes(self) -> None:
         for collection in (self._referrals, self._allocations, self._audits):
@@ -60,7 +74,6 @@ class ReportingStore:
         await self._cases.create_index([("district", 1), ("queued_at", 1)])
         await self._cases.create_index("closed_at")
         await self._capacity.create_index([("district", 1), ("changed_at", 1)])
-        await self._marks.create_index("dirty")
 
     async def drop_read_models(self) -> None:
         for name in READ_MODELS:
@@ -293,30 +306,50 @@ class ReportingStore:
             writes.update_one(
                 SNAPSHOT_MARKS,
                 {"_id": f"{month}|{district}"},
-                {
-                    "$set": {"dirty": True, "month": month, "district": district},
-                    "$setOnInsert": {"version": 0, "published_at": None},
-                },
+                {"$set": {"month": month, "district": district}, "$inc": {"changes": 1}},
                 upsert=True,
             )
 
     async def due_snapshots(self, interval_s: float) -> list[Document]:
+        """Marks with changes no snapshot has covered, whose last snapshot is ``interval_s``
+        old: each with ``changes`` as read now, before the figures are computed, so a
+        change committed later is left for the next snapshot."""
         quiet_since = self._clock() - timedelta(seconds=interval_s)
-        return await self._marks.find(
-            {
-                "dirty": True,
-                "$or": [{"published_at": None}, {"published_at": {"$lte": quiet_since}}],
-            }
-        ).to_list()
+        marks = await self._marks.find().to_list()
+        published = {
+            document["_id"]: document
+            async for document in self._published.find({"_id": {"$in": [m["_id"] for m in marks]}})
+        }
+        due = []
+        for mark in marks:
+            last = published.get(mark["_id"])
+            if last is None:
+                # Marks written before the two were kept apart carry the last version.
+                due.append({**mark, "first": True, "version": mark.get("version", 0)})
+            elif mark.get("changes", 0) > last["changes"] and last["published_at"] <= quiet_since:
+                due.append({**mark, "first": False, "version": last["version"]})
+        return due
 
-    async def claim_snapshot(self, key: str, *, session: Session) -> Document | None:
-        """Take a due snapshot for publication; None when another replica took it first."""
-        return await self._marks.find_one_and_update(
-            {"_id": key, "dirty": True},
-            {"$set": {"dirty": False, "published_at": self._clock()}, "$inc": {"version": 1}},
+    async def claim_snapshot(self, mark: Document, *, session: Session) -> int | None:
+        """Take a due snapshot (from ``due_snapshots``) for publication: its version, or None
+        when another replica took it first, the version it read having moved on.
+
+        A first snapshot is an insert, so two replicas racing for it meet a
+        ``DuplicateKeyError``, which ends the loser's transaction.
+        """
+        version: int = mark["version"] + 1
+        claimed = {"version": version, "changes": mark.get("changes", 0)}
+        claimed["published_at"] = self._clock()
+        if mark["first"]:
+            await self._published.insert_one({"_id": mark["_id"], **claimed}, session=session)
+            return version
+        taken = await self._published.find_one_and_update(
+            {"_id": mark["_id"], "version": mark["version"]},
+            {"$set": claimed},
             session=session,
             return_document=ReturnDocument.AFTER,
         )
+        return None if taken is None else version
 
 
 def _time_key(at: datetime) -> str:

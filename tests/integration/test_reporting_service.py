@@ -481,3 +481,37 @@ async def test_a_case_counts_under_its_newest_team_whatever_order_the_events_cam
         await mongo.close()
     teams = {case["_id"]: case["team_id"] for case in facts.open_at_end}
     assert teams == {"case-t1": "nv-b", "case-t2": "nv-a"}
+
+
+async def test_a_change_committed_while_a_snapshot_is_being_taken_gets_a_snapshot_of_its_own(
+    infra: Infra, namespace: Namespace
+) -> None:
+    """A projection that commits while the snapshot's transaction is still open must leave
+    its month due again, whatever the database's isolation: the projection and the snapshot
+    never write the same document, so neither commit can undo the other."""
+    mongo = create_mongo_client(infra.mongodb_uri, app_name="reporting-snapshot-race")
+    store = ReportingStore(mongo[f"{namespace.databases}reporting"], utc_now)
+    key = f"{OCTOBER}|northvale"
+    try:
+        async with mongo.start_session() as session:
+            await store.project([allocated("r1", "northvale", "nv-a", at(2))], session=session)
+        [mark] = [m for m in await store.due_snapshots(0) if m["_id"] == key]
+
+        async with mongo.start_session() as snapshot:
+            await snapshot.start_transaction()
+            assert await store.claim_snapshot(mark, session=snapshot) == 1
+            async with mongo.start_session() as projection:
+                await projection.start_transaction()
+                await store.project(
+                    [allocated("r2", "northvale", "nv-a", at(3))], session=projection
+                )
+                await projection.commit_transaction()
+            await snapshot.commit_transaction()
+
+        [again] = [m for m in await store.due_snapshots(0) if m["_id"] == key]
+        assert again["version"] == 1
+        async with mongo.start_session() as session:
+            assert await store.claim_snapshot(again, session=session) == 2
+        assert key not in {m["_id"] for m in await store.due_snapshots(0)}
+    finally:
+        await mongo.close()
