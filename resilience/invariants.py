@@ -140,7 +140,9 @@ async def allocation_checks(stores: Stores) -> list[Check]:
     open_cases = [case for case in cases if case["status"] == "open"]
     families = Counter(case["family_id"] for case in open_cases)
     held = Counter(case["worker_id"] for case in open_cases if case["allocation"] == "allocated")
-    workers = await stores.allocation["workers"].find().to_list()
+    workers = await _worker_loads(stores)
+    entries = {entry["_id"] for entry in await stores.allocation["queue_entries"].find().to_list()}
+    queued = {case["_id"] for case in open_cases if case["allocation"] == "queued"}
     queued_districts = {case["district"] for case in open_cases if case["allocation"] == "queued"}
     stranded = sorted(
         f"{worker['_id']} ({worker['spare']} spare)"
@@ -169,9 +171,8 @@ async def allocation_checks(stores: Stores) -> list[Check]:
               sum(1 for worker in workers if held[worker["_id"]] > worker["cap"])),
         Check("allocation: workers whose open_cases counter is wrong", 0,
               sum(1 for worker in workers if held[worker["_id"]] != worker["open_cases"])),
-        Check("allocation: workers whose spare is not cap - open cases", 0,
-              sum(1 for worker in workers
-                  if worker["active"] and worker["spare"] != worker["cap"] - worker["open_cases"])),
+        Check("allocation: queue entries that differ from the queued cases", 0,
+              len(entries ^ queued)),
         Check("allocation: capacity left idle while its district queues", [], stranded),
         Check("referral: families whose open cases differ from allocation's", 0,
               referral_view_wrong),
@@ -242,6 +243,23 @@ def reported_figures(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _worker_loads(stores: Stores) -> list[dict[str, Any]]:
+    """Each worker's load as their district's aggregate keeps it."""
+    districts = await stores.allocation["districts"].find().to_list()
+    return [
+        {
+            "_id": worker_id,
+            "district": district["_id"],
+            "cap": load["cap"],
+            "open_cases": load["open_cases"],
+            "active": load["active"],
+            "spare": load["cap"] - load["open_cases"] if load["active"] else 0,
+        }
+        for district in districts
+        for worker_id, load in district["workers"].items()
+    ]
+
+
 async def recompute_figures(stores: Stores) -> dict[tuple[str, str | None], dict[str, Any]]:
     """Per month and district (None: the county), from the referral, allocation and audit
     services' own records: referrals and rejections, cases, workers, the allocations the
@@ -249,7 +267,7 @@ async def recompute_figures(stores: Stores) -> dict[tuple[str, str | None], dict
     referrals = await stores.referral["referrals"].find({}, {"submission": 0}).to_list()
     rejections = await stores.referral["rejections"].find({}, {"received_at": 1}).to_list()
     cases = await stores.allocation["cases"].find().to_list()
-    workers = await stores.allocation["workers"].find({"active": True}).to_list()
+    workers = [worker for worker in await _worker_loads(stores) if worker["active"]]
     audits = await stores.audit["audits"].find().to_list()
     allocations = await _recorded_allocations(stores.allocation)
 

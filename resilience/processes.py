@@ -117,6 +117,7 @@ class CampaignPlatform:
             "EARLYHELP_DATABASE_PREFIX": self.database_prefix,
             "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "EARLYHELP_LOG_LEVEL": "INFO",
+            "EARLYHELP_SAMPLE_DATA": "true",
             **{f"EARLYHELP_{name.upper()}_PORT": str(port) for name, port in ports.items()},
             **self.extra_env,
         }

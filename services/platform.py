@@ -111,6 +111,9 @@ def run(settings: PlatformSettings) -> None:
     demo: dict[str, subprocess.Popen[bytes]] = {}
     try:
         env = dict(os.environ)
+        # A local run is a demonstration: the sample county's teams, auditors, postcodes
+        # and directory, unless asked otherwise. A deployment's services default to none.
+        env.setdefault("EARLYHELP_SAMPLE_DATA", "true")
         _ensure_auth_secret(settings, env)
         # What each process adds to the common environment: its own broker user, if any.
         own: dict[str, dict[str, str]] = {name: {} for name in (*SERVICES, "simulator")}

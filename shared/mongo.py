@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from shared.unit_of_work import ConcurrentUpdate
 
 Document = dict[str, Any]
 MongoClient = AsyncMongoClient[Document]
@@ -66,3 +70,69 @@ class BulkWrites:
         for collection, writes in self._writes.items():
             await db[collection].bulk_write(writes, ordered=True, session=session)
         self._writes.clear()
+
+
+class MongoUnitOfWork:
+    """A unit of work over one MongoDB transaction.
+
+    A service's unit of work subclasses it and builds its repositories in ``opened``, bound
+    to ``session``. Given a ``session`` already in a transaction (the consumer's, which also
+    records the processed events), it joins that one, and ``commit`` leaves the commit to
+    its owner. A transient conflict (another writer first) leaves as ``ConcurrentUpdate``.
+    """
+
+    def __init__(self, client: MongoClient, *, session: Session | None = None) -> None:
+        self._client = client
+        self._joined = session
+        self._session: Session | None = session
+        self._committed = False
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._session
+
+    def opened(self) -> None:
+        """Build the repositories over ``self.session``."""
+
+    async def __aenter__(self) -> Self:
+        self._committed = False
+        if self._joined is None:
+            self._session = self._client.start_session()
+            await self._session.start_transaction()
+        self.opened()
+        return self
+
+    async def commit(self) -> None:
+        if self._joined is None:
+            try:
+                await self.session.commit_transaction()
+            except PyMongoError as error:
+                if _transient(error):
+                    raise ConcurrentUpdate(str(error)) from error
+                raise
+        self._committed = True
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._joined is not None:
+            return
+        session, self._session = self.session, None
+        try:
+            if session.in_transaction:
+                await session.abort_transaction()
+        finally:
+            await session.end_session()
+        if isinstance(error, PyMongoError) and _transient(error):
+            raise ConcurrentUpdate(str(error)) from error
+
+
+def _transient(error: PyMongoError) -> bool:
+    return error.has_error_label("TransientTransactionError") or error.has_error_label(
+        "UnknownTransactionCommitResult"
+    )

@@ -86,6 +86,10 @@ class Runtime:
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     on_start: list[Startup] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+    reference_checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
+    """Extra ``/ready`` checks of the data a service works from (teams, auditors, postcode
+    table): "ok" with what is there, or "ok: empty" with how to add it, as an empty
+    deployment is still ready for its administrators to fill."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     consumption: Consumption | None = None
     stopping: bool = False
@@ -197,6 +201,11 @@ class Runtime:
                 if membership is not None and membership.joined
                 else f"not yet assigned partitions in group {self.settings.consumer_group}"
             )
+        for name, check in self.reference_checks.items():
+            try:
+                checks[name] = await asyncio.wait_for(check(), timeout)
+            except Exception as error:
+                checks[name] = f"unreadable: {type(error).__name__}: {error}"[:300]
         if self.stopping:
             checks["service"] = "shutting down"
         return checks

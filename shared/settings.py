@@ -93,6 +93,13 @@ class ServiceSettings(BaseSettings):
         default=None, description="A file holding the signing secret, e.g. a mounted secret."
     )
 
+    sample_data: bool = Field(
+        default=False,
+        description="Load the sample county (its teams, auditors, postcode table and service"
+        " directory) where the council has configured none. Off in production: a deployment"
+        " that configures nothing starts empty and says so in its logs and in /ready.",
+    )
+
     service_name: str = "earlyhelp"
     http_port: int = 8000
 

@@ -23,7 +23,8 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from services.referral.domain import POSTCODE_DISTRICTS, ROUTE_CATALOGUE, ROUTES, STEP_DOWN_ROUTE
+from services.referral.domain import ROUTE_CATALOGUE, ROUTES, STEP_DOWN_ROUTE
+from services.referral.sample import POSTCODE_DISTRICTS
 from shared.events import HeadlineOutcome
 from shared.topics import REFERRAL_SUBMITTED
 

@@ -56,6 +56,7 @@ class Namespace:
             "consumer_retry_backoff_s": 0.05,
             "outbox_poll_interval_s": 0.2,
             "auth_secret": TEST_SECRET,
+            "sample_data": True,
             **overrides,
         }
         return settings_class.model_validate(values)

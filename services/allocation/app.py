@@ -4,29 +4,36 @@ team-capacity-changed; gives managers their teams, workers, caseloads and the qu
 
 from __future__ import annotations
 
-import json
+import logging
+import uuid
 from datetime import datetime
-from importlib.resources import files
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import DuplicateKeyError
 
+from services.allocation import handlers
 from services.allocation.access import POLICY
-from services.allocation.domain import is_for_allocation
-from services.allocation.settings import AllocationSettings
-from services.allocation.store import (
-    AllocationStore,
+from services.allocation.domain import (
     AlreadyExists,
     CaseNotOpen,
     NotFound,
-    TeamSpec,
-    WorkerSpec,
+    Team,
+    Worker,
+    is_for_allocation,
+)
+from services.allocation.sample import sample_county
+from services.allocation.settings import AllocationSettings
+from services.allocation.store import (
+    MongoAllocationUnitOfWork,
+    MongoAllocationViews,
+    ensure_indexes,
+    rebuild_districts,
 )
 from shared import topics
 from shared.auth import protect
-from shared.consumer import IncomingMessage
+from shared.consumer import IncomingMessage, mark_duplicate
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -36,11 +43,10 @@ from shared.events import (
     ReferralReceived,
     decode,
 )
-from shared.mongo import Document, Session
-from shared.runtime import build_runtime, service_app
+from shared.runtime import Runtime, build_runtime, service_app
+from shared.unit_of_work import ConcurrentUpdate, retrying
 
-FAMILY_RACE_ATTEMPTS = 3
-"""Tries of a referral whose family's case another replica opened at the same moment."""
+log = logging.getLogger(__name__)
 
 KEBAB_CASE = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 TeamId = Annotated[str, Path(pattern=KEBAB_CASE, max_length=80, description="Team id.")]
@@ -172,95 +178,81 @@ class Departure(BaseModel):
 # The service
 
 
-def sample_county() -> tuple[list[TeamSpec], list[WorkerSpec]]:
-    """Wessexshire's nine locality teams and their lead practitioners."""
-    data = json.loads(files("services.allocation").joinpath("data/teams.json").read_text())
-    return (
-        [TeamSpec(**team) for team in data["teams"]],
-        [WorkerSpec(**worker) for worker in data["workers"]],
-    )
-
-
 def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     settings = settings or AllocationSettings()
     runtime = build_runtime(
         settings,
         produces=(topics.CASE_ALLOCATED, topics.CASE_CLOSED, topics.TEAM_CAPACITY_CHANGED),
     )
-    store = AllocationStore(runtime.client, runtime.db, runtime.outbox, runtime.clock)
+    views = MongoAllocationViews(runtime.db)
 
-    runtime.on_start.append(lambda _: store.ensure_indexes())
-    if settings.seed_sample_teams:
+    def new_uow(session: Any = None) -> MongoAllocationUnitOfWork:
+        return MongoAllocationUnitOfWork(
+            runtime.client, runtime.db, runtime.outbox, session=session
+        )
 
-        async def seed(_: object) -> None:
-            await store.seed(*sample_county())
-
-        runtime.on_start.append(seed)
-
-    async def on_referral_received(message: IncomingMessage) -> None:
-        event, referral = decode(message.value, ReferralReceived)
-        if not is_for_allocation(referral):
-            return
-        placed: list[CaseAllocated] = []
-
-        async def place(session: Session) -> dict[str, Any]:
-            placed.clear()
-            allocation = await store.place_referral(
-                referral, session=session, correlation_id=event.correlationid
+    async def prepare(_: Runtime) -> None:
+        await ensure_indexes(runtime.db)
+        if built := await rebuild_districts(runtime.client, runtime.db):
+            log.info("built %d district aggregates from the cases", built)
+        if settings.sample_data:
+            await handlers.seed(new_uow, *sample_county(runtime.clock()), now=runtime.clock())
+        elif not await views.count_teams():
+            log.warning(
+                "no teams configured: referrals will queue until teams and workers are added"
+                " with POST /teams (EARLYHELP_SAMPLE_DATA=true loads the sample county's)"
             )
-            placed.append(allocation)
-            return {"case_id": allocation.case_id, "status": allocation.status.value}
 
-        for attempt in range(1, FAMILY_RACE_ATTEMPTS + 1):
-            try:
-                await runtime.processed.process_once(event, place)
-                break
-            except DuplicateKeyError:
-                # Another replica opened this family's case at the same moment: try again,
-                # and this referral joins it.
-                if attempt == FAMILY_RACE_ATTEMPTS:
-                    raise
-        if placed and placed[0].status is AllocationStatus.QUEUED:
-            await store.drain_queue(referral.district)
+    runtime.on_start.append(prepare)
+
+    async def teams_check() -> str:
+        teams = await views.count_teams()
+        if teams:
+            return f"ok: {teams} teams"
+        return "ok: empty: no teams configured; add them with POST /teams"
+
+    runtime.reference_checks["teams"] = teams_check
 
     async def on_referrals_received(messages: list[IncomingMessage]) -> int:
-        """A poll's referrals placed in order in one transaction, with bulk writes.
-
-        A clash with another replica fails the batch, and the consumer takes the referrals
-        one at a time, each with its own retry.
-        """
+        """A poll's referrals placed in order in one transaction; a batch of one is the
+        same path. Overtaken by another replica, the batch is decided again."""
         decoded = [decode(message.value, ReferralReceived) for message in messages]
         wanted = [(event, referral) for event, referral in decoded if is_for_allocation(referral)]
-        queued_in: set[str] = set()
+        to_allocate: set[str] = set()
 
-        async def place_all(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
-            placed = await store.place_referrals(
+        async def place_all(session: Any, fresh: list[int]) -> list[dict[str, Any]]:
+            placed = await handlers.place_referrals(
+                new_uow(session),
                 [(wanted[index][1], wanted[index][0].correlationid) for index in fresh],
-                session=session,
+                now=runtime.clock(),
             )
-            queued_in.clear()
-            queued_in.update(
-                allocation.district
-                for allocation in placed
-                if allocation.status is AllocationStatus.QUEUED
-            )
+            to_allocate.clear()
+            to_allocate.update(placed.to_allocate)
             return [
                 {"case_id": allocation.case_id, "status": allocation.status.value}
-                for allocation in placed
+                for allocation in placed.allocations
             ]
 
         events = [event for event, _ in wanted]
-        placed = await runtime.processed.process_many(events, place_all) if wanted else 0
-        for district in sorted(queued_in):
-            await store.drain_queue(district)
+        placed = (
+            await retrying(lambda: runtime.processed.process_many(events, place_all))
+            if wanted
+            else 0
+        )
+        for district in sorted(to_allocate):
+            await handlers.allocate_queue(new_uow, district, now=runtime.clock())
         return placed + len(messages) - len(wanted)
+
+    async def on_referral_received(message: IncomingMessage) -> None:
+        if not await on_referrals_received([message]):
+            mark_duplicate()
 
     runtime.subscribe(topics.REFERRAL_RECEIVED, on_referral_received, many=on_referrals_received)
 
-    async def drain_queues() -> None:
-        await store.drain_all_queues()
+    async def allocate_queues() -> None:
+        await handlers.allocate_all_queues(new_uow, now=runtime.clock())
 
-    runtime.every(settings.queue_sweep_interval_s, "queue-sweep", drain_queues)
+    runtime.every(settings.queue_sweep_interval_s, "queue-sweep", allocate_queues)
 
     app = service_app(
         runtime,
@@ -270,25 +262,42 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     )
     protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
 
+    async def not_found(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
+
+    async def conflict(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
+    async def overtaken(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"busy: others changed the same records; try again ({error})"[:300]},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(ConcurrentUpdate, overtaken)
+    app.add_exception_handler(AlreadyExists, conflict)
+    app.add_exception_handler(CaseNotOpen, conflict)
+
     # -----------------------------------------------------------------------------------------
     # Teams and workers
 
     @app.get("/teams", tags=["teams"], summary="Teams, with each worker's open cases against cap")
     async def list_teams(district: str | None = None) -> list[TeamView]:
-        return [TeamView.model_validate(team) for team in await store.list_teams(district)]
+        return [TeamView.model_validate(team) for team in await views.list_teams(district)]
 
     @app.post("/teams", tags=["teams"], status_code=201, summary="Create a locality team")
     async def create_team(request: NewTeam) -> TeamView:
-        spec = TeamSpec(
+        team = Team(
             request.id,
             request.name,
             request.district,
             request.cap_per_fte or settings.default_cap_per_fte,
         )
-        try:
-            await store.create_team(spec)
-        except AlreadyExists as error:
-            raise HTTPException(409, str(error)) from None
+        await handlers.create_team(
+            new_uow, team, now=runtime.clock(), correlation_id=_admin_correlation()
+        )
         return await _team(request.id)
 
     @app.get("/teams/{team_id}", tags=["teams"], summary="One team and its workers")
@@ -297,10 +306,14 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
 
     @app.patch("/teams/{team_id}", tags=["teams"], summary="Rename a team or change its cap")
     async def change_team(team_id: TeamId, request: TeamChange) -> TeamView:
-        try:
-            await store.change_team(team_id, name=request.name, cap_per_fte=request.cap_per_fte)
-        except NotFound as error:
-            raise HTTPException(404, str(error)) from None
+        await handlers.change_team(
+            new_uow,
+            team_id,
+            name=request.name,
+            cap_per_fte=request.cap_per_fte,
+            now=runtime.clock(),
+            correlation_id=_admin_correlation(),
+        )
         return await _team(team_id)
 
     @app.post(
@@ -310,31 +323,35 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         summary="A worker joins the team; the district's queue is allocated to them",
     )
     async def add_worker(team_id: TeamId, request: NewWorker) -> WorkerDetail:
-        spec = WorkerSpec(request.id, request.name, team_id, request.fte, request.caseload_cap)
-        try:
-            worker = await store.add_worker(spec)
-        except NotFound as error:
-            raise HTTPException(404, str(error)) from None
-        except AlreadyExists as error:
-            raise HTTPException(409, str(error)) from None
-        return WorkerDetail.model_validate(worker)
+        now = runtime.clock()
+        worker = Worker(
+            id=request.id,
+            name=request.name,
+            team_id=team_id,
+            district="",
+            fte=request.fte,
+            cap_override=request.caseload_cap,
+            active=True,
+            joined_at=now,
+        )
+        await handlers.add_worker(new_uow, worker, now=now, correlation_id=_admin_correlation())
+        return await _worker(request.id)
 
     @app.get("/workers/{worker_id}", tags=["teams"], summary="One worker and their cases")
     async def get_worker(worker_id: WorkerId) -> WorkerDetail:
-        worker = await store.get_worker(worker_id)
-        if worker is None:
-            raise HTTPException(404, f"no worker {worker_id}")
-        return WorkerDetail.model_validate(worker)
+        return await _worker(worker_id)
 
     @app.patch("/workers/{worker_id}", tags=["teams"], summary="Change a worker's FTE or own cap")
     async def change_worker(worker_id: WorkerId, request: WorkerChange) -> WorkerDetail:
-        try:
-            worker = await store.change_worker(
-                worker_id, fte=request.fte, caseload_cap=request.caseload_cap
-            )
-        except NotFound as error:
-            raise HTTPException(404, str(error)) from None
-        return WorkerDetail.model_validate(worker)
+        await handlers.change_worker(
+            new_uow,
+            worker_id,
+            fte=request.fte,
+            caseload_cap=request.caseload_cap,
+            now=runtime.clock(),
+            correlation_id=_admin_correlation(),
+        )
+        return await _worker(worker_id)
 
     @app.post(
         "/workers/{worker_id}/leave",
@@ -342,17 +359,22 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         summary="A worker leaves; their open cases are reallocated or queued",
     )
     async def worker_leaves(worker_id: WorkerId) -> Departure:
-        try:
-            departure = await store.worker_leaves(worker_id)
-        except NotFound as error:
-            raise HTTPException(404, str(error)) from None
-        return Departure(worker_id=departure.worker_id, reallocated=departure.events)
+        moved = await handlers.worker_leaves(
+            new_uow, worker_id, now=runtime.clock(), correlation_id=_admin_correlation()
+        )
+        return Departure(worker_id=worker_id, reallocated=moved)
 
     async def _team(team_id: str) -> TeamView:
-        team = await store.get_team(team_id)
+        team = await views.get_team(team_id)
         if team is None:
             raise HTTPException(404, f"no team {team_id}")
         return TeamView.model_validate(team)
+
+    async def _worker(worker_id: str) -> WorkerDetail:
+        worker = await views.get_worker(worker_id)
+        if worker is None:
+            raise HTTPException(404, f"no worker {worker_id}")
+        return WorkerDetail.model_validate(worker)
 
     # -----------------------------------------------------------------------------------------
     # Queue and cases
@@ -370,7 +392,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
                 referral_received_at=case["referral_received_at"],
                 waiting_since=case["opened_at"],
             )
-            for case in await store.queue(district)
+            for case in await views.queue(district)
         ]
 
     @app.get("/cases", tags=["cases"], summary="Cases, newest first")
@@ -391,27 +413,26 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             )
             if value is not None
         }
-        return [_case_view(case) for case in await store.list_cases(filters, limit)]
+        return [_case_view(case) for case in await views.list_cases(filters, limit)]
 
     @app.get("/cases/{case_id}", tags=["cases"], summary="One case")
     async def get_case(case_id: str) -> CaseView:
-        case = await store.get_case(case_id)
+        case = await views.get_case(case_id)
         if case is None:
             raise HTTPException(404, f"no case {case_id}")
         return _case_view(case)
 
     @app.post("/cases/{case_id}/close", tags=["cases"], summary="Close a case with its outcome")
     async def close_case(case_id: str, request: CloseCase) -> dict[str, Any]:
-        try:
-            closed = await store.close(case_id, request.outcome)
-        except CaseNotOpen:
-            if await store.get_case(case_id) is None:
-                raise HTTPException(404, f"no case {case_id}") from None
-            raise HTTPException(409, f"case {case_id} is already closed") from None
+        closed = await handlers.close_case(new_uow, case_id, request.outcome, now=runtime.clock())
         return closed.model_dump(mode="json")
 
     return app
 
 
-def _case_view(case: Document) -> CaseView:
+def _case_view(case: dict[str, Any]) -> CaseView:
     return CaseView.model_validate({**case, "id": case["_id"]})
+
+
+def _admin_correlation() -> str:
+    return f"admin-{uuid.uuid4()}"

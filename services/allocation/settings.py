@@ -9,10 +9,6 @@ from shared.settings import ServiceSettings
 class AllocationSettings(ServiceSettings):
     service_name: str = "allocation"
     http_port: int = Field(default=8002, validation_alias="EARLYHELP_ALLOCATION_PORT")
-    seed_sample_teams: bool = Field(
-        default=True,
-        description="Load the sample county's teams and workers when there are no teams yet.",
-    )
     default_cap_per_fte: int = Field(
         default=DEFAULT_CAP_PER_FTE,
         ge=1,

@@ -13,8 +13,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from shared.events import AllocationStatus, CaseAllocated, CaseClosed, OfstedGrade, StandardScore
+from shared.events import (
+    AllocationStatus,
+    AuditAssigned,
+    AuditCompleted,
+    CaseAllocated,
+    CaseClosed,
+    LevelOfNeed,
+    OfstedGrade,
+    StandardScore,
+)
 
 GRADE_ORDER = (
     OfstedGrade.OUTSTANDING,
@@ -76,6 +86,95 @@ class Problem:
     field: str
     code: str
     message: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: what the rules say no to, with every reason found; the HTTP edge picks the status
+
+
+class Refused(Exception):
+    """A request the audit rules refuse, changing nothing, with every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = list(problems)
+
+
+class Invalid(Refused):
+    """The request breaks a rule of its own fields (a team manager with no team, a grade
+    that is not an Ofsted grade)."""
+
+
+class NotFound(Refused):
+    """The request names something that does not exist."""
+
+
+class AuditNotFound(NotFound):
+    def __init__(self, audit_id: str) -> None:
+        super().__init__([Problem("audit_id", "unknown_audit", f"no audit {audit_id!r}")])
+
+
+class AuditorNotFound(NotFound):
+    def __init__(self, auditor_id: str) -> None:
+        super().__init__([Problem("auditor_id", "unknown_auditor", f"no auditor {auditor_id!r}")])
+
+
+class NotTheAuditor(Refused):
+    """Only an audit's assigned auditor may submit it, and only as themselves."""
+
+
+class Conflict(Refused):
+    """What the request would do was done already."""
+
+
+class AuditorExists(Conflict):
+    def __init__(self, auditor_id: str) -> None:
+        super().__init__(
+            [Problem("id", "auditor_exists", f"auditor {auditor_id!r} already exists")]
+        )
+
+
+class AlreadyCompleted(Conflict):
+    """An audit is completed once: a second submission would publish a second grade."""
+
+    def __init__(self, audit_id: str, completed_at: datetime | None = None) -> None:
+        when = f" at {completed_at.isoformat()}" if completed_at else ""
+        super().__init__(
+            [Problem("audit_id", "already_completed", f"audit {audit_id} was completed{when}")]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The register of auditors
+
+NULLABLE_AUDITOR_FIELDS = frozenset({"team_id", "audits_per_month"})
+"""The fields a change may set to null: every auditor has a name, role, district and state."""
+
+
+def check_auditor(auditor: Auditor) -> None:
+    """A team manager manages one team; a head of service a whole district."""
+    if auditor.role is AuditorRole.TEAM_MANAGER and not auditor.team_id:
+        raise Invalid([Problem("team_id", "missing", "a team manager needs the team they manage")])
+    if auditor.role is AuditorRole.HEAD_OF_SERVICE and auditor.team_id:
+        raise Invalid(
+            [
+                Problem(
+                    "team_id",
+                    "not_allowed",
+                    "a head of service covers a district, not one team: leave team_id out",
+                )
+            ]
+        )
+
+
+def change_auditor(auditor: Auditor, given: Mapping[str, Any]) -> Auditor:
+    """``auditor`` with the ``given`` fields changed, still a valid auditor."""
+    for name, value in given.items():
+        if value is None and name not in NULLABLE_AUDITOR_FIELDS:
+            raise Invalid([Problem(name, "missing", f"{name} cannot be null")])
+    changed = replace(auditor, **given)
+    check_auditor(changed)
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +274,13 @@ def apply_closure(case: CaseState | None, event: CaseClosed) -> CaseState:
     return replace(case, closed_at=closed_at)
 
 
+def apply_case_event(case: CaseState | None, event: CaseAllocated | CaseClosed) -> CaseState:
+    """The case as ``event`` leaves it: an allocation or a closure."""
+    if isinstance(event, CaseAllocated):
+        return apply_allocation(case, event)
+    return apply_closure(case, event)
+
+
 def is_auditable(case: CaseState, month: str, closed_within_months: int) -> bool:
     """Allocated before the month ends, and open or closed within the previous months.
 
@@ -203,6 +309,61 @@ class DrawOutcome:
     assignments: tuple[Assignment, ...]
     unfilled: dict[str, int] = field(default_factory=dict)
     """Audits still owed, by auditor, for want of cases to draw."""
+
+
+@dataclass(frozen=True)
+class DrawPolicy:
+    """The council's audit framework: how many audits are owed and which cases qualify."""
+
+    audits_per_month: int = 1
+    closed_within_months: int = 3
+
+
+@dataclass(frozen=True)
+class DrawRound:
+    """One run of a month's draw: drawing a month again adds a round, never a second audit."""
+
+    seed: int
+    at: datetime
+    assigned: int
+    unfilled: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DrawRecord:
+    """A month's draw: the seed it was first drawn with and each round that filled it."""
+
+    month: str
+    seed: int
+    drawn_at: datetime
+    rounds: list[DrawRound] = field(default_factory=list)
+    new_audit_ids: list[str] = field(default_factory=list)
+    first_round: bool = False
+
+
+def draw_seed(requested: int | None, recorded: int | None, fresh: int) -> int:
+    """The seed asked for, else the month's recorded seed, else a fresh one: with the same
+    population a month's draw is then the same however often it runs."""
+    if requested is not None:
+        return requested
+    return recorded if recorded is not None else fresh
+
+
+def still_owed(
+    auditors: Iterable[Auditor], already_assigned: Mapping[str, int], default_per_month: int
+) -> list[tuple[Auditor, int]]:
+    """What each auditor still owes for the month: drawing again only fills the gap (an
+    auditor added since, a higher quota), so it never assigns an audit twice."""
+    owed = [
+        (auditor, auditor.owes(default_per_month) - already_assigned.get(auditor.id, 0))
+        for auditor in auditors
+    ]
+    return [(auditor, count) for auditor, count in owed if count > 0]
+
+
+def no_repeat_window(month: str) -> list[str]:
+    """The months whose drawn cases ``month`` may not draw again."""
+    return [shift_month(month, step) for step in range(1 - NO_REPEAT_MONTHS, NO_REPEAT_MONTHS)]
 
 
 def stratum_quotas(
@@ -333,6 +494,180 @@ def _swap_within_stratum(
 
 # ---------------------------------------------------------------------------------------------
 # Submitting an audit
+
+
+@dataclass(frozen=True)
+class Audit:
+    """A case drawn for an auditor's monthly audit, and its grades once completed.
+
+    It holds the case's district, team and level of need as they were when drawn, and
+    refers to the case and family by id only.
+    """
+
+    id: str
+    month: str
+    auditor_id: str
+    auditor_role: AuditorRole
+    case_id: str
+    family_id: str
+    district: str
+    team_id: str | None
+    level_of_need: int | None
+    case_status: str | None
+    draw_seed: int | None
+    assigned_at: datetime
+    due_by: datetime
+    completed_at: datetime | None = None
+    scores: dict[str, str] = field(default_factory=dict)
+    overall_grade: str | None = None
+    overall_grade_given: bool | None = None
+    learning_points: list[str] = field(default_factory=list)
+
+    @property
+    def record(self) -> AuditRecord:
+        return AuditRecord(
+            audit_id=self.id,
+            auditor_id=self.auditor_id,
+            district=self.district,
+            month=self.month,
+            due_by=self.due_by,
+            completed_at=self.completed_at,
+            overall_grade=self.overall_grade,
+            scores=self.scores,
+        )
+
+
+@dataclass(frozen=True)
+class AuditAsOf:
+    """An audit with its status at a moment: whether it is overdue depends on the time."""
+
+    audit: Audit
+    status: AuditStatus
+
+
+def as_of(audit: Audit, now: datetime) -> AuditAsOf:
+    return AuditAsOf(audit, audit_status(audit.record, now))
+
+
+def assign_audit(
+    auditor: Auditor, case: CaseState, *, month: str, seed: int, now: datetime
+) -> tuple[Audit, AuditAssigned]:
+    """The audit a draw gives ``auditor`` of ``case``, and the event that announces it."""
+    audit = Audit(
+        id=audit_id_for(auditor.id, case.case_id, month),
+        month=month,
+        auditor_id=auditor.id,
+        auditor_role=auditor.role,
+        case_id=case.case_id,
+        family_id=case.family_id,
+        district=case.district,
+        team_id=case.team_id,
+        level_of_need=case.level_of_need,
+        case_status=case.status,
+        draw_seed=seed,
+        assigned_at=now,
+        due_by=month_end(month),
+    )
+    event = AuditAssigned(
+        audit_id=audit.id,
+        case_id=audit.case_id,
+        family_id=audit.family_id,
+        district=audit.district,
+        team_id=audit.team_id,
+        auditor_id=audit.auditor_id,
+        month=audit.month,
+        assigned_at=audit.assigned_at,
+        due_by=audit.due_by,
+    )
+    return audit, event
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An auditor's grades for an audit, as given: ``complete_audit`` checks them."""
+
+    scores: Mapping[str, str]
+    overall_grade: str | None = None
+    learning_points: list[str] = field(default_factory=list)
+
+
+def check_claimed_auditor(claimed: str | None, signed_in: str | None) -> None:
+    """A submission that names its auditor must name the one signed in."""
+    if claimed and claimed != signed_in:
+        raise NotTheAuditor(
+            [
+                Problem(
+                    "auditor_id",
+                    "auditor_mismatch",
+                    f"you are signed in as {signed_in!r}, not {claimed!r}",
+                )
+            ]
+        )
+
+
+def complete_audit(
+    audit: Audit, submission: Submission, *, auditor_id: str | None, now: datetime
+) -> tuple[Audit, AuditCompleted]:
+    """Complete an assigned audit: only its auditor, only once, every standard graded.
+
+    Returns the completed audit and the ``audit-completed`` event it publishes.
+    """
+    if not auditor_id:
+        raise Invalid(
+            [
+                Problem(
+                    "auditor_id",
+                    "missing",
+                    "sign in as the auditor: the token's sub is the auditor id",
+                )
+            ]
+        )
+    if auditor_id != audit.auditor_id:
+        raise NotTheAuditor(
+            [
+                Problem(
+                    "auditor_id",
+                    "not_assigned_auditor",
+                    f"audit {audit.id} is assigned to another auditor, not {auditor_id!r}",
+                )
+            ]
+        )
+    if audit.completed_at is not None:
+        raise AlreadyCompleted(audit.id, audit.completed_at)
+    problems = check_submission(submission.scores, submission.overall_grade)
+    if problems:
+        raise Invalid(problems)
+    scores = standard_scores(submission.scores)
+    overall = (
+        OfstedGrade(submission.overall_grade)
+        if submission.overall_grade is not None
+        else overall_grade(scores)
+    )
+    completed = replace(
+        audit,
+        scores={score.standard: score.grade.value for score in scores},
+        overall_grade=overall.value,
+        overall_grade_given=submission.overall_grade is not None,
+        learning_points=list(submission.learning_points),
+        completed_at=now,
+    )
+    event = AuditCompleted(
+        audit_id=audit.id,
+        case_id=audit.case_id,
+        family_id=audit.family_id,
+        district=audit.district,
+        team_id=audit.team_id,
+        auditor_id=auditor_id,
+        auditor_role=audit.auditor_role.value,
+        month=audit.month,
+        scores=scores,
+        overall_grade=overall,
+        learning_points=submission.learning_points,
+        completed_at=now,
+        level_of_need=LevelOfNeed(audit.level_of_need) if audit.level_of_need else None,
+        due_by=audit.due_by,
+    )
+    return completed, event
 
 
 def check_submission(scores: Mapping[str, str], overall: str | None) -> list[Problem]:

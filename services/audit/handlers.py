@@ -1,46 +1,145 @@
-"""Use cases of the audit service: draw a month's audits, complete one, report compliance."""
+"""Use cases of the audit service: keep the register of auditors and the case population,
+draw a month's audits, complete one, report compliance.
+
+Each one opens the unit of work it is given, loads, decides with the rules of ``domain``,
+saves and commits; it raises the domain's refusals, which the HTTP edge maps to statuses.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from services.audit import domain
-from services.audit.domain import Problem
-from services.audit.ports import AuditNotOpen, AuditStore, DrawDecision, DrawInputs, DrawRecord
-from shared.events import AuditCompleted, LevelOfNeed, OfstedGrade
+from services.audit.domain import (
+    AlreadyCompleted,
+    AuditNotFound,
+    Auditor,
+    AuditorExists,
+    AuditorNotFound,
+    AuditStatus,
+    CaseState,
+    DrawPolicy,
+    DrawRecord,
+    DrawRound,
+    Submission,
+)
+from services.audit.ports import AuditNotOpen, AuditUnitOfWork
+from shared.events import CaseAllocated, CaseClosed
+from shared.unit_of_work import retrying
+
+# ---------------------------------------------------------------------------------------------
+# The case population
 
 
-class Refused(Exception):
-    """A request that cannot be carried out, with its HTTP status and every reason found."""
+async def project_case_events(
+    events: Sequence[CaseAllocated | CaseClosed], *, uow: AuditUnitOfWork
+) -> list[CaseState]:
+    """Apply allocations and closures, in order, with one read and one write of the cases;
+    the state each event left its case in.
 
-    def __init__(self, status: int, problems: Sequence[Problem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
-        self.status = status
-        self.problems = list(problems)
+    A consumer hands in a unit of work joined to its own transaction, which also records
+    the events as processed, so a redelivered event changes nothing.
+    """
+    async with uow:
+        cases = await uow.cases.get_many({event.case_id for event in events})
+        after = []
+        for event in events:
+            cases[event.case_id] = domain.apply_case_event(cases.get(event.case_id), event)
+            after.append(cases[event.case_id])
+        await uow.cases.save_many([cases[case_id] for case_id in sorted(cases)])
+        await uow.commit()
+    return after
 
 
-@dataclass(frozen=True)
-class DrawPolicy:
-    """The council's audit framework: how many audits are owed and which cases qualify."""
-
-    audits_per_month: int = 1
-    closed_within_months: int = 3
+# ---------------------------------------------------------------------------------------------
+# The register of auditors
 
 
-@dataclass(frozen=True)
-class Submission:
-    scores: Mapping[str, str]
-    overall_grade: str | None = None
-    learning_points: list[str] = field(default_factory=list)
+async def list_auditors(
+    *, uow: AuditUnitOfWork, active: bool | None = None, district: str | None = None
+) -> list[Auditor]:
+    async with uow:
+        return [
+            auditor
+            for auditor in await uow.auditors.all()
+            if (active is None or auditor.active == active)
+            and (district is None or auditor.district == district)
+        ]
+
+
+async def get_auditor(auditor_id: str, *, uow: AuditUnitOfWork) -> Auditor:
+    async with uow:
+        return await _known_auditor(uow, auditor_id)
+
+
+async def count_auditors(*, uow: AuditUnitOfWork) -> int:
+    async with uow:
+        return await uow.auditors.count()
+
+
+async def add_auditor(auditor: Auditor, *, uow: AuditUnitOfWork, now: datetime) -> Auditor:
+    domain.check_auditor(auditor)
+    async with uow:
+        if not await uow.auditors.add(auditor, now=now):
+            raise AuditorExists(auditor.id)
+        await uow.commit()
+    return auditor
+
+
+async def change_auditor(
+    auditor_id: str, given: Mapping[str, Any], *, uow: AuditUnitOfWork, now: datetime
+) -> Auditor:
+    """Change only the ``given`` fields; the auditor must still be a valid one after."""
+    async with uow:
+        changed = domain.change_auditor(await _known_auditor(uow, auditor_id), given)
+        await uow.auditors.save(changed, now=now)
+        await uow.commit()
+    return changed
+
+
+async def deactivate_auditor(auditor_id: str, *, uow: AuditUnitOfWork, now: datetime) -> Auditor:
+    """The record and their audits are kept; they are drawn no new audits."""
+    async with uow:
+        auditor = replace(await _known_auditor(uow, auditor_id), active=False)
+        await uow.auditors.save(auditor, now=now)
+        await uow.commit()
+    return auditor
+
+
+async def seed_auditors(auditors: Sequence[Auditor], *, uow: AuditUnitOfWork, now: datetime) -> int:
+    """Add ``auditors`` only to an empty register, so edits survive a restart; how many."""
+
+    async def attempt() -> int:
+        async with uow:
+            if await uow.auditors.count():
+                return 0
+            added = 0
+            for auditor in auditors:
+                added += await uow.auditors.add(auditor, now=now)
+            await uow.commit()
+        return added
+
+    return await retrying(attempt)
+
+
+async def _known_auditor(uow: AuditUnitOfWork, auditor_id: str) -> Auditor:
+    found = await uow.auditors.get(auditor_id)
+    if found is None:
+        raise AuditorNotFound(auditor_id)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Draws
 
 
 async def draw_month(
     month: str,
     *,
-    store: AuditStore,
+    uow: AuditUnitOfWork,
     now: datetime,
     policy: DrawPolicy,
     requested_seed: int | None,
@@ -48,155 +147,174 @@ async def draw_month(
 ) -> DrawRecord:
     """Assign every active auditor what they still owe for ``month``.
 
-    Drawing a month again only fills what is still owed (an auditor added since, a higher
-    quota), so it never assigns twice. The seed is the one asked for, else the month's
-    recorded seed, else ``fresh_seed``; with the same population the draw is the same.
+    Reading the inputs, storing the new audits with their ``audit-assigned`` events and
+    recording the round commit together. Two draws of one month at once both write the
+    month's record, so one of them fails to commit and is run again on what the other
+    assigned: they can never both assign.
     """
 
-    def decide(inputs: DrawInputs) -> DrawDecision:
-        seed = requested_seed
-        if seed is None:
-            seed = inputs.recorded_seed if inputs.recorded_seed is not None else fresh_seed
-        owed = [
-            (
-                auditor,
-                auditor.owes(policy.audits_per_month) - inputs.already_assigned.get(auditor.id, 0),
+    async def attempt() -> DrawRecord:
+        async with uow:
+            recorded = await uow.draws.get(month)
+            auditors = await uow.auditors.all()
+            population = await uow.cases.allocated_before(domain.month_end(month))
+            seed = domain.draw_seed(
+                requested_seed, None if recorded is None else recorded.seed, fresh_seed
             )
-            for auditor in inputs.auditors
-        ]
-        outcome = domain.draw_audits(
-            month=month,
-            seed=seed,
-            owed=[(auditor, count) for auditor, count in owed if count > 0],
-            population=inputs.population,
-            recently_drawn=inputs.recently_drawn,
-            closed_within_months=policy.closed_within_months,
+            outcome = domain.draw_audits(
+                month=month,
+                seed=seed,
+                owed=domain.still_owed(
+                    auditors,
+                    await uow.audits.assigned_per_auditor(month),
+                    policy.audits_per_month,
+                ),
+                population=population,
+                recently_drawn=await uow.audits.cases_drawn(domain.no_repeat_window(month)),
+                closed_within_months=policy.closed_within_months,
+            )
+            by_id = {auditor.id: auditor for auditor in auditors}
+            cases = {case.case_id: case for case in population}
+            assigned = [
+                domain.assign_audit(
+                    by_id[assignment.auditor_id],
+                    cases[assignment.case_id],
+                    month=month,
+                    seed=seed,
+                    now=now,
+                )
+                for assignment in outcome.assignments
+            ]
+            await uow.audits.add([audit for audit, _ in assigned])
+            for audit, event in assigned:
+                await uow.outbox.stage(
+                    event, correlation_id=f"draw-{month}", event_id=f"{audit.id}.assigned"
+                )
+            drawn = await uow.draws.add_round(
+                month,
+                DrawRound(seed=seed, at=now, assigned=len(assigned), unfilled=outcome.unfilled),
+            )
+            await uow.commit()
+        return replace(
+            drawn,
+            new_audit_ids=[audit.id for audit, _ in assigned],
+            first_round=recorded is None,
         )
-        return DrawDecision(seed=seed, outcome=outcome)
 
-    return await store.draw(month, decide, now=now)
+    return await retrying(attempt)
 
 
 async def draw_current_month_if_due(
-    *, store: AuditStore, now: datetime, policy: DrawPolicy, fresh_seed: int
+    *, uow: AuditUnitOfWork, now: datetime, policy: DrawPolicy, fresh_seed: int
 ) -> DrawRecord | None:
     """At the start of a month (or of the service), draw the month unless it was drawn."""
     month = domain.audit_month(now)
-    if await store.get_draw(month) is not None:
+    async with uow:
+        drawn = await uow.draws.get(month)
+    if drawn is not None:
         return None
     return await draw_month(
-        month, store=store, now=now, policy=policy, requested_seed=None, fresh_seed=fresh_seed
+        month, uow=uow, now=now, policy=policy, requested_seed=None, fresh_seed=fresh_seed
     )
+
+
+async def list_draws(*, uow: AuditUnitOfWork) -> list[DrawRecord]:
+    async with uow:
+        return await uow.draws.newest_first()
+
+
+# ---------------------------------------------------------------------------------------------
+# Audits
+
+
+async def find_audits(
+    *,
+    uow: AuditUnitOfWork,
+    now: datetime,
+    month: str | None,
+    auditor_id: str | None,
+    status: AuditStatus | None,
+    limit: int,
+) -> list[domain.AuditAsOf]:
+    async with uow:
+        found = await uow.audits.find(
+            month=month, auditor_id=auditor_id, status=status, now=now, limit=limit
+        )
+    return [domain.as_of(audit, now) for audit in found]
+
+
+async def get_audit(audit_id: str, *, uow: AuditUnitOfWork, now: datetime) -> domain.AuditAsOf:
+    async with uow:
+        found = await uow.audits.get(audit_id)
+    if found is None:
+        raise AuditNotFound(audit_id)
+    return domain.as_of(found, now)
 
 
 async def submit_audit(
     audit_id: str,
     submission: Submission,
     *,
+    claimed_auditor_id: str | None,
     auditor_id: str | None,
-    store: AuditStore,
+    uow: AuditUnitOfWork,
     now: datetime,
     correlation_id: str,
-) -> dict[str, Any]:
-    """Complete an assigned audit: only its auditor, only once, every standard graded.
+) -> domain.AuditAsOf:
+    """Complete an assigned audit: only its auditor (``auditor_id``, who is signed in, and
+    ``claimed_auditor_id`` when the submission names one), only once, every standard graded.
 
-    Storing the grades and staging ``audit-completed`` happen in one transaction, and the
-    event's id is derived from the audit, so it can never be published for it twice.
+    Storing the grades and staging ``audit-completed`` commit together, and the event's id
+    is derived from the audit, so it can never be published for it twice.
     """
-    audit = await store.get_audit(audit_id)
-    if audit is None:
-        raise Refused(404, [Problem("audit_id", "unknown_audit", f"no audit {audit_id!r}")])
-    if not auditor_id:
-        raise Refused(
-            422,
-            [
-                Problem(
-                    "auditor_id",
-                    "missing",
-                    "sign in as the auditor: the token's sub is the auditor id",
-                )
-            ],
-        )
-    if auditor_id != audit["auditor_id"]:
-        raise Refused(
-            403,
-            [
-                Problem(
-                    "auditor_id",
-                    "not_assigned_auditor",
-                    f"audit {audit_id} is assigned to another auditor, not {auditor_id!r}",
-                )
-            ],
-        )
-    if audit["status"] == "completed":
-        raise Refused(409, [_already_completed(audit_id, audit["completed_at"])])
-    problems = domain.check_submission(submission.scores, submission.overall_grade)
-    if problems:
-        raise Refused(422, problems)
+    domain.check_claimed_auditor(claimed_auditor_id, auditor_id)
 
-    scores = domain.standard_scores(submission.scores)
-    overall = (
-        OfstedGrade(submission.overall_grade)
-        if submission.overall_grade is not None
-        else domain.overall_grade(scores)
-    )
-    event = AuditCompleted(
-        audit_id=audit_id,
-        case_id=audit["case_id"],
-        family_id=audit["family_id"],
-        district=audit["district"],
-        team_id=audit.get("team_id"),
-        auditor_id=auditor_id,
-        auditor_role=audit.get("auditor_role"),
-        month=audit["month"],
-        scores=scores,
-        overall_grade=overall,
-        learning_points=submission.learning_points,
-        completed_at=now,
-        level_of_need=(LevelOfNeed(audit["level_of_need"]) if audit.get("level_of_need") else None),
-        due_by=audit["due_by"],
-    )
-    changes = {
-        "scores": {score.standard: score.grade.value for score in scores},
-        "overall_grade": overall.value,
-        "overall_grade_given": submission.overall_grade is not None,
-        "learning_points": submission.learning_points,
-        "completed_at": now,
-    }
-    try:
-        await store.complete(audit_id, changes, event, correlation_id=correlation_id)
-    except AuditNotOpen:
-        raise Refused(409, [_already_completed(audit_id, None)]) from None
-    completed = await store.get_audit(audit_id)
-    assert completed is not None
-    return completed
+    async def attempt() -> domain.AuditAsOf:
+        async with uow:
+            audit = await uow.audits.get(audit_id)
+            if audit is None:
+                raise AuditNotFound(audit_id)
+            completed, event = domain.complete_audit(
+                audit, submission, auditor_id=auditor_id, now=now
+            )
+            try:
+                await uow.audits.complete(completed)
+            except AuditNotOpen:
+                raise AlreadyCompleted(audit_id) from None
+            await uow.outbox.stage(
+                event, correlation_id=correlation_id, event_id=f"{audit_id}.completed"
+            )
+            # Read back as stored (to the millisecond), so the answer is what a GET shows.
+            stored = await uow.audits.get(audit_id)
+            assert stored is not None
+            await uow.commit()
+        return domain.as_of(stored, now)
+
+    return await retrying(attempt)
 
 
-def _already_completed(audit_id: str, completed_at: datetime | None) -> Problem:
-    when = f" at {completed_at.isoformat()}" if completed_at else ""
-    return Problem("audit_id", "already_completed", f"audit {audit_id} was completed{when}")
+@dataclass(frozen=True)
+class MonthCompliance:
+    """A month's compliance figures, at a time, with the auditors its rows name."""
+
+    as_of: datetime
+    figures: domain.Compliance
+    auditors: dict[str, Auditor]
 
 
 async def month_compliance(
-    month: str, *, store: AuditStore, now: datetime, policy: DrawPolicy
-) -> domain.Compliance:
-    audits = [
-        domain.AuditRecord(
-            audit_id=document["_id"],
-            auditor_id=document["auditor_id"],
-            district=document["district"],
-            month=document["month"],
-            due_by=document["due_by"],
-            completed_at=document.get("completed_at"),
-            overall_grade=document.get("overall_grade"),
-            scores=document.get("scores") or {},
-        )
-        for document in await store.month_audits(month)
-    ]
-    return domain.compliance(
+    month: str, *, uow: AuditUnitOfWork, now: datetime, policy: DrawPolicy
+) -> MonthCompliance:
+    async with uow:
+        audits = await uow.audits.of_month(month)
+        auditors = await uow.auditors.all()
+    figures = domain.compliance(
         month,
-        await store.auditors(),
-        audits,
+        auditors,
+        [audit.record for audit in audits],
         now=now,
         default_per_month=policy.audits_per_month,
+    )
+    return MonthCompliance(
+        as_of=now, figures=figures, auditors={auditor.id: auditor for auditor in auditors}
     )

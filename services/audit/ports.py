@@ -1,77 +1,111 @@
-"""What the audit use cases need from storage, and the values that cross that line."""
+"""What the audit use cases need from storage: repositories, handed out by a unit of work
+that stores everything a use case changed (and the events it stages) together or not at all."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from services.audit.domain import Auditor, CaseState, DrawOutcome
-from shared.events import AuditCompleted
-
-
-@dataclass(frozen=True)
-class DrawInputs:
-    """Everything a month's draw depends on, read in the draw's own transaction."""
-
-    month: str
-    recorded_seed: int | None
-    auditors: list[Auditor]
-    already_assigned: dict[str, int]
-    recently_drawn: set[str]
-    population: list[CaseState]
-
-
-@dataclass(frozen=True)
-class DrawDecision:
-    seed: int
-    outcome: DrawOutcome
-
-
-@dataclass(frozen=True)
-class DrawRecord:
-    """A month's draw: the seed it was first drawn with and each round that filled it."""
-
-    month: str
-    seed: int
-    drawn_at: datetime
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    new_audit_ids: list[str] = field(default_factory=list)
-    first_round: bool = False
+from services.audit.domain import Audit, Auditor, AuditStatus, CaseState, DrawRecord, DrawRound
+from shared.events import EventData
+from shared.unit_of_work import UnitOfWork
 
 
 class AuditNotOpen(Exception):
     """The audit was completed (or reassigned) by another request first."""
 
 
-class AuditStore(Protocol):
-    async def draw(
-        self, month: str, decide: Callable[[DrawInputs], DrawDecision], *, now: datetime
-    ) -> DrawRecord:
-        """Read the inputs, decide and store the new assignments, all in one transaction.
+class CaseRepository(Protocol):
+    """The population of cases, as projected from case-allocated and case-closed."""
 
-        Two draws of one month at once cannot both assign: the draw record is written by
-        both, so one transaction conflicts and is retried against the other's result.
-        """
+    async def get_many(self, case_ids: Collection[str]) -> dict[str, CaseState]:
+        """The known cases among ``case_ids``, by id."""
 
-    async def get_draw(self, month: str) -> DrawRecord | None: ...
+    async def save_many(self, cases: Sequence[CaseState]) -> None: ...
 
-    async def get_audit(self, audit_id: str) -> dict[str, Any] | None: ...
+    async def allocated_before(self, at: datetime) -> list[CaseState]:
+        """Cases first allocated before ``at``: the most a month's draw can choose from."""
 
-    async def complete(
+
+class AuditorRepository(Protocol):
+    async def all(self) -> list[Auditor]:
+        """Every auditor, active or not, by id."""
+
+    async def get(self, auditor_id: str) -> Auditor | None: ...
+
+    async def add(self, auditor: Auditor, *, now: datetime) -> bool:
+        """False, changing nothing, when the id is taken."""
+
+    async def save(self, auditor: Auditor, *, now: datetime) -> None: ...
+
+    async def count(self) -> int: ...
+
+
+class AuditRepository(Protocol):
+    async def get(self, audit_id: str) -> Audit | None: ...
+
+    async def of_month(self, month: str) -> list[Audit]: ...
+
+    async def find(
         self,
-        audit_id: str,
-        changes: dict[str, Any],
-        event: AuditCompleted,
         *,
-        correlation_id: str,
-    ) -> None:
-        """Mark the audit completed and stage ``audit-completed`` together.
+        month: str | None,
+        auditor_id: str | None,
+        status: AuditStatus | None,
+        now: datetime,
+        limit: int,
+    ) -> list[Audit]:
+        """Newest month first; ``status`` as it stands at ``now``."""
+
+    async def assigned_per_auditor(self, month: str) -> dict[str, int]: ...
+
+    async def cases_drawn(self, months: Sequence[str]) -> set[str]:
+        """The ids of the cases drawn in any of ``months``."""
+
+    async def add(self, audits: Sequence[Audit]) -> None: ...
+
+    async def complete(self, audit: Audit) -> None:
+        """Store the completed ``audit``'s grades.
 
         Raises ``AuditNotOpen`` (changing nothing) when it is no longer assigned.
         """
 
-    async def auditors(self) -> list[Auditor]: ...
 
-    async def month_audits(self, month: str) -> list[dict[str, Any]]: ...
+class DrawRepository(Protocol):
+    async def get(self, month: str) -> DrawRecord | None: ...
+
+    async def newest_first(self) -> list[DrawRecord]: ...
+
+    async def add_round(self, month: str, round_: DrawRound) -> DrawRecord:
+        """Record a round of ``month``'s draw (the first one records the month's seed).
+
+        Two draws of one month at once cannot both assign: both write the month's record,
+        so one unit of work fails with ``ConcurrentUpdate`` and is retried on the other's
+        result.
+        """
+
+
+class EventOutbox(Protocol):
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        """Publish ``event`` once the unit of work commits; an ``event_id`` staged before
+        is kept, not staged twice."""
+
+
+class AuditUnitOfWork(UnitOfWork, Protocol):
+    """One transaction over the audit service's data and its outbox."""
+
+    @property
+    def cases(self) -> CaseRepository: ...
+
+    @property
+    def auditors(self) -> AuditorRepository: ...
+
+    @property
+    def audits(self) -> AuditRepository: ...
+
+    @property
+    def draws(self) -> DrawRepository: ...
+
+    @property
+    def outbox(self) -> EventOutbox: ...

@@ -19,11 +19,6 @@ class AuditSettings(ServiceSettings):
         ge=0,
         description="Closed cases stay in the audit sample for this many months after closing.",
     )
-    seed_sample_auditors: bool = Field(
-        default=True,
-        description="Add the sample county's team managers and heads of service when the"
-        " service starts with no auditors.",
-    )
     draw_check_interval_s: float = Field(
         default=3600,
         gt=0,

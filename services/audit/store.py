@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from services.audit.domain import (
-    NO_REPEAT_MONTHS,
+    Audit,
     Auditor,
     AuditorRole,
+    AuditStatus,
     CaseState,
-    audit_id_for,
-    month_end,
-    shift_month,
+    DrawRecord,
+    DrawRound,
 )
-from services.audit.ports import AuditNotOpen, DrawDecision, DrawInputs, DrawRecord
-from shared.events import AuditAssigned, AuditCompleted
-from shared.mongo import BulkWrites, Database, Document, MongoClient, Session, in_transaction
+from services.audit.ports import AuditNotOpen
+from shared.events import EventData
+from shared.mongo import (
+    BulkWrites,
+    Database,
+    Document,
+    MongoClient,
+    MongoUnitOfWork,
+    Session,
+)
 from shared.outbox import Outbox
 
 CASES = "cases"
@@ -28,240 +35,206 @@ AUDITS = "audits"
 DRAWS = "draws"
 
 
-class MongoAuditStore:
-    def __init__(self, client: MongoClient, db: Database, outbox: Outbox) -> None:
-        self._client = client
-        self._cases = db[CASES]
-        self._auditors = db[AUDITORS]
-        self._audits = db[AUDITS]
-        self._draws = db[DRAWS]
+async def ensure_indexes(db: Database) -> None:
+    await db[CASES].create_index("first_allocated_at")
+    await db[AUDITS].create_index(
+        [("month", 1), ("case_id", 1)], unique=True, name="one_audit_per_case_a_month"
+    )
+    await db[AUDITS].create_index([("auditor_id", 1), ("month", 1)])
+
+
+class MongoAuditUnitOfWork(MongoUnitOfWork):
+    """The audit repositories and outbox over one transaction (or the consumer's, joined)."""
+
+    cases: MongoCases
+    auditors: MongoAuditors
+    audits: MongoAudits
+    draws: MongoDraws
+    outbox: MongoEventOutbox
+
+    def __init__(
+        self, client: MongoClient, db: Database, outbox: Outbox, *, session: Session | None = None
+    ) -> None:
+        super().__init__(client, session=session)
+        self._db = db
         self._outbox = outbox
 
-    async def ensure_indexes(self) -> None:
-        await self._cases.create_index("first_allocated_at")
-        await self._audits.create_index(
-            [("month", 1), ("case_id", 1)], unique=True, name="one_audit_per_case_a_month"
-        )
-        await self._audits.create_index([("auditor_id", 1), ("month", 1)])
+    def opened(self) -> None:
+        self.cases = MongoCases(self._db, self.session)
+        self.auditors = MongoAuditors(self._db, self.session)
+        self.audits = MongoAudits(self._db, self.session)
+        self.draws = MongoDraws(self._db, self.session)
+        self.outbox = MongoEventOutbox(self._outbox, self.session)
 
-    # -- cases ---------------------------------------------------------------------------------
 
-    async def update_case(
-        self,
-        case_id: str,
-        change: Callable[[CaseState | None], CaseState],
-        *,
-        session: Session,
-    ) -> CaseState:
-        found = await self._cases.find_one({"_id": case_id}, session=session)
-        case = change(None if found is None else _case(found))
-        document = asdict(case)
-        del document["case_id"]
-        await self._cases.replace_one({"_id": case_id}, document, upsert=True, session=session)
-        return case
+class MongoCases:
+    def __init__(self, db: Database, session: Session) -> None:
+        self._db = db
+        self._cases = db[CASES]
+        self._session = session
 
-    async def update_cases(
-        self,
-        changes: Sequence[tuple[str, Callable[[CaseState | None], CaseState]]],
-        *,
-        session: Session,
-    ) -> list[CaseState]:
-        """``update_case`` for many changes, in order, with one read and one bulk write; the
-        state each change left its case in."""
-        ids = sorted({case_id for case_id, _ in changes})
-        found = self._cases.find({"_id": {"$in": ids}}, session=session)
-        cases: dict[str, CaseState] = {document["_id"]: _case(document) async for document in found}
-        after: list[CaseState] = []
-        for case_id, change in changes:
-            cases[case_id] = change(cases.get(case_id))
-            after.append(cases[case_id])
+    async def get_many(self, case_ids: Collection[str]) -> dict[str, CaseState]:
+        found = self._cases.find({"_id": {"$in": sorted(case_ids)}}, session=self._session)
+        return {document["_id"]: _case(document) async for document in found}
+
+    async def save_many(self, cases: Sequence[CaseState]) -> None:
+        """One bulk write: a batch of hundreds of changes costs about what a few single
+        writes do."""
         writes = BulkWrites()
-        for case_id in ids:
-            document = asdict(cases[case_id])
+        for case in cases:
+            document = asdict(case)
             del document["case_id"]
-            writes.replace_one(CASES, {"_id": case_id}, document, upsert=True)
-        await writes.send(self._cases.database, session=session)
-        return after
+            writes.replace_one(CASES, {"_id": case.case_id}, document, upsert=True)
+        await writes.send(self._db, session=self._session)
 
-    async def get_case(self, case_id: str) -> CaseState | None:
-        found = await self._cases.find_one({"_id": case_id})
-        return None if found is None else _case(found)
+    async def allocated_before(self, at: datetime) -> list[CaseState]:
+        found = self._cases.find({"first_allocated_at": {"$lt": at}}, session=self._session)
+        return [_case(document) async for document in found]
 
-    # -- auditors ------------------------------------------------------------------------------
 
-    async def auditors(self) -> list[Auditor]:
-        found = await self._auditors.find({}).sort("_id", 1).to_list()
-        return [_auditor(document) for document in found]
+class MongoAuditors:
+    def __init__(self, db: Database, session: Session) -> None:
+        self._auditors = db[AUDITORS]
+        self._session = session
 
-    async def get_auditor(self, auditor_id: str) -> Auditor | None:
-        found = await self._auditors.find_one({"_id": auditor_id})
+    async def all(self) -> list[Auditor]:
+        found = self._auditors.find({}, session=self._session).sort("_id", 1)
+        return [_auditor(document) async for document in found]
+
+    async def get(self, auditor_id: str) -> Auditor | None:
+        found = await self._auditors.find_one({"_id": auditor_id}, session=self._session)
         return None if found is None else _auditor(found)
 
-    async def add_auditor(self, auditor: Auditor, *, now: datetime) -> bool:
-        """False, changing nothing, when the id is taken."""
+    async def add(self, auditor: Auditor, *, now: datetime) -> bool:
         result = await self._auditors.update_one(
             {"_id": auditor.id},
             {"$setOnInsert": {**_auditor_document(auditor), "created_at": now, "updated_at": now}},
             upsert=True,
+            session=self._session,
         )
         return result.upserted_id is not None
 
-    async def save_auditor(self, auditor: Auditor, *, now: datetime) -> None:
+    async def save(self, auditor: Auditor, *, now: datetime) -> None:
         await self._auditors.update_one(
-            {"_id": auditor.id}, {"$set": {**_auditor_document(auditor), "updated_at": now}}
+            {"_id": auditor.id},
+            {"$set": {**_auditor_document(auditor), "updated_at": now}},
+            session=self._session,
         )
 
-    async def seed_auditors(self, auditors: list[Auditor], *, now: datetime) -> int:
-        """Add ``auditors`` only to an empty register, so edits survive a restart."""
-        if await self._auditors.count_documents({}, limit=1):
-            return 0
-        added = 0
-        for auditor in auditors:
-            added += await self.add_auditor(auditor, now=now)
-        return added
+    async def count(self) -> int:
+        return await self._auditors.count_documents({}, session=self._session)
 
-    # -- draws ---------------------------------------------------------------------------------
 
-    async def draw(
-        self, month: str, decide: Callable[[DrawInputs], DrawDecision], *, now: datetime
-    ) -> DrawRecord:
-        async def work(session: Session) -> DrawRecord:
-            recorded = await self._draws.find_one({"_id": month}, session=session)
-            auditors = [
-                _auditor(document)
-                for document in await self._auditors.find({}, session=session).to_list()
-            ]
-            by_id = {auditor.id: auditor for auditor in auditors}
-            this_month = await self._audits.find(
-                {"month": month}, {"auditor_id": 1}, session=session
-            ).to_list()
-            window = [
-                shift_month(month, step) for step in range(1 - NO_REPEAT_MONTHS, NO_REPEAT_MONTHS)
-            ]
-            recent = await self._audits.find(
-                {"month": {"$in": window}}, {"case_id": 1}, session=session
-            ).to_list()
-            population = await self._cases.find(
-                {"first_allocated_at": {"$lt": month_end(month)}}, session=session
-            ).to_list()
-            cases = {document["_id"]: _case(document) for document in population}
-            decision = decide(
-                DrawInputs(
-                    month=month,
-                    recorded_seed=None if recorded is None else recorded["seed"],
-                    auditors=auditors,
-                    already_assigned=dict(Counter(a["auditor_id"] for a in this_month)),
-                    recently_drawn={document["case_id"] for document in recent},
-                    population=list(cases.values()),
-                )
-            )
-            documents = [
-                _audit_document(
-                    by_id[assignment.auditor_id],
-                    cases[assignment.case_id],
-                    month=month,
-                    seed=decision.seed,
-                    now=now,
-                )
-                for assignment in decision.outcome.assignments
-            ]
-            if documents:
-                await self._audits.insert_many(documents, session=session)
-            for document in documents:
-                await self._outbox.stage_event(
-                    _assigned(document),
-                    session=session,
-                    correlation_id=f"draw-{month}",
-                    event_id=f"{document['_id']}.assigned",
-                )
-            round_ = {
-                "seed": decision.seed,
-                "at": now,
-                "assigned": len(documents),
-                "unfilled": decision.outcome.unfilled,
-            }
-            await self._draws.update_one(
-                {"_id": month},
-                {
-                    "$setOnInsert": {"seed": decision.seed, "drawn_at": now},
-                    "$push": {"rounds": round_},
-                },
-                upsert=True,
-                session=session,
-            )
-            stored = await self._draws.find_one({"_id": month}, session=session)
-            assert stored is not None
-            return _draw(
-                stored,
-                new_audit_ids=[document["_id"] for document in documents],
-                first_round=recorded is None,
-            )
+class MongoAudits:
+    def __init__(self, db: Database, session: Session) -> None:
+        self._audits = db[AUDITS]
+        self._session = session
 
-        return await in_transaction(self._client, work)
+    async def get(self, audit_id: str) -> Audit | None:
+        found = await self._audits.find_one({"_id": audit_id}, session=self._session)
+        return None if found is None else _audit(found)
 
-    async def get_draw(self, month: str) -> DrawRecord | None:
-        found = await self._draws.find_one({"_id": month})
-        return None if found is None else _draw(found)
+    async def of_month(self, month: str) -> list[Audit]:
+        found = self._audits.find({"month": month}, session=self._session)
+        return [_audit(document) async for document in found]
 
-    async def list_draws(self) -> list[DrawRecord]:
-        found = await self._draws.find({}).sort("_id", -1).to_list()
-        return [_draw(document) for document in found]
-
-    # -- audits --------------------------------------------------------------------------------
-
-    async def get_audit(self, audit_id: str) -> Document | None:
-        return await self._audits.find_one({"_id": audit_id})
-
-    async def month_audits(self, month: str) -> list[Document]:
-        return await self._audits.find({"month": month}).to_list()
-
-    async def find_audits(
+    async def find(
         self,
         *,
         month: str | None,
         auditor_id: str | None,
-        status: str | None,
+        status: AuditStatus | None,
         now: datetime,
         limit: int,
-    ) -> list[Document]:
+    ) -> list[Audit]:
         query: dict[str, Any] = {}
         if month is not None:
             query["month"] = month
         if auditor_id is not None:
             query["auditor_id"] = auditor_id
-        if status == "completed":
+        if status is AuditStatus.COMPLETED:
             query["status"] = "completed"
-        elif status == "overdue":
+        elif status is AuditStatus.OVERDUE:
             query |= {"status": "assigned", "due_by": {"$lte": now}}
-        elif status == "assigned":
+        elif status is AuditStatus.ASSIGNED:
             query |= {"status": "assigned", "due_by": {"$gt": now}}
-        found = self._audits.find(query).sort([("month", -1), ("auditor_id", 1), ("_id", 1)])
-        return await found.limit(limit).to_list()
+        found = self._audits.find(query, session=self._session).sort(
+            [("month", -1), ("auditor_id", 1), ("_id", 1)]
+        )
+        return [_audit(document) async for document in found.limit(limit)]
 
-    async def complete(
-        self,
-        audit_id: str,
-        changes: dict[str, Any],
-        event: AuditCompleted,
-        *,
-        correlation_id: str,
-    ) -> None:
-        async def work(session: Session) -> None:
-            result = await self._audits.update_one(
-                {"_id": audit_id, "status": "assigned"},
-                {"$set": {**changes, "status": "completed"}},
-                session=session,
-            )
-            if result.modified_count != 1:
-                raise AuditNotOpen(audit_id)
-            await self._outbox.stage_event(
-                event,
-                session=session,
-                correlation_id=correlation_id,
-                event_id=f"{audit_id}.completed",
+    async def assigned_per_auditor(self, month: str) -> dict[str, int]:
+        found = self._audits.find({"month": month}, {"auditor_id": 1}, session=self._session)
+        return dict(Counter([document["auditor_id"] async for document in found]))
+
+    async def cases_drawn(self, months: Sequence[str]) -> set[str]:
+        found = self._audits.find(
+            {"month": {"$in": list(months)}}, {"case_id": 1}, session=self._session
+        )
+        return {document["case_id"] async for document in found}
+
+    async def add(self, audits: Sequence[Audit]) -> None:
+        if audits:
+            await self._audits.insert_many(
+                [_audit_document(audit) for audit in audits], session=self._session
             )
 
-        await in_transaction(self._client, work)
+    async def complete(self, audit: Audit) -> None:
+        result = await self._audits.update_one(
+            {"_id": audit.id, "status": "assigned"},
+            {
+                "$set": {
+                    "scores": audit.scores,
+                    "overall_grade": audit.overall_grade,
+                    "overall_grade_given": audit.overall_grade_given,
+                    "learning_points": audit.learning_points,
+                    "completed_at": audit.completed_at,
+                    "status": "completed",
+                }
+            },
+            session=self._session,
+        )
+        if result.modified_count != 1:
+            raise AuditNotOpen(audit.id)
+
+
+class MongoDraws:
+    def __init__(self, db: Database, session: Session) -> None:
+        self._draws = db[DRAWS]
+        self._session = session
+
+    async def get(self, month: str) -> DrawRecord | None:
+        found = await self._draws.find_one({"_id": month}, session=self._session)
+        return None if found is None else _draw(found)
+
+    async def newest_first(self) -> list[DrawRecord]:
+        found = self._draws.find({}, session=self._session).sort("_id", -1)
+        return [_draw(document) async for document in found]
+
+    async def add_round(self, month: str, round_: DrawRound) -> DrawRecord:
+        await self._draws.update_one(
+            {"_id": month},
+            {
+                "$setOnInsert": {"seed": round_.seed, "drawn_at": round_.at},
+                "$push": {"rounds": asdict(round_)},
+            },
+            upsert=True,
+            session=self._session,
+        )
+        stored = await self._draws.find_one({"_id": month}, session=self._session)
+        assert stored is not None
+        return _draw(stored)
+
+
+class MongoEventOutbox:
+    def __init__(self, outbox: Outbox, session: Session) -> None:
+        self._outbox = outbox
+        self._session = session
+
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        await self._outbox.stage_event(
+            event, session=self._session, correlation_id=correlation_id, event_id=event_id
+        )
 
 
 def _case(document: Document) -> CaseState:
@@ -297,53 +270,65 @@ def _auditor_document(auditor: Auditor) -> Document:
     return document
 
 
-def _audit_document(
-    auditor: Auditor, case: CaseState, *, month: str, seed: int, now: datetime
-) -> Document:
-    return {
-        "_id": audit_id_for(auditor.id, case.case_id, month),
-        "month": month,
-        "auditor_id": auditor.id,
-        "auditor_role": auditor.role.value,
-        "case_id": case.case_id,
-        "family_id": case.family_id,
-        "district": case.district,
-        "team_id": case.team_id,
-        "level_of_need": case.level_of_need,
-        "case_status": case.status,
-        "draw_seed": seed,
-        "assigned_at": now,
-        "due_by": month_end(month),
-        "status": "assigned",
-        "completed_at": None,
-        "scores": {},
-        "overall_grade": None,
-        "learning_points": [],
-    }
-
-
-def _assigned(document: Document) -> AuditAssigned:
-    return AuditAssigned(
-        audit_id=document["_id"],
+def _audit(document: Document) -> Audit:
+    return Audit(
+        id=document["_id"],
+        month=document["month"],
+        auditor_id=document["auditor_id"],
+        auditor_role=AuditorRole(document["auditor_role"]),
         case_id=document["case_id"],
         family_id=document["family_id"],
         district=document["district"],
-        team_id=document["team_id"],
-        auditor_id=document["auditor_id"],
-        month=document["month"],
+        team_id=document.get("team_id"),
+        level_of_need=document.get("level_of_need"),
+        case_status=document.get("case_status"),
+        draw_seed=document.get("draw_seed"),
         assigned_at=document["assigned_at"],
         due_by=document["due_by"],
+        completed_at=document.get("completed_at"),
+        scores=document.get("scores") or {},
+        overall_grade=document.get("overall_grade"),
+        overall_grade_given=document.get("overall_grade_given"),
+        learning_points=document.get("learning_points") or [],
     )
 
 
-def _draw(
-    document: Document, *, new_audit_ids: list[str] | None = None, first_round: bool = False
-) -> DrawRecord:
+def _audit_document(audit: Audit) -> Document:
+    """A newly drawn audit, as the audits collection has always held one."""
+    return {
+        "_id": audit.id,
+        "month": audit.month,
+        "auditor_id": audit.auditor_id,
+        "auditor_role": audit.auditor_role.value,
+        "case_id": audit.case_id,
+        "family_id": audit.family_id,
+        "district": audit.district,
+        "team_id": audit.team_id,
+        "level_of_need": audit.level_of_need,
+        "case_status": audit.case_status,
+        "draw_seed": audit.draw_seed,
+        "assigned_at": audit.assigned_at,
+        "due_by": audit.due_by,
+        "status": "completed" if audit.completed_at else "assigned",
+        "completed_at": audit.completed_at,
+        "scores": audit.scores,
+        "overall_grade": audit.overall_grade,
+        "learning_points": audit.learning_points,
+    }
+
+
+def _draw(document: Document) -> DrawRecord:
     return DrawRecord(
         month=document["_id"],
         seed=document["seed"],
         drawn_at=document["drawn_at"],
-        rounds=document.get("rounds", []),
-        new_audit_ids=new_audit_ids or [],
-        first_round=first_round,
+        rounds=[
+            DrawRound(
+                seed=round_["seed"],
+                at=round_["at"],
+                assigned=round_["assigned"],
+                unfilled=round_.get("unfilled") or {},
+            )
+            for round_ in document.get("rounds", [])
+        ],
     )

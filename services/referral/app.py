@@ -3,41 +3,52 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from services.referral import domain
-from services.referral.access import POLICY, PersonalData, add_access_log
-from services.referral.directory import DirectoryService, find_services
-from services.referral.erasure import add_erasure
+from services.referral import domain, sample
+from services.referral.access import POLICY, REASON_MAX, REASON_MIN
+from services.referral.directory import DIRECTORY, DirectoryService, find_services
 from services.referral.handlers import (
     MAX_NESTING,
     MAX_REASONS,
-    Accepted,
     FrontDoor,
     Origin,
     Outcome,
     Unreadable,
-    lookups_of,
     note_case_closed,
     note_case_open,
+    note_cases_open,
     read_json,
     receive_body,
     receive_message,
+    receive_messages,
 )
-from services.referral.partners import add_partner_keys
-from services.referral.retention import add_retention_review
+from services.referral.handlers import access_log as access_handlers
+from services.referral.handlers import erasure as erasure_handlers
+from services.referral.handlers import partners as partner_handlers
+from services.referral.handlers import retention as retention_handlers
+from services.referral.handlers.access_log import Reader
+from services.referral.partners import PartnerKeyRecord
+from services.referral.ports import Accepted, AccessEntry
 from services.referral.settings import ReferralSettings
-from services.referral.store import MongoReferralStore
+from services.referral.store import (
+    MongoPartnerKeys,
+    MongoReferralStore,
+    MongoReferralUnitOfWork,
+    ensure_data_protection_indexes,
+)
 from shared import topics
-from shared.auth import protect
+from shared.auth import Refusals, SignedIn, current_principal, protect
 from shared.clock import utc_now
 from shared.consumer import IncomingMessage
 from shared.events import (
@@ -48,10 +59,12 @@ from shared.events import (
     RejectionReason,
     decode,
 )
-from shared.mongo import Session, in_transaction
-from shared.runtime import build_runtime, service_app
+from shared.runtime import Runtime, build_runtime, service_app
+
+log = logging.getLogger(__name__)
 
 HTTP_SOURCE = "/earlyhelp/referral/http"
+KEY_HEADER = "x-partner-key"
 
 
 class SignpostedService(BaseModel):
@@ -101,6 +114,104 @@ class RouteEntry(BaseModel):
     referral_source_description: str = Field(description="What the census code means.")
 
 
+class NewPartnerKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partner_id: str = Field(
+        min_length=1, max_length=200, description="The partner whose system will use the key."
+    )
+    routes: list[str] = Field(
+        min_length=1, description="Routes the partner may submit on (see GET /routes)."
+    )
+    name: str | None = Field(
+        default=None, max_length=200, description="What the key is for, e.g. the system's name."
+    )
+
+
+class PartnerKeyView(BaseModel):
+    key_id: str = Field(description="The key's id (not the key).")
+    partner_id: str = Field(description="The partner the key belongs to.")
+    routes: list[str] = Field(description="Routes it may submit on.")
+    name: str | None = Field(description="What the key is for.")
+    created_at: datetime = Field(description="When it was made.")
+    created_by: str = Field(description="The administrator who made it.")
+    revoked_at: datetime | None = Field(description="When it was revoked; refused from then.")
+    revoked_by: str | None = Field(description="Who revoked it.")
+
+
+class IssuedPartnerKey(PartnerKeyView):
+    key: str = Field(description="The key itself: shown this once, send it as X-Partner-Key.")
+
+
+class AccessRecord(BaseModel):
+    at: datetime = Field(description="When.")
+    sub: str = Field(description="Who: the token's subject.")
+    role: str = Field(description="Their role.")
+    action: str = Field(description="What, e.g. read_referral, erase_family.")
+    family_id: str | None = Field(description="Which family (none for an unmatched rejection).")
+    resource: str = Field(description="The record looked at or changed.")
+    reason: str = Field(description="Why, as the caller stated it.")
+
+
+class ErasureRequest(BaseModel):
+    reason: str = Field(
+        min_length=5, max_length=500, description="Why, e.g. the request's reference (recorded)."
+    )
+
+
+class ErasureView(BaseModel):
+    family_id: str = Field(description="The family whose personal data was erased.")
+    referrals: int = Field(description="Referrals whose submission was removed.")
+    rejections: int = Field(description="Rejections whose stored submission was removed.")
+    keys: int = Field(description="Family keys removed: the family will not be matched again.")
+    erased_at: datetime = Field(description="When.")
+
+
+class RetentionItem(BaseModel):
+    family_id: str = Field(description="The family due for review.")
+    district: str | None = Field(description="Its district.")
+    last_closed_at: datetime = Field(description="When its last case closed.")
+    last_referral_at: datetime | None = Field(description="When its last request came.")
+    review_due_since: datetime = Field(description="When its retention period ended.")
+
+
+class RetentionReview(BaseModel):
+    as_of: datetime = Field(description="The time the review was worked out at.")
+    retention_years: int = Field(description="Years personal data is kept after closure.")
+    families: list[RetentionItem] = Field(description="Families due for review, oldest first.")
+
+
+def personal_data_access(
+    request: Request,
+    reason: Annotated[
+        str | None, Query(description="Why you need this family's data (recorded).")
+    ] = None,
+    x_access_reason: Annotated[
+        str | None, Header(description="Why, when not given as ?reason= (recorded).")
+    ] = None,
+) -> Reader:
+    """The caller and their stated reason (``reason`` or ``X-Access-Reason``)."""
+    principal = current_principal(request)
+    stated = (reason or x_access_reason or "").strip()
+    if not REASON_MIN <= len(stated) <= REASON_MAX:
+        raise HTTPException(
+            400,
+            "say why you need this family's data: ?reason= or X-Access-Reason, "
+            f"{REASON_MIN}-{REASON_MAX} characters; it is recorded",
+        )
+    return Reader(principal.sub, principal.role.value, stated)
+
+
+PersonalData = Annotated[Reader, Depends(personal_data_access)]
+
+ERROR_STATUS: Mapping[type[Exception], int] = {
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.Invalid: 422,
+}
+"""Each domain error's HTTP status; the body is FastAPI's usual ``{"detail": message}``."""
+
+
 def create_app(
     settings: ReferralSettings | None = None, *, clock: Callable[[], datetime] = utc_now
 ) -> FastAPI:
@@ -109,10 +220,17 @@ def create_app(
         settings, produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED), clock=clock
     )
     store = MongoReferralStore(runtime.client, runtime.db, runtime.outbox)
+    partner_keys = MongoPartnerKeys(runtime.db)
     front_door = _front_door(settings)
     directory_by_id = {service.id: service for service in front_door.directory}
 
+    def unit_of_work() -> MongoReferralUnitOfWork:
+        """A fresh one per request: it holds its transaction's session while open."""
+        return MongoReferralUnitOfWork(runtime.client, runtime.db)
+
     runtime.on_start.append(lambda _: store.ensure_indexes())
+    runtime.on_start.append(lambda _: ensure_data_protection_indexes(runtime.db))
+    _check_reference_data(runtime.reference_checks, runtime.on_start, front_door, settings)
 
     limit = settings.max_submission_bytes
 
@@ -127,29 +245,13 @@ def create_app(
         )
 
     async def on_referrals_submitted(messages: list[IncomingMessage]) -> int:
-        """A poll's submissions in one transaction: a few reads each, a few writes in all."""
-
-        lookups = [lookups_of(message.value, max_bytes=limit) for message in messages]
-
-        async def receive_all(session: Session) -> int:
-            batch = store.batch(session)
-            await batch.prefetch([lookup for lookup in lookups if lookup is not None])
-            now = runtime.clock()
-            fresh = 0
-            for message in messages:
-                outcome = await receive_message(
-                    message.value,
-                    position=_position(message),
-                    store=batch,
-                    now=now,
-                    front_door=front_door,
-                    max_bytes=limit,
-                )
-                fresh += not (isinstance(outcome, Accepted) and outcome.duplicate)
-            await batch.flush()
-            return fresh
-
-        return await in_transaction(runtime.client, receive_all)
+        return await receive_messages(
+            [(message.value, _position(message)) for message in messages],
+            store=store,
+            now=runtime.clock(),
+            front_door=front_door,
+            max_bytes=limit,
+        )
 
     async def on_case_allocated(message: IncomingMessage) -> None:
         _, allocated = decode(message.value, CaseAllocated)
@@ -163,7 +265,7 @@ def create_app(
 
     async def on_cases_allocated(messages: list[IncomingMessage]) -> int:
         cases = [decode(message.value, CaseAllocated)[1] for message in messages]
-        await store.note_cases_open([(case.family_id, case.case_id) for case in cases])
+        await note_cases_open([(case.family_id, case.case_id) for case in cases], store=store)
         return len(cases)
 
     runtime.subscribe(topics.CASE_ALLOCATED, on_case_allocated, many=on_cases_allocated)
@@ -178,14 +280,98 @@ def create_app(
         f"A submission is at most {limit} bytes of UTF-8 JSON (EARLYHELP_MAX_SUBMISSION_BYTES), "
         f"nested at most {MAX_NESTING} levels.",
     )
+    for error, status_code in ERROR_STATUS.items():
+        app.add_exception_handler(error, _status_of(status_code))
 
     refusals = protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
-    partner_keys, partners = add_partner_keys(app, runtime.db, refusals, runtime.clock)
-    access_log = add_access_log(app, runtime.db, runtime.clock)
-    add_erasure(app, runtime.client, runtime.db, access_log, runtime.clock)
-    add_retention_review(app, runtime.db, settings.retention_years, runtime.clock)
-    runtime.on_start.append(lambda _: partner_keys.ensure_indexes())
-    runtime.on_start.append(lambda _: access_log.ensure_indexes())
+
+    # -- partner keys: the administrators' API, and the gate of POST /referrals -----------
+
+    @app.post(
+        "/partner-keys",
+        status_code=201,
+        tags=["partners"],
+        summary="Issue a partner key (shown once)",
+    )
+    async def issue_key(request: NewPartnerKey, admin: SignedIn) -> IssuedPartnerKey:
+        record, key = await partner_handlers.issue_key(
+            unit_of_work(),
+            partner_id=request.partner_id,
+            routes=request.routes,
+            name=request.name,
+            by=admin.sub,
+            now=runtime.clock(),
+        )
+        return IssuedPartnerKey(**_key_view(record).model_dump(), key=key)
+
+    @app.get("/partner-keys", tags=["partners"], summary="Partner keys, without the keys")
+    async def list_keys() -> list[PartnerKeyView]:
+        return [_key_view(record) for record in await partner_handlers.list_keys(unit_of_work())]
+
+    @app.delete("/partner-keys/{key_id}", tags=["partners"], summary="Revoke a partner key")
+    async def revoke_key(
+        key_id: Annotated[str, Path(max_length=40)], admin: SignedIn
+    ) -> PartnerKeyView:
+        record = await partner_handlers.revoke_key(
+            unit_of_work(), key_id, by=admin.sub, now=runtime.clock()
+        )
+        return _key_view(record)
+
+    # -- data protection: the access log, erasure and the retention review ----------------
+
+    @app.get("/access-log", tags=["access"], summary="Who looked at a family's data, and why")
+    async def access_log(
+        family_id: Annotated[str | None, Query(description="Only this family.")] = None,
+        sub: Annotated[str | None, Query(description="Only this member of staff.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[AccessRecord]:
+        entries = await access_handlers.access_log(
+            unit_of_work(), family_id=family_id, sub=sub, limit=limit
+        )
+        return [_access_record(entry) for entry in entries]
+
+    @app.post(
+        "/families/{family_id}/erasure",
+        tags=["data protection"],
+        summary="Erase a family's personal data, keeping the statistics",
+        responses={404: {"description": "Unknown family"}, 409: {"description": "Case open"}},
+    )
+    async def post_erasure(
+        family_id: Annotated[str, Path(max_length=80)], request: ErasureRequest, admin: SignedIn
+    ) -> ErasureView:
+        erased = await erasure_handlers.erase_family(
+            unit_of_work(),
+            family_id,
+            by=admin.sub,
+            role=admin.role.value,
+            reason=request.reason,
+            now=runtime.clock(),
+        )
+        return ErasureView(**asdict(erased))
+
+    @app.get(
+        "/retention/review",
+        tags=["data protection"],
+        summary="Closed families whose personal data is past its retention period",
+    )
+    async def retention_review() -> RetentionReview:
+        now, years = runtime.clock(), settings.retention_years
+        due = await retention_handlers.review(unit_of_work(), now=now, years=years)
+        return RetentionReview(
+            as_of=now,
+            retention_years=years,
+            families=[RetentionItem(**asdict(family)) for family in due],
+        )
+
+    # -- referrals ------------------------------------------------------------------------
+
+    async def refuse_partner(request: Request, refused: domain.Refused) -> NoReturn:
+        """Record the refusal, then answer 401 (no usable key) or 403 (not this one's)."""
+        status_code = 403 if isinstance(refused, domain.Forbidden) else 401
+        await _record_refusal(refusals, request, status_code, refused)
+        raise HTTPException(
+            status_code, str(refused), headers={"WWW-Authenticate": "X-Partner-Key"}
+        ) from None
 
     def answer(outcome: Outcome) -> JSONResponse:
         if isinstance(outcome, Accepted):
@@ -231,7 +417,12 @@ def create_app(
         },
     )
     async def post_referral(request: Request) -> JSONResponse:
-        partner = await partners.authenticate(request)
+        try:
+            partner = await partner_handlers.authenticate(
+                partner_keys, request.headers.get(KEY_HEADER)
+            )
+        except domain.Refused as refused:
+            await refuse_partner(request, refused)
         media_type = request.headers.get("content-type", "application/json")
         if not _is_json(media_type):
             return _refusal(
@@ -247,7 +438,10 @@ def create_app(
         except Unreadable:
             pass  # answered below, with the reason, like any unreadable submission
         else:
-            await partners.authorise(request, partner, document)
+            try:
+                partner_handlers.authorise(partner, document)
+            except domain.Refused as refused:
+                await refuse_partner(request, refused)
         # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
         correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
         origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id[:200])
@@ -263,18 +457,16 @@ def create_app(
 
     @app.get("/referrals/{referral_id}", tags=["referrals"], summary="A referral as received")
     async def get_referral(referral_id: str, access: PersonalData) -> dict[str, Any]:
-        found = await store.get_referral(referral_id)
-        if found is None:
-            raise HTTPException(404, f"no referral {referral_id}")
-        await access.record("read_referral", family_id=found["family_id"], resource=referral_id)
+        found = await access_handlers.read_referral(
+            unit_of_work(), referral_id, reader=access, now=runtime.clock()
+        )
         return _jsonable(found)
 
     @app.get("/rejections/{rejection_id}", tags=["referrals"], summary="A stored rejection")
     async def get_rejection(rejection_id: str, access: PersonalData) -> dict[str, Any]:
-        found = await store.get_rejection(rejection_id)
-        if found is None:
-            raise HTTPException(404, f"no rejection {rejection_id}")
-        await access.record("read_rejection", family_id=None, resource=rejection_id)
+        found = await access_handlers.read_rejection(
+            unit_of_work(), rejection_id, reader=access, now=runtime.clock()
+        )
         return _jsonable(found)
 
     @app.get("/routes", tags=["catalogue"], summary="Referral routes and their census codes")
@@ -363,19 +555,99 @@ def _refusal(status_code: int, code: str, message: str) -> JSONResponse:
 
 
 def _front_door(settings: ReferralSettings) -> FrontDoor:
-    sample = FrontDoor.sample()
-    districts: Mapping[str, str] = sample.districts
-    directory: Sequence[DirectoryService] = sample.directory
+    """The council's postcode table and directory from their files; the sample county's
+    only when sample data is asked for; otherwise empty (see ``_check_reference_data``)."""
+    districts: Mapping[str, str] = {}
+    directory: Sequence[DirectoryService] = ()
     if settings.postcode_districts_file is not None:
-        districts = TypeAdapter(dict[str, str]).validate_json(
+        table = TypeAdapter(dict[str, str]).validate_json(
             settings.postcode_districts_file.read_bytes()
         )
-        districts = {outward.upper(): name for outward, name in districts.items()}
+        districts = {outward.upper(): name for outward, name in table.items()}
+    elif settings.sample_data:
+        districts = sample.POSTCODE_DISTRICTS
     if settings.directory_file is not None:
-        directory = TypeAdapter(list[DirectoryService]).validate_json(
-            settings.directory_file.read_bytes()
-        )
+        directory = DIRECTORY.validate_json(settings.directory_file.read_bytes())
+    elif settings.sample_data:
+        directory = sample.load_sample_directory()
     return FrontDoor(districts, tuple(directory))
+
+
+def _check_reference_data(
+    checks: dict[str, Callable[[], Awaitable[str]]],
+    on_start: list[Callable[[Runtime], Awaitable[None]]],
+    front_door: FrontDoor,
+    settings: ReferralSettings,
+) -> None:
+    """Say in ``/ready`` what the front door works from, and warn at start of what is empty:
+    an empty deployment stays ready, as it is unconfigured rather than broken."""
+
+    def empty(variable: str, file: object) -> str:
+        if file is not None:
+            return f"empty: {file} ({variable}) holds none"
+        return f"empty: set {variable}" + ("" if settings.sample_data else " (sample data is off)")
+
+    empty_table = empty("EARLYHELP_POSTCODE_DISTRICTS_FILE", settings.postcode_districts_file)
+    empty_directory = empty("EARLYHELP_DIRECTORY_FILE", settings.directory_file)
+
+    async def postcode_districts() -> str:
+        if not front_door.districts:
+            return f"ok: {empty_table}"
+        count = len(set(front_door.districts.values()))
+        return f"ok: {len(front_door.districts)} outward codes in {count} districts"
+
+    async def directory() -> str:
+        if not front_door.directory:
+            return f"ok: {empty_directory}"
+        return f"ok: {len(front_door.directory)} services"
+
+    async def warn(_: Runtime) -> None:
+        if not front_door.districts:
+            log.warning("no postcode table, so every request is outside the area: %s", empty_table)
+        if not front_door.directory:
+            log.warning("no directory, so no service is signposted: %s", empty_directory)
+
+    checks["postcode_districts"] = postcode_districts
+    checks["directory"] = directory
+    on_start.append(warn)
+
+
+def _status_of(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def answer(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status_code)
+
+    return answer
+
+
+async def _record_refusal(
+    refusals: Refusals, request: Request, status_code: int, refused: domain.Refused
+) -> None:
+    await refusals.record(
+        method=request.method,
+        path=request.url.path,
+        status=status_code,
+        reason=str(refused),
+        client=request.client.host if request.client else None,
+        partner_id=refused.partner_id,
+        key_id=refused.key_id,
+    )
+
+
+def _key_view(record: PartnerKeyRecord) -> PartnerKeyView:
+    return PartnerKeyView(
+        key_id=record.key_id,
+        partner_id=record.partner_id,
+        routes=list(record.routes),
+        name=record.name,
+        created_at=record.created_at,
+        created_by=record.created_by,
+        revoked_at=record.revoked_at,
+        revoked_by=record.revoked_by,
+    )
+
+
+def _access_record(entry: AccessEntry) -> AccessRecord:
+    return AccessRecord(**asdict(entry))
 
 
 def _accepted_answer(

@@ -5,13 +5,12 @@ is for (eligibility ages), the needs it serves and the districts it covers. Need
 Supporting Families headline outcomes, the same vocabulary as the requests, so a request
 is matched to services without any translation table.
 
-Pure: the only I/O is reading the sample directory packaged beside this module.
+Pure: the sample directory is loaded by ``sample.py``, a council's own by ``app.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from importlib.resources import files
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, model_validator
@@ -119,13 +118,8 @@ class DirectoryService(BaseModel):
         return self.eligibility.minimum_age <= age <= self.eligibility.maximum_age
 
 
-_DIRECTORY = TypeAdapter(list[DirectoryService])
-
-
-def load_sample_directory() -> list[DirectoryService]:
-    """The sample directory for the county of Wessexshire, packaged with the service."""
-    data = files("services.referral").joinpath("data/directory.json").read_bytes()
-    return _DIRECTORY.validate_json(data)
+DIRECTORY = TypeAdapter(list[DirectoryService])
+"""Reads a directory: a JSON list of services."""
 
 
 def find_services(

@@ -1,6 +1,7 @@
 """The front door's rules: routes, districts, validation, family matching and screening.
 
-Pure functions over typed values: no I/O, no clock, no id generation beyond hashing.
+Pure functions over typed values: no I/O, no clock, no id generation beyond hashing. The
+council's postcode table is an argument: the sample county's is in ``sample.py``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,48 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.events import (
-    Child,
     FamilyMatchRule,
     LevelOfNeed,
     ReferralSubmitted,
     RejectionReason,
     ScreeningDecision,
 )
+
+# ---------------------------------------------------------------------------------------------
+# What a use case can refuse with; ``app.py`` gives each its HTTP status
+
+
+class NotFound(Exception):
+    """What the request names does not exist."""
+
+
+class Conflict(Exception):
+    """The request cannot be done in the state things are in now."""
+
+
+class Invalid(Exception):
+    """The request breaks a rule by itself, whatever the state."""
+
+
+class Refused(Exception):
+    """A partner key is missing, unknown, revoked or not allowed this submission; the
+    partner and key are named when known, for the record of refusals."""
+
+    def __init__(
+        self, reason: str, *, partner_id: str | None = None, key_id: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.partner_id = partner_id
+        self.key_id = key_id
+
+
+class Unauthenticated(Refused):
+    """No usable partner key."""
+
+
+class Forbidden(Refused):
+    """A good key, but not for this partner or route."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Routes and the Children in Need census referral-source codes
@@ -105,14 +141,6 @@ STEP_DOWN_ROUTE = "social_care_step_down"
 # ---------------------------------------------------------------------------------------------
 # Postcodes and districts
 
-POSTCODE_DISTRICTS: Mapping[str, str] = {
-    # outward code -> district, for the fictional county of Wessexshire
-    **{f"WX{n}": "northvale" for n in range(1, 6)},
-    **{f"WX{n}": "eastmere" for n in range(6, 11)},
-    **{f"WX{n}": "southford" for n in range(11, 16)},
-    **{f"WX{n}": "westbrook" for n in range(16, 21)},
-}
-
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
 
 
@@ -122,7 +150,8 @@ def normalise_postcode(postcode: str) -> str | None:
     return f"{match[1]} {match[2]}" if match else None
 
 
-def district_for(postcode: str, districts: Mapping[str, str] = POSTCODE_DISTRICTS) -> str | None:
+def district_for(postcode: str, districts: Mapping[str, str]) -> str | None:
+    """The district a postcode is in, by its outward code in the council's ``districts``."""
     normalised = normalise_postcode(postcode)
     return None if normalised is None else districts.get(normalised.split(" ")[0])
 
@@ -203,7 +232,7 @@ def parse_submission(document: Any) -> ReferralSubmitted | list[RejectionReason]
 
 def check_rules(
     submission: ReferralSubmitted,
-    districts: Mapping[str, str] = POSTCODE_DISTRICTS,
+    districts: Mapping[str, str],
     *,
     today: date | None = None,
 ) -> list[RejectionReason]:
@@ -333,24 +362,53 @@ _RULE_PRIORITY = (
 
 def family_keys(submission: ReferralSubmitted) -> list[FamilyKey]:
     """Every child's keys, strongest rule first: UPNs, then NHS numbers, then demographics."""
-    postcode = normalise_postcode(submission.address.postcode) or submission.address.postcode
+    per_child = [
+        child_family_keys(
+            upn=child.upn,
+            nhs_number=child.nhs_number,
+            family_name=child.family_name,
+            date_of_birth=child.date_of_birth.isoformat(),
+            postcode=submission.address.postcode,
+        )
+        for child in submission.children
+    ]
     keys: list[FamilyKey] = []
     for rule in _RULE_PRIORITY:
-        for child in submission.children:
-            material = _key_material(child, rule, postcode)
-            if material is not None:
-                key = FamilyKey(_hash(f"{rule.value}:{material}"), rule)
-                if key not in keys:
+        for child_keys in per_child:
+            for key in child_keys:
+                if key.rule is rule and key not in keys:
                     keys.append(key)
     return keys
 
 
-def _key_material(child: Child, rule: FamilyMatchRule, postcode: str) -> str | None:
-    if rule is FamilyMatchRule.UPN:
-        return normalise_upn(child.upn) if child.upn else None
-    if rule is FamilyMatchRule.NHS_NUMBER:
-        return normalise_nhs_number(child.nhs_number) if child.nhs_number else None
-    return "|".join((normalise_name(child.family_name), child.date_of_birth.isoformat(), postcode))
+def child_family_keys(
+    *,
+    upn: str | None,
+    nhs_number: str | None,
+    family_name: str | None,
+    date_of_birth: str | None,
+    postcode: str,
+) -> list[FamilyKey]:
+    """One child's keys, from its identifiers as given (ISO date of birth).
+
+    The one derivation of family keys: matching uses it on a validated submission, erasure
+    on the raw JSON of a stored one, so changing the key material changes both alike.
+    """
+    address = normalise_postcode(postcode) or postcode
+    keys: list[FamilyKey] = []
+    if upn:
+        keys.append(family_key(FamilyMatchRule.UPN, normalise_upn(upn)))
+    if nhs_number:
+        keys.append(family_key(FamilyMatchRule.NHS_NUMBER, normalise_nhs_number(nhs_number)))
+    if family_name is not None and date_of_birth is not None:
+        material = "|".join((normalise_name(family_name), date_of_birth, address))
+        keys.append(family_key(FamilyMatchRule.SURNAME_DOB_POSTCODE, material))
+    return keys
+
+
+def family_key(rule: FamilyMatchRule, material: str) -> FamilyKey:
+    """The key of one rule's material, hashed so the index holds no identifier in clear."""
+    return FamilyKey(hashlib.sha256(f"{rule.value}:{material}".encode()).hexdigest(), rule)
 
 
 @dataclass(frozen=True)
@@ -360,6 +418,18 @@ class FamilyHistory:
     family_id: str
     open_cases: tuple[str, ...] = ()
     last_closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FamilyRecord:
+    """A family as the front door keeps it: its cases, its dates and whether it was erased."""
+
+    family_id: str
+    district: str | None = None
+    open_cases: tuple[str, ...] = ()
+    last_closed_at: datetime | None = None
+    last_referral_at: datetime | None = None
+    personal_data_erased_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +468,12 @@ def match_family(submission: ReferralSubmitted, known: KnownFamilies) -> FamilyM
     return FamilyMatch(family_id, best_key.rule, others)
 
 
+def referral_id_for(partner_id: str, submission_id: str) -> str:
+    """Deterministic, so a duplicate submission converges on the same referral."""
+    digest = hashlib.sha256(f"{partner_id}\0{submission_id}".encode()).hexdigest()
+    return f"ref-{digest[:20]}"
+
+
 def new_family_id(submission: ReferralSubmitted) -> str:
     eldest = min(
         submission.children,
@@ -429,10 +505,6 @@ def normalise_name(name: str) -> str:
     """Case, accents, spaces and punctuation folded away; letters of any script kept."""
     decomposed = unicodedata.normalize("NFKD", name.casefold())
     return "".join(char for char in decomposed if char.isalnum())
-
-
-def _hash(material: str) -> str:
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +568,7 @@ class Screened:
 
 def screen_submission(
     submission: ReferralSubmitted,
-    districts: Mapping[str, str] = POSTCODE_DISTRICTS,
+    districts: Mapping[str, str],
     *,
     today: date,
 ) -> Screened | Sequence[RejectionReason]:

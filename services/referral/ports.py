@@ -1,16 +1,63 @@
-"""What the front door's use cases need from storage."""
+"""What the front door's use cases need from storage, and the values that cross that line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from services.referral.domain import FamilyKey, KnownFamilies
-from shared.events import ReferralRejected, ReferralSubmitted
+from services.referral.domain import FamilyKey, FamilyMatch, FamilyRecord, KnownFamilies
+from services.referral.erasure import StoredRejection
+from services.referral.partners import PartnerKeyRecord
+from shared.events import ReferralReceived, ReferralRejected, ReferralSubmitted
+from shared.unit_of_work import UnitOfWork
 
-if TYPE_CHECKING:
-    from services.referral.handlers import Accepted, Decided
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    referral_id: str
+    family_id: str
+    district: str
+    decision: str
+    duplicate: bool = False
+    family_match: str | None = None
+    is_re_referral: bool = False
+    family_has_open_case: bool = False
+    screening_reason: str | None = None
+    signposted_services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What matching decided for a referral, for the store to record with it."""
+
+    event: ReferralReceived
+    match: FamilyMatch
+    keys: list[FamilyKey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What answering a submission will look up: its referral and its family keys."""
+
+    referral_id: str
+    family_keys: list[FamilyKey]
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    """One look at (or change to) a family's data: who, when, what and why."""
+
+    at: datetime
+    sub: str
+    role: str
+    action: str
+    family_id: str | None
+    resource: str
+    reason: str
 
 
 class ReferralStore(Protocol):
@@ -43,3 +90,87 @@ class ReferralStore(Protocol):
 
     async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
         """Record a closed case and keep the family's latest closure time."""
+
+
+class ReferralBatches(Protocol):
+    async def in_batch(
+        self, lookups: Sequence[Lookups], work: Callable[[ReferralStore], Awaitable[T]]
+    ) -> T:
+        """Run ``work`` over a store for many submissions in one transaction: ``lookups``
+        read up front, every write sent together when ``work`` is done."""
+
+    async def note_cases_open(self, cases: Sequence[tuple[str, str]]) -> None:
+        """``note_case_open`` for many (family id, case id) at once."""
+
+
+class PartnerKeys(Protocol):
+    async def add(self, record: PartnerKeyRecord) -> None: ...
+
+    async def by_hash(self, digest: str) -> PartnerKeyRecord | None: ...
+
+    async def all(self) -> list[PartnerKeyRecord]:
+        """Every key, oldest first."""
+
+    async def revoke(self, key_id: str, *, by: str, now: datetime) -> PartnerKeyRecord | None:
+        """Revoke the key unless it already is; the key as it is then, None if unknown."""
+
+
+class AccessLog(Protocol):
+    async def record(self, entry: AccessEntry) -> None: ...
+
+    async def find(self, family_id: str | None, sub: str | None, limit: int) -> list[AccessEntry]:
+        """The newest entries first, of one family or member of staff when given."""
+
+
+class Referrals(Protocol):
+    async def get(self, referral_id: str) -> dict[str, Any] | None:
+        """The referral as stored, without the submission."""
+
+    async def submissions_of(self, family_id: str) -> list[tuple[str, str]]:
+        """(partner id, submission id) of each of the family's referrals."""
+
+    async def erase_personal_data(self, family_id: str, *, now: datetime) -> None:
+        """Remove the personal fields of the family's referrals, keeping the rest."""
+
+
+class Rejections(Protocol):
+    async def get(self, rejection_id: str) -> dict[str, Any] | None: ...
+
+    async def unerased(self) -> list[StoredRejection]:
+        """Every rejection whose personal data is still held."""
+
+    async def erase_personal_data(self, rejection_ids: Collection[str], *, now: datetime) -> None:
+        """Remove the stored submission of these rejections, keeping the reasons."""
+
+
+class Families(Protocol):
+    async def get(self, family_id: str) -> FamilyRecord | None: ...
+
+    async def key_values(self, family_id: str) -> set[str]:
+        """The hashes that recognise the family's children."""
+
+    async def erase(self, family_id: str, *, by: str, reason: str, now: datetime) -> int:
+        """Forget the family's keys and mark it erased, by whom and why; the keys removed."""
+
+    async def closed_by(self, cutoff: datetime) -> list[FamilyRecord]:
+        """Families not erased whose last case closed at or before ``cutoff``."""
+
+
+class ReferralUnitOfWork(UnitOfWork, Protocol):
+    """One transaction over the front door's records: what a use case changes in it is
+    kept together by ``commit``, or not at all. The repositories are bound to it while open."""
+
+    @property
+    def referrals(self) -> Referrals: ...
+
+    @property
+    def rejections(self) -> Rejections: ...
+
+    @property
+    def families(self) -> Families: ...
+
+    @property
+    def partner_keys(self) -> PartnerKeys: ...
+
+    @property
+    def access_log(self) -> AccessLog: ...

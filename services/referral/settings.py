@@ -13,13 +13,14 @@ class ReferralSettings(ServiceSettings):
     http_port: int = Field(default=8001, validation_alias="EARLYHELP_REFERRAL_PORT")
     postcode_districts_file: Path | None = Field(
         default=None,
-        description="JSON object of postcode outward code -> district; the sample county's"
-        " table when unset.",
+        description="JSON object of postcode outward code -> district. Unset: the sample"
+        " county's table with EARLYHELP_SAMPLE_DATA=true, else none (every postcode is outside"
+        " the area, and /ready says so).",
     )
     directory_file: Path | None = Field(
         default=None,
-        description="JSON list of local services (Open Referral UK shaped) for signposting;"
-        " the sample directory when unset.",
+        description="JSON list of local services (Open Referral UK shaped) for signposting."
+        " Unset: the sample directory with EARLYHELP_SAMPLE_DATA=true, else none.",
     )
     max_submission_bytes: int = Field(
         default=MAX_SUBMISSION_BYTES,

@@ -1,18 +1,53 @@
-"""MongoDB adapter of the front door: the only module that touches the driver."""
+"""MongoDB adapters of the front door: the only module that touches the driver.
+
+``MongoReferralStore`` takes submissions in (its own transactions, or a batch's);
+``MongoReferralUnitOfWork`` hands out the repositories of the data protection use cases
+(partner keys, access log, erasure, retention) over one transaction.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo.errors import DuplicateKeyError
 
-from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies
-from services.referral.handlers import Accepted, Decided, Lookups, referral_id_for
+from services.referral.domain import (
+    FamilyHistory,
+    FamilyKey,
+    FamilyRecord,
+    KnownFamilies,
+    referral_id_for,
+)
+from services.referral.erasure import (
+    REFERRAL_PERSONAL_FIELDS,
+    REJECTION_PERSONAL_FIELDS,
+    StoredRejection,
+)
+from services.referral.partners import PartnerKeyRecord
+from services.referral.ports import (
+    Accepted,
+    AccessEntry,
+    Decided,
+    Lookups,
+    ReferralStore,
+)
 from shared.events import EventData, ReferralReceived, ReferralRejected, ReferralSubmitted
-from shared.mongo import BulkWrites, Database, Document, MongoClient, Session, in_transaction
+from shared.mongo import (
+    BulkWrites,
+    Database,
+    Document,
+    MongoClient,
+    MongoUnitOfWork,
+    Session,
+    create_mongo_client,
+    in_transaction,
+)
 from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -21,6 +56,10 @@ REFERRALS = "referrals"
 REJECTIONS = "rejections"
 FAMILIES = "families"
 FAMILY_KEYS = "family_keys"
+PARTNER_KEYS = "partner_keys"
+ACCESS_LOG = "access_log"
+
+T = TypeVar("T")
 
 KEY_RACE_ATTEMPTS = 5
 
@@ -137,6 +176,18 @@ class MongoReferralStore:
         """A store for many submissions in ``session``'s transaction, written at ``flush``."""
         return ReferralBatch(self, session)
 
+    async def in_batch(
+        self, lookups: Sequence[Lookups], work: Callable[[ReferralStore], Awaitable[T]]
+    ) -> T:
+        async def run(session: Session) -> T:
+            batch = self.batch(session)
+            await batch.prefetch(lookups)
+            result = await work(batch)
+            await batch.flush()
+            return result
+
+        return await in_transaction(self._client, run)
+
     async def note_case_open(self, family_id: str, case_id: str) -> None:
         await self.note_cases_open([(family_id, case_id)])
 
@@ -163,15 +214,6 @@ class MongoReferralStore:
         )
         if result.matched_count == 0:
             log.warning("case %s closed for family %s, unknown here", case_id, family_id)
-
-    async def get_referral(self, referral_id: str) -> Document | None:
-        return await self._referrals.find_one({"_id": referral_id}, {"submission": 0})
-
-    async def get_rejection(self, rejection_id: str) -> Document | None:
-        return await self._rejections.find_one({"_id": rejection_id})
-
-    async def get_family(self, family_id: str) -> Document | None:
-        return await self._families.find_one({"_id": family_id})
 
 
 class ReferralBatch:
@@ -366,4 +408,226 @@ def _accepted(document: Document, *, duplicate: bool) -> Accepted:
         family_has_open_case=document.get("family_has_open_case", False),
         screening_reason=document.get("screening_reason"),
         signposted_services=tuple(document.get("signposted_services") or ()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The data protection side: repositories over one unit of work's session
+
+
+class MongoReferrals:
+    def __init__(self, db: Database, session: Session | None) -> None:
+        self._referrals = db[REFERRALS]
+        self._session = session
+
+    async def get(self, referral_id: str) -> Document | None:
+        return await self._referrals.find_one(
+            {"_id": referral_id}, {"submission": 0}, session=self._session
+        )
+
+    async def submissions_of(self, family_id: str) -> list[tuple[str, str]]:
+        found = self._referrals.find(
+            {"family_id": family_id}, {"partner_id": 1, "submission_id": 1}, session=self._session
+        )
+        return [(document["partner_id"], document["submission_id"]) async for document in found]
+
+    async def erase_personal_data(self, family_id: str, *, now: datetime) -> None:
+        await self._referrals.update_many(
+            {"family_id": family_id},
+            {
+                "$unset": dict.fromkeys(REFERRAL_PERSONAL_FIELDS, ""),
+                "$set": {"personal_data_erased_at": now},
+            },
+            session=self._session,
+        )
+
+
+class MongoRejections:
+    def __init__(self, db: Database, session: Session | None) -> None:
+        self._rejections = db[REJECTIONS]
+        self._session = session
+
+    async def get(self, rejection_id: str) -> Document | None:
+        return await self._rejections.find_one({"_id": rejection_id}, session=self._session)
+
+    async def unerased(self) -> list[StoredRejection]:
+        found = self._rejections.find({"personal_data_erased_at": None}, session=self._session)
+        return [
+            StoredRejection(
+                rejection_id=document["_id"],
+                partner_id=document.get("partner_id"),
+                submission_id=document.get("submission_id"),
+                submission=_submission_of(document),
+            )
+            async for document in found
+        ]
+
+    async def erase_personal_data(self, rejection_ids: Collection[str], *, now: datetime) -> None:
+        await self._rejections.update_many(
+            {"_id": {"$in": list(rejection_ids)}},
+            {
+                "$unset": dict.fromkeys(REJECTION_PERSONAL_FIELDS, ""),
+                "$set": {"personal_data_erased_at": now},
+            },
+            session=self._session,
+        )
+
+
+class MongoFamilies:
+    def __init__(self, db: Database, session: Session | None) -> None:
+        self._families = db[FAMILIES]
+        self._keys = db[FAMILY_KEYS]
+        self._session = session
+
+    async def get(self, family_id: str) -> FamilyRecord | None:
+        found = await self._families.find_one({"_id": family_id}, session=self._session)
+        return None if found is None else _family_record(found)
+
+    async def key_values(self, family_id: str) -> set[str]:
+        found = self._keys.find({"family_id": family_id}, {"_id": 1}, session=self._session)
+        return {document["_id"] async for document in found}
+
+    async def erase(self, family_id: str, *, by: str, reason: str, now: datetime) -> int:
+        removed = await self._keys.delete_many({"family_id": family_id}, session=self._session)
+        await self._families.update_one(
+            {"_id": family_id},
+            {"$set": {"personal_data_erased_at": now, "erasure": {"by": by, "reason": reason}}},
+            session=self._session,
+        )
+        return removed.deleted_count
+
+    async def closed_by(self, cutoff: datetime) -> list[FamilyRecord]:
+        found = self._families.find(
+            {"last_closed_at": {"$ne": None, "$lte": cutoff}, "personal_data_erased_at": None},
+            session=self._session,
+        )
+        return [_family_record(document) async for document in found]
+
+
+class MongoPartnerKeys:
+    """The ``partner_keys`` collection: hashes only, never a key."""
+
+    def __init__(self, db: Database, session: Session | None = None) -> None:
+        self._keys = db[PARTNER_KEYS]
+        self._session = session
+
+    async def ensure_indexes(self) -> None:
+        await self._keys.create_index("hash", unique=True)
+
+    async def add(self, record: PartnerKeyRecord) -> None:
+        document = asdict(record)
+        document["_id"] = document.pop("key_id")
+        document["routes"] = list(record.routes)
+        await self._keys.insert_one(document, session=self._session)
+
+    async def by_hash(self, digest: str) -> PartnerKeyRecord | None:
+        found = await self._keys.find_one({"hash": digest}, session=self._session)
+        return None if found is None else _partner_key_record(found)
+
+    async def all(self) -> list[PartnerKeyRecord]:
+        found = self._keys.find({}, session=self._session).sort("created_at", 1)
+        return [_partner_key_record(document) async for document in found]
+
+    async def revoke(self, key_id: str, *, by: str, now: datetime) -> PartnerKeyRecord | None:
+        await self._keys.update_one(
+            {"_id": key_id, "revoked_at": None},
+            {"$set": {"revoked_at": now, "revoked_by": by}},
+            session=self._session,
+        )
+        found = await self._keys.find_one({"_id": key_id}, session=self._session)
+        return None if found is None else _partner_key_record(found)
+
+
+class MongoAccessLog:
+    """The ``access_log`` collection: written before personal data leaves the service."""
+
+    def __init__(self, db: Database, session: Session | None = None) -> None:
+        self._log = db[ACCESS_LOG]
+        self._session = session
+
+    async def ensure_indexes(self) -> None:
+        await self._log.create_index([("family_id", 1), ("at", -1)])
+
+    async def record(self, entry: AccessEntry) -> None:
+        await self._log.insert_one(asdict(entry), session=self._session)
+
+    async def find(self, family_id: str | None, sub: str | None, limit: int) -> list[AccessEntry]:
+        filters = {name: value for name, value in (("family_id", family_id), ("sub", sub)) if value}
+        found = self._log.find(filters, {"_id": 0}, session=self._session).sort("at", -1)
+        return [AccessEntry(**document) for document in await found.to_list(limit)]
+
+
+class MongoReferralUnitOfWork(MongoUnitOfWork):
+    """The front door's records in one transaction (or in the one ``session`` is in)."""
+
+    referrals: MongoReferrals
+    rejections: MongoRejections
+    families: MongoFamilies
+    partner_keys: MongoPartnerKeys
+    access_log: MongoAccessLog
+
+    def __init__(
+        self, client: MongoClient, db: Database, *, session: Session | None = None
+    ) -> None:
+        super().__init__(client, session=session)
+        self._db = db
+
+    def opened(self) -> None:
+        session = self.session
+        self.referrals = MongoReferrals(self._db, session)
+        self.rejections = MongoRejections(self._db, session)
+        self.families = MongoFamilies(self._db, session)
+        self.partner_keys = MongoPartnerKeys(self._db, session)
+        self.access_log = MongoAccessLog(self._db, session)
+
+
+async def ensure_data_protection_indexes(db: Database) -> None:
+    await MongoPartnerKeys(db).ensure_indexes()
+    await MongoAccessLog(db).ensure_indexes()
+
+
+@asynccontextmanager
+async def connected(
+    uri: str, database: str, *, app_name: str
+) -> AsyncIterator[Callable[[], MongoReferralUnitOfWork]]:
+    """Units of work over their own connection, for a command run outside the service."""
+    client = create_mongo_client(uri, app_name=app_name)
+    try:
+        yield lambda: MongoReferralUnitOfWork(client, client[database])
+    finally:
+        await client.close()
+
+
+def _submission_of(rejection: Document) -> Any:
+    text = rejection.get("submission_json")
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _family_record(family: Document) -> FamilyRecord:
+    return FamilyRecord(
+        family_id=family["_id"],
+        district=family.get("district"),
+        open_cases=tuple(family.get("open_cases") or ()),
+        last_closed_at=family.get("last_closed_at"),
+        last_referral_at=family.get("last_referral_at"),
+        personal_data_erased_at=family.get("personal_data_erased_at"),
+    )
+
+
+def _partner_key_record(document: Document) -> PartnerKeyRecord:
+    return PartnerKeyRecord(
+        key_id=document["_id"],
+        hash=document["hash"],
+        partner_id=document["partner_id"],
+        routes=tuple(document["routes"]),
+        name=document.get("name"),
+        created_at=document["created_at"],
+        created_by=document["created_by"],
+        revoked_at=document.get("revoked_at"),
+        revoked_by=document.get("revoked_by"),
     )

@@ -62,12 +62,14 @@ def months_ending(month: str, count: int) -> list[str]:
 # The monthly report
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MonthFacts:
-    """What the store found for one month and one district (or the county)."""
+    """What the store found for one month and one district (or the county), read at ``now``
+    (the time an audit counts as overdue against)."""
 
     month: str
     district: str | None
+    now: datetime
     referrals: Sequence[Mapping[str, Any]] = ()
     rejections: Sequence[Mapping[str, Any]] = ()
     allocations: Sequence[Mapping[str, Any]] = ()
@@ -76,7 +78,6 @@ class MonthFacts:
     queued_at_end: Sequence[Mapping[str, Any]] = ()
     capacity_at_end: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     audits: Sequence[Mapping[str, Any]] = ()
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def monthly_report(facts: MonthFacts) -> dict[str, Any]:
@@ -307,6 +308,11 @@ def _largest_remainder(amount: int, shares: Mapping[str, Fraction]) -> dict[str,
     return pence
 
 
+class InvalidWeights(ValueError):
+    """A funding formula's weights that cannot be used: an unknown input, a weight that is not
+    a finite number >= 0, or none above 0. A ``ValueError``, so settings refuse them too."""
+
+
 def parse_weights(text: str) -> dict[str, float]:
     """``"schools_requests:0.5,accepted_referrals:0.5"`` -> weights, refusing unknown inputs."""
     weights: dict[str, float] = {}
@@ -314,15 +320,17 @@ def parse_weights(text: str) -> dict[str, float]:
         name, _, value = part.partition(":")
         name = name.strip()
         if name not in FUNDING_INPUTS:
-            raise ValueError(f"unknown funding input {name!r}; known: {', '.join(FUNDING_INPUTS)}")
+            raise InvalidWeights(
+                f"unknown funding input {name!r}; known: {', '.join(FUNDING_INPUTS)}"
+            )
         try:
             weights[name] = float(value)
         except ValueError:
-            raise ValueError(f"weight of {name} is not a number: {value!r}") from None
+            raise InvalidWeights(f"weight of {name} is not a number: {value!r}") from None
         if not math.isfinite(weights[name]) or weights[name] < 0:
-            raise ValueError(f"weight of {name} must be a finite number >= 0")
+            raise InvalidWeights(f"weight of {name} must be a finite number >= 0")
     if not any(weights.values()):
-        raise ValueError("at least one weight must be above 0")
+        raise InvalidWeights("at least one weight must be above 0")
     return weights
 
 

@@ -13,17 +13,20 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 
-from services.reporting.app import PROJECTED, Reporting
+from services.reporting import handlers
+from services.reporting.handlers import PROJECTED, Decoded
 from services.reporting.settings import ReportingSettings
-from shared.events import EventData, RawEvent, UndecodableEvent, decode
-from shared.idempotency import PROCESSED_EVENTS
+from services.reporting.store import MongoAppliedEvents, MongoReadModels
+from shared.events import EventData, UndecodableEvent, decode
 from shared.kafka import topic_partitions
 from shared.kafka_security import KafkaSecurity
 from shared.runtime import build_runtime
+from shared.topics import topic_name
 
 log = logging.getLogger(__name__)
 
@@ -39,51 +42,79 @@ class Rebuilt:
     by_topic: dict[str, int]
 
 
+class RetainedEvents:
+    """Every event retained on the projected topics, from each partition's start to the end
+    it had when the reading began, decoded in batches; counts what it read."""
+
+    def __init__(self, settings: ReportingSettings, *, batch_size: int) -> None:
+        self._settings = settings
+        self._batch_size = batch_size
+        self._models: dict[str, type[EventData]] = {
+            topic_name(model.event_type, settings.topic_namespace): model for model in PROJECTED
+        }
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            **KafkaSecurity().aiokafka_options(),
+        )
+        self.read = self.undecodable = 0
+        self.by_topic: Counter[str] = Counter()
+
+    async def batches(self) -> AsyncIterator[list[Decoded]]:
+        consumer = self._consumer
+        await consumer.start()
+        partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self._models)
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            records = await consumer.getmany(
+                *remaining, timeout_ms=1000, max_records=self._batch_size
+            )
+            batch: list[Decoded] = []
+            for tp, messages in records.items():
+                for message in messages:
+                    self.read += 1
+                    try:
+                        batch.append(decode(message.value, self._models[tp.topic]))
+                        self.by_topic[tp.topic.removeprefix(self._settings.topic_namespace)] += 1
+                    except UndecodableEvent:
+                        self.undecodable += 1  # the live consumer dead-lettered it already
+            yield batch
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+
 async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Rebuilt:
     started = time.perf_counter()
     runtime = build_runtime(settings)
-    reporting = Reporting(runtime, settings)
-    models = {runtime.topic(model.event_type): model for model in PROJECTED}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        **KafkaSecurity().aiokafka_options(),
-    )
-    read = applied = undecodable = 0
-    by_topic: Counter[str] = Counter()
+    retained = RetainedEvents(settings, batch_size=batch_size)
     try:
-        await reporting.store.drop_read_models()
-        await runtime.db.drop_collection(PROCESSED_EVENTS)
-        await reporting.store.ensure_indexes()
-        await consumer.start()
-        partitions = await topic_partitions(settings.kafka_bootstrap_servers, models)
-        if partitions:
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            remaining = {tp for tp in partitions if ends[tp] > 0}
-            while remaining:
-                records = await consumer.getmany(
-                    *remaining, timeout_ms=1000, max_records=batch_size
-                )
-                batch: list[tuple[RawEvent, EventData]] = []
-                for tp, messages in records.items():
-                    for message in messages:
-                        read += 1
-                        try:
-                            batch.append(decode(message.value, models[tp.topic]))
-                            by_topic[tp.topic.removeprefix(settings.topic_namespace)] += 1
-                        except UndecodableEvent:
-                            undecodable += 1  # the live consumer dead-lettered it already
-                if batch:
-                    applied += await reporting.project_many(batch)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+        applied = await handlers.rebuild(
+            retained.batches(),
+            read_model_store=MongoReadModels(runtime.db),
+            applied=MongoAppliedEvents(
+                runtime.processed, runtime.client, runtime.db, runtime.outbox
+            ),
+            clock=runtime.clock,
+        )
     finally:
-        await consumer.stop()
+        await retained.stop()
         await runtime.client.close()
-    return Rebuilt(read, applied, undecodable, time.perf_counter() - started, dict(by_topic))
+    return Rebuilt(
+        retained.read,
+        applied,
+        retained.undecodable,
+        time.perf_counter() - started,
+        dict(retained.by_topic),
+    )
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""MongoDB adapter of the reporting read models: the only module that touches the driver.
+"""MongoDB adapters of the reporting read models: the only module that touches the driver.
 
 One fact per thing that happened, keyed by the thing's own id, so a redelivered event
 rewrites the same fact and an out-of-order one still lands in its month. Where events
@@ -7,13 +7,15 @@ disagree over time (a case's team), the newer event time wins, whatever the arri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from services.reporting.domain import ALL_DISTRICTS, MonthFacts, month_end, month_of, month_start
+from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
 from shared.events import (
     AllocationStatus,
     AuditAssigned,
@@ -21,11 +23,14 @@ from shared.events import (
     CaseAllocated,
     CaseClosed,
     EventData,
+    RawEvent,
     ReferralReceived,
     ReferralRejected,
     TeamCapacityChanged,
 )
-from shared.mongo import BulkWrites, Database, Document, Session
+from shared.idempotency import PROCESSED_EVENTS, ProcessedEvents
+from shared.mongo import BulkWrites, Database, Document, MongoClient, MongoUnitOfWork, Session
+from shared.outbox import Outbox
 
 REFERRALS = "referral_facts"
 REJECTIONS = "rejection_facts"
@@ -48,48 +53,28 @@ READ_MODELS = (
     SNAPSHOT_MARKS,
     SNAPSHOTS_PUBLISHED,
 )
+APPLIED = {"projected": True}
+"""The effect recorded with each applied event."""
 
 MonthKey = tuple[str, str]
 """(month, district): what an event changed, for the snapshots."""
 
 
-class ReportingStore:
-    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+class MongoProjections:
+    """The facts and the snapshot marks, written in the caller's session (a transaction)."""
+
+    def __init__(self, db: Database, session: Session | None) -> None:
         self._db = db
-        self._clock = clock
-        self._referrals = db[REFERRALS]
-        self._rejections = db[REJECTIONS]
-        self._allocations = db[ALLOCATIONS]
-        self._cases = db[CASES]
-        self._capacity = db[CAPACITY]
-        self._audits = db[AUDITS]
-        self._marks = db[SNAPSHOT_MARKS]
-        self._published = db[SNAPSHOTS_PUBLISHED]
+        self._session = session
 
-    async def ensure_indexes(self) -> None:
-        for collection in (self._referrals, self._allocations, self._audits):
-            await collection.create_index([("month", 1), ("district", 1)])
-        await self._rejections.create_index("month")
-        await self._cases.create_index([("district", 1), ("allocated_at", 1)])
-        await self._cases.create_index([("district", 1), ("queued_at", 1)])
-        await self._cases.create_index("closed_at")
-        await self._capacity.create_index([("district", 1), ("changed_at", 1)])
-
-    async def drop_read_models(self) -> None:
-        for name in READ_MODELS:
-            await self._db.drop_collection(name)
-
-    # -----------------------------------------------------------------------------------------
-    # Projection
-
-    async def project(self, events: Sequence[EventData], *, session: Session) -> None:
+    async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
         """Record the facts the events state, in order, and mark the figures they moved."""
         writes = BulkWrites()
         touched: set[MonthKey] = set()
         for data in events:
             touched.update(self._record(data, writes))
-        self._mark_changed(touched, writes)
-        await writes.send(self._db, session=session)
+        self._mark_changed(touched, writes, now=now)
+        await writes.send(self._db, session=self._session)
 
     def _record(self, data: EventData, writes: BulkWrites) -> list[MonthKey]:
         """Queue the writes of the fact an event states; the months and districts it moves."""
@@ -231,10 +216,49 @@ class ReportingStore:
             )
         return _touched(at, data.district)
 
-    # -----------------------------------------------------------------------------------------
-    # Reading a month
+    def _mark_changed(self, keys: set[MonthKey], writes: BulkWrites, *, now: datetime) -> None:
+        """Count one change for each figure the events moved, with ``$inc`` on the mark: the
+        snapshots never write it, so a snapshot's commit cannot undo the count."""
+        current = month_of(now)
+        marked = set(keys)
+        # A month-end figure (open cases, capacity) also moves every later month's.
+        marked |= {(current, district) for month, district in keys if month < current}
+        marked |= {(month, ALL_DISTRICTS) for month, _ in marked}
+        for month, district in sorted(marked):
+            writes.update_one(
+                SNAPSHOT_MARKS,
+                {"_id": f"{month}|{district}"},
+                {"$set": {"month": month, "district": district}, "$inc": {"changes": 1}},
+                upsert=True,
+            )
 
-    async def month_facts(self, month: str, district: str | None, now: datetime) -> MonthFacts:
+
+class MongoReadModels:
+    """The read models as the reports read them, outside any transaction, and as a whole."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._referrals = db[REFERRALS]
+        self._rejections = db[REJECTIONS]
+        self._allocations = db[ALLOCATIONS]
+        self._cases = db[CASES]
+        self._capacity = db[CAPACITY]
+        self._audits = db[AUDITS]
+
+    async def ensure_indexes(self) -> None:
+        for collection in (self._referrals, self._allocations, self._audits):
+            await collection.create_index([("month", 1), ("district", 1)])
+        await self._rejections.create_index("month")
+        await self._cases.create_index([("district", 1), ("allocated_at", 1)])
+        await self._cases.create_index([("district", 1), ("queued_at", 1)])
+        await self._cases.create_index("closed_at")
+        await self._capacity.create_index([("district", 1), ("changed_at", 1)])
+
+    async def drop_all(self) -> None:
+        for name in READ_MODELS:
+            await self._db.drop_collection(name)
+
+    async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
         start, end = month_start(month), month_end(month)
         where: dict[str, Any] = {} if district is None else {"district": district}
         in_month = {"month": month, **where}
@@ -293,63 +317,157 @@ class ReportingStore:
             found.update(district for district in await collection.distinct("district") if district)
         return sorted(found)
 
-    # -----------------------------------------------------------------------------------------
-    # Snapshot marks: which figures changed since their last performance-snapshot
 
-    def _mark_changed(self, keys: set[MonthKey], writes: BulkWrites) -> None:
-        current = month_of(self._clock())
-        marked = set(keys)
-        # A month-end figure (open cases, capacity) also moves every later month's.
-        marked |= {(current, district) for month, district in keys if month < current}
-        marked |= {(month, ALL_DISTRICTS) for month, _ in marked}
-        for month, district in sorted(marked):
-            writes.update_one(
-                SNAPSHOT_MARKS,
-                {"_id": f"{month}|{district}"},
-                {"$set": {"month": month, "district": district}, "$inc": {"changes": 1}},
-                upsert=True,
-            )
+class MongoSnapshots:
+    """Which figures changed since their last ``performance-snapshot``: the marks the
+    projection counts, against the record of what each published snapshot covered."""
 
-    async def due_snapshots(self, interval_s: float) -> list[Document]:
+    def __init__(self, db: Database, session: Session | None) -> None:
+        self._marks = db[SNAPSHOT_MARKS]
+        self._published = db[SNAPSHOTS_PUBLISHED]
+        self._session = session
+
+    async def due(self, interval_s: float, *, now: datetime) -> list[DueSnapshot]:
         """Marks with changes no snapshot has covered, whose last snapshot is ``interval_s``
         old: each with ``changes`` as read now, before the figures are computed, so a
         change committed later is left for the next snapshot."""
-        quiet_since = self._clock() - timedelta(seconds=interval_s)
-        marks = await self._marks.find().to_list()
+        quiet_since = now - timedelta(seconds=interval_s)
+        marks = await self._marks.find(session=self._session).to_list()
         published = {
             document["_id"]: document
-            async for document in self._published.find({"_id": {"$in": [m["_id"] for m in marks]}})
+            async for document in self._published.find(
+                {"_id": {"$in": [m["_id"] for m in marks]}}, session=self._session
+            )
         }
         due = []
         for mark in marks:
             last = published.get(mark["_id"])
             if last is None:
                 # Marks written before the two were kept apart carry the last version.
-                due.append({**mark, "first": True, "version": mark.get("version", 0)})
+                due.append(_due(mark, first=True, version=mark.get("version", 0)))
             elif mark.get("changes", 0) > last["changes"] and last["published_at"] <= quiet_since:
-                due.append({**mark, "first": False, "version": last["version"]})
+                due.append(_due(mark, first=False, version=last["version"]))
         return due
 
-    async def claim_snapshot(self, mark: Document, *, session: Session) -> int | None:
-        """Take a due snapshot (from ``due_snapshots``) for publication: its version, or None
-        when another replica took it first, the version it read having moved on.
+    async def claim(self, due: DueSnapshot, *, now: datetime) -> int | None:
+        """Take a due snapshot (from ``due``) for publication: its version, or None when
+        another replica took it first, the version it read having moved on.
 
         A first snapshot is an insert, so two replicas racing for it meet a
-        ``DuplicateKeyError``, which ends the loser's transaction.
+        ``DuplicateKeyError``, which ends the loser's transaction: it is left uncommitted.
         """
-        version: int = mark["version"] + 1
-        claimed = {"version": version, "changes": mark.get("changes", 0)}
-        claimed["published_at"] = self._clock()
-        if mark["first"]:
-            await self._published.insert_one({"_id": mark["_id"], **claimed}, session=session)
+        version = due.version + 1
+        claimed = {"version": version, "changes": due.changes, "published_at": now}
+        if due.first:
+            try:
+                await self._published.insert_one({"_id": due.key, **claimed}, session=self._session)
+            except DuplicateKeyError:
+                return None
             return version
         taken = await self._published.find_one_and_update(
-            {"_id": mark["_id"], "version": mark["version"]},
+            {"_id": due.key, "version": due.version},
             {"$set": claimed},
-            session=session,
+            session=self._session,
             return_document=ReturnDocument.AFTER,
         )
         return None if taken is None else version
+
+
+class MongoOutgoingEvents:
+    """The service's outbox, staging in the unit of work's transaction."""
+
+    def __init__(self, outbox: Outbox, session: Session) -> None:
+        self._outbox = outbox
+        self._session = session
+
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        await self._outbox.stage_event(
+            event, session=self._session, correlation_id=correlation_id, event_id=event_id
+        )
+
+
+class MongoReportingUnitOfWork(MongoUnitOfWork):
+    """The projection's, the snapshots' and the outbox's writes in one transaction: its own,
+    or (given ``session``) the one that records the applied events."""
+
+    projections: MongoProjections
+    snapshots: MongoSnapshots
+    outbox: MongoOutgoingEvents
+
+    def __init__(
+        self,
+        client: MongoClient,
+        db: Database,
+        outbox: Outbox,
+        *,
+        session: Session | None = None,
+    ) -> None:
+        super().__init__(client, session=session)
+        self._db = db
+        self._outbox = outbox
+
+    def opened(self) -> None:
+        self.projections = MongoProjections(self._db, self.session)
+        self.snapshots = MongoSnapshots(self._db, self.session)
+        self.outbox = MongoOutgoingEvents(self._outbox, self.session)
+
+
+class MongoAppliedEvents:
+    """The runtime's record of processed events as the reporting use cases see it.
+
+    The record runs the transaction (the driver retries it on a conflict, as projections
+    racing for one month's mark often conflict) and the use case's unit of work joins it,
+    so the figures and the record of the events that made them commit together.
+    """
+
+    def __init__(
+        self,
+        processed: ProcessedEvents,
+        client: MongoClient,
+        db: Database,
+        outbox: Outbox,
+    ) -> None:
+        self._processed = processed
+        self._client = client
+        self._db = db
+        self._outbox = outbox
+
+    def _joined(self, session: Session) -> MongoReportingUnitOfWork:
+        return MongoReportingUnitOfWork(self._client, self._db, self._outbox, session=session)
+
+    async def apply_new(
+        self,
+        events: Sequence[RawEvent],
+        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
+    ) -> int:
+        async def work(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
+            await apply(self._joined(session), fresh)
+            return [dict(APPLIED) for _ in fresh]
+
+        return await self._processed.process_many(events, work)
+
+    async def apply_once(
+        self, event: RawEvent, apply: Callable[[ReportingUnitOfWork], Awaitable[None]]
+    ) -> bool:
+        async def work(session: Session) -> dict[str, Any]:
+            await apply(self._joined(session))
+            return dict(APPLIED)
+
+        return await self._processed.process_once(event, work)
+
+    async def forget_all(self) -> None:
+        await self._db.drop_collection(PROCESSED_EVENTS)
+
+
+def _due(mark: Document, *, first: bool, version: int) -> DueSnapshot:
+    return DueSnapshot(
+        key=mark["_id"],
+        month=mark["month"],
+        district=mark["district"],
+        changes=mark.get("changes", 0),
+        version=version,
+        first=first,
+    )
 
 
 def _time_key(at: datetime) -> str:

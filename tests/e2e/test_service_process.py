@@ -53,6 +53,7 @@ def allocation(infra: Infra, namespace: Namespace, tmp_path: Path) -> Iterator[S
         "EARLYHELP_DATABASE_PREFIX": namespace.databases,
         "EARLYHELP_ALLOCATION_PORT": str(port),
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "EARLYHELP_SAMPLE_DATA": "true",
         "EARLYHELP_LOG_FORMAT": "json",
         "EARLYHELP_LOG_LEVEL": "DEBUG",
         "EARLYHELP_AUTH_SECRET": TEST_SECRET,
@@ -102,7 +103,8 @@ async def test_ready_metrics_correlated_json_logs_and_a_clean_exit_on_sigterm(
     async with httpx.AsyncClient(base_url=service.url) as client:
         ready = (await client.get("/ready")).json()
         assert ready["status"] == "ready"
-        assert set(ready["checks"]) == {"database", "broker", "consumer"}
+        assert set(ready["checks"]) == {"database", "broker", "consumer", "teams"}
+        assert ready["checks"]["teams"] == "ok: 9 teams"  # the sample county, as asked
         assert (await client.get("/health")).json() == {"status": "ok", "service": "allocation"}
 
     correlation_id = f"corr-{uuid.uuid4()}"

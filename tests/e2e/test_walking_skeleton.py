@@ -55,6 +55,7 @@ def platform(infra: Infra, namespace: Namespace, tmp_path: Path) -> Iterator[Pla
         "EARLYHELP_DATABASE_PREFIX": namespace.databases,
         "EARLYHELP_DATA_DIR": str(tmp_path),
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "EARLYHELP_SAMPLE_DATA": "true",
         "EARLYHELP_AUTH_SECRET": TEST_SECRET,
         **{f"EARLYHELP_{service.upper()}_PORT": str(port) for service, port in ports.items()},
     }

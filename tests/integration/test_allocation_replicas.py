@@ -83,7 +83,7 @@ def _start_replica(
         "EARLYHELP_TOPIC_NAMESPACE": namespace.topics,
         "EARLYHELP_DATABASE_PREFIX": namespace.databases,
         "EARLYHELP_ALLOCATION_PORT": str(port),
-        "EARLYHELP_SEED_SAMPLE_TEAMS": "false",
+        "EARLYHELP_SAMPLE_DATA": "false",
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "EARLYHELP_CONSUMER_RETRY_BACKOFF_S": "0.05",
         "EARLYHELP_AUTH_SECRET": TEST_SECRET,
@@ -190,7 +190,8 @@ async def _check_invariants(
     db: Database, events: list[CaseAllocated], *, allocated: int, queued: int
 ) -> None:
     cases = await db["cases"].find({"status": "open"}).to_list()
-    workers = await db["workers"].find().to_list()
+    districts = await db["districts"].find().to_list()
+    loads = {worker_id: load for d in districts for worker_id, load in d["workers"].items()}
 
     # One family, one open case.
     assert len({case["family_id"] for case in cases}) == len(cases)
@@ -200,9 +201,15 @@ async def _check_invariants(
     }
     # No worker above cap, and each worker's count is the truth.
     held = Counter(case["worker_id"] for case in cases if case["allocation"] == "allocated")
-    for worker in workers:
-        assert held[worker["_id"]] == worker["open_cases"] <= CAPS[worker["_id"]]
-        assert worker["spare"] == CAPS[worker["_id"]] - worker["open_cases"]
+    assert set(loads) == set(CAPS)
+    for worker_id, load in loads.items():
+        assert held[worker_id] == load["open_cases"] <= CAPS[worker_id] == load["cap"]
+    # The queue's entries are exactly the queued cases, and each district counts them.
+    entries = await db["queue_entries"].find().to_list()
+    assert sorted(entry["_id"] for entry in entries) == sorted(
+        case["_id"] for case in cases if case["allocation"] == "queued"
+    )
+    assert sum(d["queued"] for d in districts) == queued
     # No case allocated twice: one "allocated" event per case that has a worker.
     given = Counter(
         event.case_id

@@ -94,7 +94,7 @@ async def service(infra: Infra) -> AsyncIterator[Allocation]:
     token = uuid.uuid4().hex[:10]
     namespace = Namespace(topics=f"a{token}-", databases=f"a{token}_")
     settings = namespace.settings(
-        AllocationSettings, infra, seed_sample_teams=False, queue_sweep_interval_s=0.5
+        AllocationSettings, infra, sample_data=False, queue_sweep_interval_s=0.5
     )
     app = create_app(settings)
     readers = [
@@ -387,8 +387,8 @@ async def test_a_new_referral_never_jumps_the_queue(service: Allocation, distric
     await service.publish(waiting)
     await service.allocations_for(waiting.referral_id)
     # A place frees but the queue has not been allocated yet (as after a crash in between).
-    await service.db["workers"].update_one(
-        {"_id": f"{team_id}-only"}, {"$inc": {"cap": 1, "spare": 1}}
+    await service.db["districts"].update_one(
+        {"_id": district}, {"$inc": {f"workers.{team_id}-only.cap": 1}}
     )
 
     await service.publish(late)
@@ -413,8 +413,8 @@ async def test_a_place_freed_without_a_drain_is_given_to_the_queue_by_the_sweep(
     assert queued.status is AllocationStatus.QUEUED
 
     # As if a replica died between committing a closure and draining the queue.
-    await service.db["workers"].update_one(
-        {"_id": f"{team_id}-only"}, {"$inc": {"cap": 1, "spare": 1}}
+    await service.db["districts"].update_one(
+        {"_id": district}, {"$inc": {f"workers.{team_id}-only.cap": 1}}
     )
 
     [_, allocated] = await service.allocations_for(waiting.referral_id, count=2)

@@ -4,6 +4,8 @@ audit-completed event on its topic."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from services.audit import domain
 from services.audit.access import POLICY
 from services.audit.app import create_app
 from services.audit.settings import AuditSettings
-from services.audit.store import MongoAuditStore
+from services.audit.store import MongoAuditUnitOfWork
 from shared.auth import Role
 from shared.events import (
     AllocationKind,
@@ -131,7 +133,7 @@ async def service(infra: Infra) -> AsyncIterator[AuditService]:
     """One audit service for the module: a consumer group join costs seconds."""
     token = uuid.uuid4().hex[:10]
     namespace = Namespace(topics=f"a{token}-", databases=f"a{token}_")
-    settings = namespace.settings(AuditSettings, infra, seed_sample_auditors=False)
+    settings = namespace.settings(AuditSettings, infra, sample_data=False)
     clock = Clock()
     app = create_app(settings, clock=clock)
     mongo = create_mongo_client(infra.mongodb_uri, app_name="audit-tests")
@@ -225,13 +227,15 @@ async def test_a_draw_is_stratified_avoids_own_teams_and_is_reproducible_from_it
     assert {(a["district"], a["level_of_need"]) for a in audits} == set(strata)
     assert all(a["team_id"] != a["auditor_id"].removeprefix("tm-") for a in audits)
     assert {a["status"] for a in audits} == {"overdue"}  # November 2030 is over
-    store = MongoAuditStore(service.app.state.runtime.client, service.db, None)  # type: ignore[arg-type]
-    population = [case for case in [await store.get_case(c.case_id) for c in cases] if case]
+    runtime = service.app.state.runtime
+    async with MongoAuditUnitOfWork(runtime.client, runtime.db, runtime.outbox) as uow:
+        population = await uow.cases.get_many({case.case_id for case in cases})
+        auditors = await uow.auditors.all()
     expected = domain.draw_audits(
         month="2030-11",
         seed=7,
-        owed=[(auditor, 1) for auditor in await store.auditors()],
-        population=population,
+        owed=[(auditor, 1) for auditor in auditors],
+        population=population.values(),
     )
     assert {(a["auditor_id"], a["case_id"]) for a in audits} == {
         (assignment.auditor_id, assignment.case_id) for assignment in expected.assignments
@@ -250,6 +254,25 @@ async def test_a_draw_is_stratified_avoids_own_teams_and_is_reproducible_from_it
     assert new_audit["auditor_id"] == "hos-eastmere"
     assert new_audit["case_id"] not in {a["case_id"] for a in audits}
     assert [r["seed"] for r in topped_up.json()["rounds"]] == [7, 99, 7]
+
+
+async def test_two_draws_of_one_month_at_once_assign_its_audits_once(
+    service: AuditService,
+) -> None:
+    await service.allocate(
+        *(allocation(unique("case"), "southford", "southford-west") for _ in range(6))
+    )
+    for district in ("southford", "northvale", "eastmere"):
+        await service.add_auditor(f"hos-{district}", district, None)
+
+    first, second = await asyncio.gather(
+        service.draw("2030-09", seed=2), service.draw("2030-09", seed=3)
+    )
+
+    assigned = first.json()["new_audit_ids"] + second.json()["new_audit_ids"]
+    assert sorted([first.status_code, second.status_code]) == [200, 201]
+    assert len(assigned) == 3
+    assert sorted(a["id"] for a in await service.audits(month="2030-09")) == sorted(assigned)
 
 
 async def test_a_case_is_not_drawn_again_within_twelve_months(service: AuditService) -> None:
@@ -327,6 +350,43 @@ async def test_the_monthly_check_draws_a_new_month_once(service: AuditService) -
 
 # ---------------------------------------------------------------------------------------------
 # Auditors
+
+
+async def test_without_sample_data_the_service_starts_with_no_auditors_and_is_ready_saying_so(
+    infra: Infra, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = uuid.uuid4().hex[:10]
+    namespace = Namespace(topics=f"e{token}-", databases=f"e{token}_")
+    app = create_app(namespace.settings(AuditSettings, infra, sample_data=False))
+    transport = httpx.ASGITransport(app=app)
+    with caplog.at_level(logging.WARNING, logger="services.audit"):
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=transport, base_url="http://audit", auth=AllowedRole(POLICY)
+            ) as http,
+        ):
+            auditors = await http.get("/auditors")
+            ready = await eventually(lambda: http.get("/ready"), lambda r: r.status_code == 200)
+
+    assert (auditors.status_code, auditors.json()) == (200, [])
+    assert ready.json()["checks"]["auditors"] == (
+        "ok: empty: no auditors configured; add them with POST /auditors"
+        " (EARLYHELP_SAMPLE_DATA is off)"
+    )
+    assert any(
+        record.levelno == logging.WARNING and "no auditors configured" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+async def test_the_ready_check_counts_the_auditors(service: AuditService) -> None:
+    await service.add_auditor("hos-northvale", "northvale", None)
+    await service.add_auditor("hos-eastmere", "eastmere", None)
+
+    ready = await service.http.get("/ready")
+
+    assert ready.json()["checks"]["auditors"] == "ok: 2 auditors"
 
 
 async def test_auditors_are_created_changed_and_deactivated_with_specific_errors(

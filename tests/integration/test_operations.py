@@ -130,9 +130,9 @@ async def platform(infra: Infra, namespace: Namespace) -> AsyncIterator[dict[str
     apps = {
         "referral": referral_app(namespace.settings(ReferralSettings, infra)),
         "allocation": allocation_app(
-            namespace.settings(AllocationSettings, infra, seed_sample_teams=False)
+            namespace.settings(AllocationSettings, infra, sample_data=False)
         ),
-        "audit": audit_app(namespace.settings(AuditSettings, infra, seed_sample_auditors=False)),
+        "audit": audit_app(namespace.settings(AuditSettings, infra, sample_data=False)),
         "reporting": reporting_app(namespace.settings(ReportingSettings, infra)),
     }
     async with AsyncExitStack() as stack:

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.referral.app import create_app
+from services.referral.domain import referral_id_for
 from services.referral.handlers import (
     MAX_NESTING,
     MAX_SUBMISSION_BYTES,
     Origin,
-    referral_id_for,
     rejection_id_for,
 )
 from services.referral.settings import ReferralSettings

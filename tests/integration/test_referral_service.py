@@ -17,15 +17,22 @@ import pytest
 from fastapi import FastAPI
 
 from services.referral.app import create_app
-from services.referral.domain import CIN_REFERRAL_SOURCES, ROUTE_CATALOGUE, age_on
+from services.referral.domain import (
+    CIN_REFERRAL_SOURCES,
+    ROUTE_CATALOGUE,
+    age_on,
+    referral_id_for,
+)
+from services.referral.handlers import FrontDoor as Configuration
 from services.referral.handlers import (
-    Accepted,
     Origin,
     Outcome,
     Rejected,
     lookups_of,
     receive_message,
 )
+from services.referral.ports import Accepted
+from services.referral.sample import load_sample_directory
 from services.referral.settings import ReferralSettings
 from services.referral.store import MongoReferralStore
 from shared.clock import utc_now
@@ -395,8 +402,6 @@ async def _referrals_of(door: FrontDoor, submission_id: str) -> list[dict[str, A
 
 
 def _referral_id(document: dict[str, Any]) -> str:
-    from services.referral.handlers import referral_id_for
-
     return referral_id_for(document["partner_id"], document["submission_id"])
 
 
@@ -486,7 +491,9 @@ async def test_a_batch_matches_and_answers_as_one_at_a_time_would(
         batch = store.batch(session)
         await batch.prefetch([found for raw in messages if (found := lookups_of(raw))])
         outcomes = [
-            await receive_message(raw, position=origin, store=batch, now=utc_now())
+            await receive_message(
+                raw, position=origin, store=batch, now=utc_now(), front_door=Configuration.sample()
+            )
             for raw in messages
         ]
         await batch.flush()
@@ -741,3 +748,40 @@ async def test_the_openapi_document_describes_the_request_with_examples(
     assert all("description" in field for field in schemas["Child"]["properties"].values())
     responses = document["paths"]["/referrals"]["post"]["responses"]
     assert {"202", "422"} <= set(responses)
+
+
+async def test_without_sample_data_or_files_the_front_door_starts_empty_and_ready(
+    infra: Infra, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = uuid.uuid4().hex[:10]
+    namespace = Namespace(topics=f"e{token}-", databases=f"e{token}_")
+    settings = namespace.settings(ReferralSettings, infra, sample_data=False)
+    app = create_app(settings)
+    caplog.set_level("WARNING", logger="services.referral.app")
+    async with app.router.lifespan_context(app), _client(app) as http:
+
+        async def ready() -> httpx.Response:
+            return await http.get("/ready")
+
+        answer = await eventually(ready, lambda response: response.status_code == 200)
+        checks = answer.json()["checks"]
+        assert checks["postcode_districts"].startswith("ok: empty: ")
+        assert "EARLYHELP_POSTCODE_DISTRICTS_FILE" in checks["postcode_districts"]
+        assert checks["directory"].startswith("ok: empty: ")
+        assert "EARLYHELP_DIRECTORY_FILE" in checks["directory"]
+        assert (await http.get("/districts")).json() == {}
+        assert (await http.get("/directory/services")).json() == []
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("no postcode table" in message for message in warnings)
+    assert any("no directory" in message for message in warnings)
+
+
+async def test_with_sample_data_ready_says_what_the_front_door_works_from(
+    front_door: FrontDoor,
+) -> None:
+    answer = await eventually(
+        lambda: front_door.http.get("/ready"), lambda response: response.status_code == 200
+    )
+    checks = answer.json()["checks"]
+    assert checks["postcode_districts"] == "ok: 20 outward codes in 4 districts"
+    assert checks["directory"] == f"ok: {len(load_sample_directory())} services"

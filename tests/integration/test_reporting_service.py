@@ -26,7 +26,7 @@ from services.reporting.access import POLICY
 from services.reporting.app import create_app
 from services.reporting.rebuild import rebuild
 from services.reporting.settings import ReportingSettings
-from services.reporting.store import ReportingStore
+from services.reporting.store import MongoProjections, MongoReadModels, MongoSnapshots
 from shared.auth import Role
 from shared.clock import utc_now
 from shared.events import (
@@ -466,17 +466,19 @@ async def test_a_case_counts_under_its_newest_team_whatever_order_the_events_cam
     """A reallocation to another team that arrives before the first allocation still wins:
     the case is open under the newer team at the month's end, in one batch or one by one."""
     mongo = create_mongo_client(infra.mongodb_uri, app_name="reporting-team-test")
-    store = ReportingStore(mongo[f"{namespace.databases}reporting"], utc_now)
+    db = mongo[f"{namespace.databases}reporting"]
     first = allocated("t1", "northvale", "nv-a", at(2))
     moved = allocated("t1", "northvale", "nv-b", at(9), reallocated_from_worker_id="nv-a-w1")
     other = allocated("t2", "northvale", "nv-a", at(3))
     try:
         async with mongo.start_session() as session:
-            await store.project([moved, first], session=session)  # newest first, in one batch
+            # Newest first, in one batch.
+            await MongoProjections(db, session).project([moved, first], now=utc_now())
         async with mongo.start_session() as session:
-            await store.project([other], session=session)
-            await store.project([other], session=session)  # a redelivery changes nothing
-        facts = await store.month_facts(OCTOBER, "northvale", at(31))
+            projections = MongoProjections(db, session)
+            await projections.project([other], now=utc_now())
+            await projections.project([other], now=utc_now())  # a redelivery changes nothing
+        facts = await MongoReadModels(db).month_facts(OCTOBER, "northvale", now=at(31))
     finally:
         await mongo.close()
     teams = {case["_id"]: case["team_id"] for case in facts.open_at_end}
@@ -490,28 +492,31 @@ async def test_a_change_committed_while_a_snapshot_is_being_taken_gets_a_snapsho
     its month due again, whatever the database's isolation: the projection and the snapshot
     never write the same document, so neither commit can undo the other."""
     mongo = create_mongo_client(infra.mongodb_uri, app_name="reporting-snapshot-race")
-    store = ReportingStore(mongo[f"{namespace.databases}reporting"], utc_now)
+    db = mongo[f"{namespace.databases}reporting"]
+    marks = MongoSnapshots(db, None)
     key = f"{OCTOBER}|northvale"
     try:
         async with mongo.start_session() as session:
-            await store.project([allocated("r1", "northvale", "nv-a", at(2))], session=session)
-        [mark] = [m for m in await store.due_snapshots(0) if m["_id"] == key]
+            await MongoProjections(db, session).project(
+                [allocated("r1", "northvale", "nv-a", at(2))], now=utc_now()
+            )
+        [due] = [d for d in await marks.due(0, now=utc_now()) if d.key == key]
 
         async with mongo.start_session() as snapshot:
             await snapshot.start_transaction()
-            assert await store.claim_snapshot(mark, session=snapshot) == 1
+            assert await MongoSnapshots(db, snapshot).claim(due, now=utc_now()) == 1
             async with mongo.start_session() as projection:
                 await projection.start_transaction()
-                await store.project(
-                    [allocated("r2", "northvale", "nv-a", at(3))], session=projection
+                await MongoProjections(db, projection).project(
+                    [allocated("r2", "northvale", "nv-a", at(3))], now=utc_now()
                 )
                 await projection.commit_transaction()
             await snapshot.commit_transaction()
 
-        [again] = [m for m in await store.due_snapshots(0) if m["_id"] == key]
-        assert again["version"] == 1
+        [again] = [d for d in await marks.due(0, now=utc_now()) if d.key == key]
+        assert again.version == 1
         async with mongo.start_session() as session:
-            assert await store.claim_snapshot(again, session=session) == 2
-        assert key not in {m["_id"] for m in await store.due_snapshots(0)}
+            assert await MongoSnapshots(db, session).claim(again, now=utc_now()) == 2
+        assert key not in {d.key for d in await marks.due(0, now=utc_now())}
     finally:
         await mongo.close()

@@ -1,48 +1,74 @@
-"""Audit rules: the case projection, the monthly draw, submissions, grades and compliance."""
+"""Audit rules: the case projection, the register of auditors, the monthly draw, submissions,
+grades and compliance; and the use cases over an in-memory unit of work."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
 
 import pytest
 
+from services.audit import handlers
 from services.audit.domain import (
     QUALITY_STANDARDS,
+    AlreadyCompleted,
     Assignment,
+    Audit,
     Auditor,
     AuditorRole,
     AuditRecord,
+    AuditStatus,
     CaseState,
+    DrawPolicy,
+    DrawRecord,
+    DrawRound,
+    Invalid,
+    NotTheAuditor,
+    Submission,
     apply_allocation,
+    apply_case_event,
     apply_closure,
+    assign_audit,
     audit_id_for,
     audit_month,
     audit_status,
+    change_auditor,
+    check_auditor,
+    check_claimed_auditor,
     check_submission,
+    complete_audit,
     compliance,
     draw_audits,
+    draw_seed,
     is_auditable,
     month_end,
     months_apart,
     overall_grade,
     shift_month,
     standard_scores,
+    still_owed,
     stratum_quotas,
 )
+from services.audit.ports import AuditNotOpen
 from shared.events import (
     AllocationKind,
     AllocationStatus,
+    AuditCompleted,
     CaseAllocated,
     CaseClosed,
     CaseOutcome,
+    EventData,
     LevelOfNeed,
     OfstedGrade,
     StandardScore,
 )
+from shared.unit_of_work import ConcurrentUpdate
 
 OUT = OfstedGrade.OUTSTANDING
 GOOD = OfstedGrade.GOOD
@@ -454,3 +480,379 @@ def test_compliance_counts_per_auditor_and_grades_per_district() -> None:
         "inadequate": 1,
     }
     assert district.by_standard["plan_quality"]["good"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The register of auditors
+
+
+def test_a_team_manager_needs_a_team_and_a_head_of_service_has_none() -> None:
+    manager = Auditor("tm-1", "A", AuditorRole.TEAM_MANAGER, "northvale")
+
+    with pytest.raises(Invalid) as no_team:
+        check_auditor(manager)
+    with pytest.raises(Invalid) as with_team:
+        check_auditor(replace(head("northvale"), team_id="northvale-north"))
+
+    assert [(p.field, p.code) for p in no_team.value.problems] == [("team_id", "missing")]
+    assert [(p.field, p.code) for p in with_team.value.problems] == [("team_id", "not_allowed")]
+    check_auditor(replace(manager, team_id="northvale-north"))
+
+
+def test_a_change_sets_only_the_given_fields_and_clears_only_the_optional_ones() -> None:
+    auditor = replace(head("eastmere"), audits_per_month=3)
+
+    assert change_auditor(auditor, {"audits_per_month": None}).audits_per_month is None
+    assert change_auditor(auditor, {"name": "B"}) == replace(auditor, name="B")
+    with pytest.raises(Invalid) as nulled:
+        change_auditor(auditor, {"district": None})
+    assert [(p.field, p.code) for p in nulled.value.problems] == [("district", "missing")]
+    with pytest.raises(Invalid):
+        change_auditor(auditor, {"role": AuditorRole.TEAM_MANAGER})
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing and completing, as rules
+
+
+def test_the_seed_is_the_one_asked_for_else_the_recorded_one_else_a_fresh_one() -> None:
+    assert draw_seed(5, 7, 9) == 5
+    assert draw_seed(None, 7, 9) == 7
+    assert draw_seed(None, None, 9) == 9
+
+
+def test_an_auditor_is_owed_only_what_the_month_has_not_assigned_them_yet() -> None:
+    auditors = [head("a"), replace(head("b"), audits_per_month=2), head("c")]
+
+    owed = still_owed(auditors, {"hos-a": 1, "hos-b": 1}, default_per_month=1)
+
+    assert [(auditor.id, count) for auditor, count in owed] == [("hos-b", 1), ("hos-c", 1)]
+
+
+def open_case(case_id: str = "case-1", team_id: str = "northvale-north") -> CaseState:
+    return CaseState(
+        case_id=case_id,
+        family_id=f"fam-{case_id}",
+        district="northvale",
+        team_id=team_id,
+        level_of_need=3,
+        first_allocated_at=T0,
+        as_of=T0,
+    )
+
+
+def an_audit(auditor: Auditor | None = None) -> Audit:
+    audit, _ = assign_audit(
+        auditor or head("northvale"), open_case(), month="2026-10", seed=1, now=T0
+    )
+    return audit
+
+
+ALL_GOOD = dict.fromkeys(QUALITY_STANDARDS, "good")
+
+
+def test_a_drawn_audit_is_due_at_the_end_of_its_month_and_announced() -> None:
+    audit, event = assign_audit(head("northvale"), open_case(), month="2026-10", seed=4, now=T0)
+
+    assert audit.id == audit_id_for("hos-northvale", "case-1", "2026-10")
+    assert (audit.due_by, audit.case_status, audit.draw_seed) == (
+        datetime(2026, 11, 1, tzinfo=UTC),
+        "open",
+        4,
+    )
+    assert (event.audit_id, event.auditor_id, event.due_by) == (
+        audit.id,
+        "hos-northvale",
+        audit.due_by,
+    )
+
+
+def test_completing_an_audit_grades_it_and_gives_the_event_to_publish() -> None:
+    audit = an_audit()
+    at = T0 + timedelta(days=3)
+
+    completed, event = complete_audit(
+        audit,
+        Submission({**ALL_GOOD, "plan_quality": "inadequate"}, learning_points=["Measure it."]),
+        auditor_id="hos-northvale",
+        now=at,
+    )
+
+    assert (completed.completed_at, completed.overall_grade, completed.overall_grade_given) == (
+        at,
+        "inadequate",
+        False,
+    )
+    assert (event.audit_id, event.overall_grade, event.level_of_need) == (
+        audit.id,
+        INAD,
+        LevelOfNeed.EARLY_HELP_MULTI_AGENCY,
+    )
+    assert event.learning_points == ["Measure it."]
+
+
+def test_an_audit_is_completed_only_by_its_auditor_once_with_every_standard_graded() -> None:
+    audit = an_audit()
+    done, _ = complete_audit(audit, Submission(ALL_GOOD), auditor_id="hos-northvale", now=T0)
+
+    with pytest.raises(Invalid) as unsigned:
+        complete_audit(audit, Submission(ALL_GOOD), auditor_id=None, now=T0)
+    with pytest.raises(NotTheAuditor) as someone_else:
+        complete_audit(audit, Submission(ALL_GOOD), auditor_id="hos-eastmere", now=T0)
+    with pytest.raises(AlreadyCompleted):
+        complete_audit(done, Submission(ALL_GOOD), auditor_id="hos-northvale", now=T0)
+    with pytest.raises(Invalid) as ungraded:
+        complete_audit(audit, Submission({}), auditor_id="hos-northvale", now=T0)
+    with pytest.raises(NotTheAuditor) as mismatch:
+        check_claimed_auditor("hos-eastmere", "hos-northvale")
+
+    assert unsigned.value.problems[0].code == "missing"
+    assert someone_else.value.problems[0].code == "not_assigned_auditor"
+    assert len(ungraded.value.problems) == len(QUALITY_STANDARDS)
+    assert mismatch.value.problems[0].code == "auditor_mismatch"
+    check_claimed_auditor(None, "hos-northvale")
+
+
+def test_a_case_event_is_applied_as_an_allocation_or_a_closure() -> None:
+    case = apply_case_event(apply_case_event(None, allocated(T0)), closed(T0 + timedelta(days=1)))
+
+    assert (case.first_allocated_at, case.closed_at) == (T0, T0 + timedelta(days=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The use cases, over an in-memory unit of work
+
+
+class InMemoryAudit:
+    """The repositories and outbox of one in-memory database; a unit of work copies them
+    on entry and keeps the copy only on commit, as a transaction would."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, CaseState] = {}
+        self.auditors: dict[str, Auditor] = {}
+        self.audits: dict[str, Audit] = {}
+        self.draws: dict[str, DrawRecord] = {}
+        self.staged: dict[str, EventData] = {}
+
+
+class InMemoryCases:
+    def __init__(self, data: InMemoryAudit) -> None:
+        self.data = data
+
+    async def get_many(self, case_ids: Collection[str]) -> dict[str, CaseState]:
+        return {i: self.data.cases[i] for i in case_ids if i in self.data.cases}
+
+    async def save_many(self, cases: Sequence[CaseState]) -> None:
+        self.data.cases.update({case.case_id: case for case in cases})
+
+    async def allocated_before(self, at: datetime) -> list[CaseState]:
+        return [
+            c
+            for c in self.data.cases.values()
+            if c.first_allocated_at is not None and c.first_allocated_at < at
+        ]
+
+
+class InMemoryAuditors:
+    def __init__(self, data: InMemoryAudit) -> None:
+        self.data = data
+
+    async def all(self) -> list[Auditor]:
+        return sorted(self.data.auditors.values(), key=lambda auditor: auditor.id)
+
+    async def get(self, auditor_id: str) -> Auditor | None:
+        return self.data.auditors.get(auditor_id)
+
+    async def add(self, auditor: Auditor, *, now: datetime) -> bool:
+        return self.data.auditors.setdefault(auditor.id, auditor) is auditor
+
+    async def save(self, auditor: Auditor, *, now: datetime) -> None:
+        self.data.auditors[auditor.id] = auditor
+
+    async def count(self) -> int:
+        return len(self.data.auditors)
+
+
+class InMemoryAudits:
+    def __init__(self, data: InMemoryAudit) -> None:
+        self.data = data
+
+    async def get(self, audit_id: str) -> Audit | None:
+        return self.data.audits.get(audit_id)
+
+    async def of_month(self, month: str) -> list[Audit]:
+        return [audit for audit in self.data.audits.values() if audit.month == month]
+
+    async def find(
+        self,
+        *,
+        month: str | None,
+        auditor_id: str | None,
+        status: AuditStatus | None,
+        now: datetime,
+        limit: int,
+    ) -> list[Audit]:
+        return [
+            audit
+            for audit in self.data.audits.values()
+            if month in (None, audit.month) and auditor_id in (None, audit.auditor_id)
+        ][:limit]
+
+    async def assigned_per_auditor(self, month: str) -> dict[str, int]:
+        return dict(Counter(audit.auditor_id for audit in await self.of_month(month)))
+
+    async def cases_drawn(self, months: Sequence[str]) -> set[str]:
+        return {audit.case_id for audit in self.data.audits.values() if audit.month in months}
+
+    async def add(self, audits: Sequence[Audit]) -> None:
+        self.data.audits.update({audit.id: audit for audit in audits})
+
+    async def complete(self, audit: Audit) -> None:
+        if self.data.audits[audit.id].completed_at is not None:
+            raise AuditNotOpen(audit.id)
+        self.data.audits[audit.id] = audit
+
+
+class InMemoryDraws:
+    def __init__(self, data: InMemoryAudit) -> None:
+        self.data = data
+
+    async def get(self, month: str) -> DrawRecord | None:
+        return self.data.draws.get(month)
+
+    async def newest_first(self) -> list[DrawRecord]:
+        return [self.data.draws[month] for month in sorted(self.data.draws, reverse=True)]
+
+    async def add_round(self, month: str, round_: DrawRound) -> DrawRecord:
+        drawn = self.data.draws.get(month) or DrawRecord(month, round_.seed, round_.at)
+        self.data.draws[month] = replace(drawn, rounds=[*drawn.rounds, round_])
+        return self.data.draws[month]
+
+
+class InMemoryOutbox:
+    def __init__(self, data: InMemoryAudit) -> None:
+        self.data = data
+
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        self.data.staged.setdefault(event_id, event)
+
+
+class InMemoryUnitOfWork:
+    def __init__(self, stored: InMemoryAudit, *, conflicts: int = 0) -> None:
+        self.stored = stored
+        self.conflicts = conflicts  # commits to fail, as if another writer came first
+
+    async def __aenter__(self) -> Self:
+        working = InMemoryAudit()
+        working.__dict__ = {name: dict(value) for name, value in self.stored.__dict__.items()}
+        self.working = working
+        self.cases = InMemoryCases(working)
+        self.auditors = InMemoryAuditors(working)
+        self.audits = InMemoryAudits(working)
+        self.draws = InMemoryDraws(working)
+        self.outbox = InMemoryOutbox(working)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        del self.working
+
+    async def commit(self) -> None:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ConcurrentUpdate("another writer first")
+        self.stored.__dict__ = self.working.__dict__
+
+
+POLICY = DrawPolicy(audits_per_month=1, closed_within_months=3)
+
+
+async def test_a_draw_that_meets_another_writer_is_run_again_and_assigns_once() -> None:
+    stored = InMemoryAudit()
+    stored.cases = {case.case_id: case for case in (open_case("c-1"), open_case("c-2"))}
+    stored.auditors = {"hos-northvale": head("northvale")}
+
+    drawn = await handlers.draw_month(
+        "2026-10",
+        uow=InMemoryUnitOfWork(stored, conflicts=1),
+        now=T0,
+        policy=POLICY,
+        requested_seed=None,
+        fresh_seed=8,
+    )
+    again = await handlers.draw_month(
+        "2026-10",
+        uow=InMemoryUnitOfWork(stored),
+        now=T0,
+        policy=POLICY,
+        requested_seed=None,
+        fresh_seed=9,
+    )
+
+    [audit] = stored.audits.values()
+    assert (drawn.first_round, drawn.seed, drawn.new_audit_ids) == (True, 8, [audit.id])
+    assert (again.first_round, again.new_audit_ids, [r.seed for r in again.rounds]) == (
+        False,
+        [],
+        [8, 8],
+    )
+    assert list(stored.staged) == [f"{audit.id}.assigned"]
+
+
+async def test_completing_stores_the_grades_and_stages_the_event_together() -> None:
+    stored = InMemoryAudit()
+    audit = an_audit()
+    stored.audits = {audit.id: audit}
+
+    with pytest.raises(NotTheAuditor):
+        await handlers.submit_audit(
+            audit.id,
+            Submission(ALL_GOOD),
+            claimed_auditor_id="hos-eastmere",
+            auditor_id="hos-northvale",
+            uow=InMemoryUnitOfWork(stored),
+            now=T0,
+            correlation_id="c",
+        )
+    assert stored.staged == {}
+    completed = await handlers.submit_audit(
+        audit.id,
+        Submission(ALL_GOOD),
+        claimed_auditor_id=None,
+        auditor_id="hos-northvale",
+        uow=InMemoryUnitOfWork(stored),
+        now=T0,
+        correlation_id="c",
+    )
+
+    assert completed.status is AuditStatus.COMPLETED
+    assert stored.audits[audit.id].overall_grade == "good"
+    [event] = stored.staged.values()
+    assert isinstance(event, AuditCompleted)
+    assert event.audit_id == audit.id
+    with pytest.raises(AlreadyCompleted):
+        await handlers.submit_audit(
+            audit.id,
+            Submission(ALL_GOOD),
+            claimed_auditor_id=None,
+            auditor_id="hos-northvale",
+            uow=InMemoryUnitOfWork(stored),
+            now=T0,
+            correlation_id="c",
+        )
+
+
+async def test_the_sample_auditors_are_added_only_to_an_empty_register() -> None:
+    stored = InMemoryAudit()
+    sample = [head("a"), head("b")]
+
+    first = await handlers.seed_auditors(sample, uow=InMemoryUnitOfWork(stored), now=T0)
+    await handlers.deactivate_auditor("hos-a", uow=InMemoryUnitOfWork(stored), now=T0)
+    second = await handlers.seed_auditors(sample, uow=InMemoryUnitOfWork(stored), now=T0)
+
+    assert (first, second) == (2, 0)
+    assert stored.auditors["hos-a"].active is False

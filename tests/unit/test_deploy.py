@@ -190,6 +190,18 @@ def test_configmap_and_secret_hold_only_variables_the_services_read() -> None:
     assert config["EARLYHELP_LOG_FORMAT"] == "json"
 
 
+def test_a_deployment_loads_no_sample_data_unless_its_config_asks() -> None:
+    """No fiction in production: the services default to none, and the cluster's config and
+    every deployment's environment leave it so."""
+    assert ServiceSettings.model_fields["sample_data"].default is False
+    config = of_kind("ConfigMap")["earlyhelp-config"]["data"]
+    assert "EARLYHELP_SAMPLE_DATA" not in config
+    for deployment in of_kind("Deployment").values():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            names = {variable["name"] for variable in container.get("env", [])}
+            assert "EARLYHELP_SAMPLE_DATA" not in names
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_scaled_object_scales_the_deployment_on_its_consumer_group_lag(service: str) -> None:
     """KEDA's CRD is not in the Kubernetes schemas: check the fields its Kafka scaler reads."""

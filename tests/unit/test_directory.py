@@ -7,13 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.referral.directory import (
-    DirectoryService,
-    Eligibility,
-    find_services,
-    load_sample_directory,
-)
-from services.referral.domain import POSTCODE_DISTRICTS
+from services.referral.directory import DirectoryService, Eligibility, find_services
+from services.referral.sample import POSTCODE_DISTRICTS, load_sample_directory
 from shared.events import HeadlineOutcome
 
 DISTRICTS = frozenset(POSTCODE_DISTRICTS.values())

@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies
+from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies, referral_id_for
 from services.referral.handlers import (
-    Accepted,
-    Decided,
     FrontDoor,
     Origin,
     Rejected,
@@ -23,10 +21,9 @@ from services.referral.handlers import (
     note_case_open,
     receive_submission,
     receive_unreadable,
-    referral_id_for,
     rejection_id_for,
 )
-from services.referral.ports import ReferralStore
+from services.referral.ports import Accepted, Decided, ReferralStore
 from shared.events import (
     FamilyMatchRule,
     HeadlineOutcome,
@@ -41,6 +38,7 @@ NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 LATER = datetime(2026, 11, 4, 14, 0, tzinfo=UTC)
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "referral.json"
 ORIGIN = Origin(source="/partners/northvale-primary", event_id="evt-1", correlation_id="corr-1")
+SAMPLE = FrontDoor.sample()
 
 
 def submission_document() -> dict[str, Any]:
@@ -152,7 +150,9 @@ def test_the_in_memory_store_implements_the_referral_store_port() -> None:
 async def test_a_valid_submission_is_accepted_with_one_referral_received(
     store: InMemoryReferralStore,
 ) -> None:
-    outcome = await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        submission_document(), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Accepted)
     assert store.rejected == []
@@ -191,7 +191,9 @@ async def test_a_valid_submission_is_screened_by_its_level_of_need(
 ) -> None:
     document = {**submission_document(), "level_of_need": level}
 
-    outcome = await receive_submission(document, origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Accepted)
     assert outcome.decision == decision
@@ -207,7 +209,9 @@ async def test_a_step_down_is_accepted_marked_with_its_social_care_reference(
         "social_care_case_reference": "SC-2026-77",
     }
 
-    outcome = await receive_submission(document, origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Accepted)
     [event] = store.received
@@ -219,10 +223,14 @@ async def test_a_step_down_is_accepted_marked_with_its_social_care_reference(
 async def test_the_same_partner_and_submission_twice_gives_one_referral_marked_duplicate(
     store: InMemoryReferralStore,
 ) -> None:
-    first = await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
+    first = await receive_submission(
+        submission_document(), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
     again = Origin(source=ORIGIN.source, event_id="evt-2", correlation_id="corr-2")
 
-    second = await receive_submission(submission_document(), origin=again, store=store, now=LATER)
+    second = await receive_submission(
+        submission_document(), origin=again, store=store, now=LATER, front_door=SAMPLE
+    )
 
     assert isinstance(first, Accepted)
     assert isinstance(second, Accepted)
@@ -237,10 +245,14 @@ async def test_the_same_partner_and_submission_twice_gives_one_referral_marked_d
 async def test_a_resubmission_with_changed_content_still_answers_with_the_first_referral(
     store: InMemoryReferralStore,
 ) -> None:
-    await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
+    await receive_submission(
+        submission_document(), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
     changed = {**submission_document(), "level_of_need": 4}
 
-    second = await receive_submission(changed, origin=ORIGIN, store=store, now=LATER)
+    second = await receive_submission(
+        changed, origin=ORIGIN, store=store, now=LATER, front_door=SAMPLE
+    )
 
     assert isinstance(second, Accepted)
     assert second.duplicate is True
@@ -251,10 +263,12 @@ async def test_a_resubmission_with_changed_content_still_answers_with_the_first_
 async def test_different_submission_ids_from_one_partner_are_different_referrals(
     store: InMemoryReferralStore,
 ) -> None:
-    first = await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
+    first = await receive_submission(
+        submission_document(), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
     other = {**submission_document(), "submission_id": "np-2026-0002"}
 
-    second = await receive_submission(other, origin=ORIGIN, store=store, now=NOW)
+    second = await receive_submission(other, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE)
 
     assert isinstance(first, Accepted)
     assert isinstance(second, Accepted)
@@ -275,7 +289,9 @@ async def test_an_invalid_submission_is_rejected_with_reasons_and_a_stored_rejec
     del document["referrer"]
     document["children"][0]["date_of_birth"] = "not a date"
 
-    outcome = await receive_submission(document, origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Rejected)
     assert {reason.field for reason in outcome.reasons} == {
@@ -303,7 +319,9 @@ async def test_a_submission_breaking_a_rule_is_rejected_and_stored(
     document["address"]["postcode"] = "SW1A 2AA"
     document["consent"] = {"given": False}
 
-    outcome = await receive_submission(document, origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Rejected)
     assert [reason.code for reason in outcome.reasons] == ["outside_area", "no_consent"]
@@ -317,7 +335,9 @@ async def test_a_rejected_submission_without_readable_ids_is_stored_without_them
 ) -> None:
     document = {"partner_id": 42, "submission_id": "", "route": ["school"]}
 
-    outcome = await receive_submission(document, origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Rejected)
     [event] = store.rejected
@@ -329,7 +349,9 @@ async def test_a_rejected_submission_without_readable_ids_is_stored_without_them
 async def test_a_document_that_is_not_an_object_is_rejected_and_stored(
     store: InMemoryReferralStore,
 ) -> None:
-    outcome = await receive_submission(["a", "list"], origin=ORIGIN, store=store, now=NOW)
+    outcome = await receive_submission(
+        ["a", "list"], origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     assert isinstance(outcome, Rejected)
     [event] = store.rejected
@@ -418,10 +440,14 @@ def child_request(submission_id: str, **changes: Any) -> dict[str, Any]:
 async def test_a_second_request_for_a_sibling_joins_the_first_family(
     store: InMemoryReferralStore,
 ) -> None:
-    first = await receive_submission(child_request("s-1"), origin=ORIGIN, store=store, now=NOW)
+    first = await receive_submission(
+        child_request("s-1"), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
     sibling_only = child_request("s-2", children=[submission_document()["children"][1]])
 
-    second = await receive_submission(sibling_only, origin=ORIGIN, store=store, now=LATER)
+    second = await receive_submission(
+        sibling_only, origin=ORIGIN, store=store, now=LATER, front_door=SAMPLE
+    )
 
     assert isinstance(first, Accepted)
     assert isinstance(second, Accepted)
@@ -435,19 +461,29 @@ async def test_a_second_request_for_a_sibling_joins_the_first_family(
 async def test_an_open_case_is_flagged_and_a_closure_within_a_year_makes_a_re_referral(
     store: InMemoryReferralStore,
 ) -> None:
-    first = await receive_submission(child_request("s-1"), origin=ORIGIN, store=store, now=NOW)
+    first = await receive_submission(
+        child_request("s-1"), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
     assert isinstance(first, Accepted)
     await note_case_open(first.family_id, "case-1", store=store)
 
     while_open = await receive_submission(
-        child_request("s-2"), origin=ORIGIN, store=store, now=LATER
+        child_request("s-2"), origin=ORIGIN, store=store, now=LATER, front_door=SAMPLE
     )
     await note_case_closed(first.family_id, "case-1", LATER, store=store)
     after_closure = await receive_submission(
-        child_request("s-3"), origin=ORIGIN, store=store, now=datetime(2027, 6, 1, tzinfo=UTC)
+        child_request("s-3"),
+        origin=ORIGIN,
+        store=store,
+        now=datetime(2027, 6, 1, tzinfo=UTC),
+        front_door=SAMPLE,
     )
     a_year_on = await receive_submission(
-        child_request("s-4"), origin=ORIGIN, store=store, now=datetime(2027, 11, 5, tzinfo=UTC)
+        child_request("s-4"),
+        origin=ORIGIN,
+        store=store,
+        now=datetime(2027, 11, 5, tzinfo=UTC),
+        front_door=SAMPLE,
     )
 
     flags = [(event.family_has_open_case, event.is_re_referral) for event in store.received]
@@ -464,7 +500,11 @@ async def test_a_signposted_request_names_local_services_for_its_needs_ages_and_
     store: InMemoryReferralStore,
 ) -> None:
     outcome = await receive_submission(
-        child_request("s-1", level_of_need=1), origin=ORIGIN, store=store, now=NOW
+        child_request("s-1", level_of_need=1),
+        origin=ORIGIN,
+        store=store,
+        now=NOW,
+        front_door=SAMPLE,
     )
 
     assert isinstance(outcome, Accepted)
@@ -486,10 +526,18 @@ async def test_early_help_and_step_up_requests_are_not_signposted(
     store: InMemoryReferralStore,
 ) -> None:
     await receive_submission(
-        child_request("s-2", level_of_need=2), origin=ORIGIN, store=store, now=NOW
+        child_request("s-2", level_of_need=2),
+        origin=ORIGIN,
+        store=store,
+        now=NOW,
+        front_door=SAMPLE,
     )
     await receive_submission(
-        child_request("s-4", level_of_need=4), origin=ORIGIN, store=store, now=NOW
+        child_request("s-4", level_of_need=4),
+        origin=ORIGIN,
+        store=store,
+        now=NOW,
+        front_door=SAMPLE,
     )
 
     assert [event.signposted_services for event in store.received] == [[], []]
@@ -499,7 +547,11 @@ async def test_a_safeguarding_concern_is_stepped_up_with_the_reason_and_rules_ve
     store: InMemoryReferralStore,
 ) -> None:
     await receive_submission(
-        child_request("s-1", safeguarding_concern=True), origin=ORIGIN, store=store, now=NOW
+        child_request("s-1", safeguarding_concern=True),
+        origin=ORIGIN,
+        store=store,
+        now=NOW,
+        front_door=SAMPLE,
     )
 
     [event] = store.received
@@ -513,7 +565,9 @@ async def test_a_safeguarding_concern_is_stepped_up_with_the_reason_and_rules_ve
 async def test_the_event_carries_ages_not_names_or_dates_of_birth(
     store: InMemoryReferralStore,
 ) -> None:
-    await receive_submission(submission_document(), origin=ORIGIN, store=store, now=NOW)
+    await receive_submission(
+        submission_document(), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
 
     [event] = store.received
     assert event.child_ages == [10, 7]

@@ -22,7 +22,7 @@ from services.referral.handlers import (
     MAX_REASONS,
     MAX_SUBMISSION_BYTES,
     REASON_TEXT_LIMIT,
-    Accepted,
+    FrontDoor,
     Origin,
     Outcome,
     Rejected,
@@ -33,11 +33,13 @@ from services.referral.handlers import (
     receive_submission,
     rejection_id_for,
 )
+from services.referral.ports import Accepted
 from shared.events import ReferralSubmitted
 from tests.unit.test_referral_handlers import InMemoryReferralStore, submission_document
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 POSITION = Origin("kafka:referral-submitted", "0/42", "corr-position")
+SAMPLE = FrontDoor.sample()
 T = TypeVar("T")
 
 HOSTILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -142,7 +144,9 @@ def stored_raw(store: InMemoryReferralStore, outcome: Rejected) -> bytes:
 def test_the_documents_the_mutations_start_from_are_accepted() -> None:
     for document in valid_documents():
         store = InMemoryReferralStore()
-        outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+        outcome = run(
+            receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+        )
         assert isinstance(outcome, Accepted), outcome
 
 
@@ -151,7 +155,9 @@ def test_the_documents_the_mutations_start_from_are_accepted() -> None:
 def test_any_json_value_is_answered_once(document: Any) -> None:
     store = InMemoryReferralStore()
 
-    outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+    outcome = run(
+        receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+    )
 
     assert isinstance(outcome, Rejected)
     assert_one_answer(store, outcome)
@@ -206,7 +212,9 @@ def test_a_mutated_submission_is_answered_once_and_rejected_where_it_is_wrong(
     document, kind, path = mutation
     store = InMemoryReferralStore()
 
-    outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+    outcome = run(
+        receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+    )
 
     assert_one_answer(store, outcome)
     if kind == "drop":
@@ -231,7 +239,9 @@ def test_thousands_of_unknown_fields_give_a_bounded_rejection() -> None:
     document = {**submission_document(), **{f"field_{n}": n for n in range(20_000)}}
     store = InMemoryReferralStore()
 
-    outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+    outcome = run(
+        receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+    )
 
     assert isinstance(outcome, Rejected)
     assert len(outcome.reasons) == MAX_REASONS + 1
@@ -244,7 +254,9 @@ def test_a_huge_unknown_field_name_is_shortened_in_the_reason() -> None:
     document = {**submission_document(), "k" * 100_000: 1}
     store = InMemoryReferralStore()
 
-    outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+    outcome = run(
+        receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+    )
 
     assert isinstance(outcome, Rejected)
     [reason] = outcome.reasons
@@ -259,7 +271,9 @@ def test_more_children_than_a_family_has_are_rejected() -> None:
     document["children"] = [document["children"][1]] * (domain.MAX_CHILDREN + 1)
     store = InMemoryReferralStore()
 
-    outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+    outcome = run(
+        receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+    )
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("children", "too_many_children")]
@@ -274,7 +288,9 @@ def test_an_overlong_safeguarding_override_is_rejected(name: str, limit: int) ->
     }
     store = InMemoryReferralStore()
 
-    outcome = run(receive_submission(document, origin=POSITION, store=store, now=NOW))
+    outcome = run(
+        receive_submission(document, origin=POSITION, store=store, now=NOW, front_door=SAMPLE)
+    )
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [
@@ -334,7 +350,7 @@ def test_the_strict_reader_reads_json_nested_to_the_limit() -> None:
 def test_any_bytes_over_http_are_answered_once_and_kept(raw: bytes) -> None:
     store = InMemoryReferralStore()
 
-    outcome = run(receive_body(raw, origin=POSITION, store=store, now=NOW))
+    outcome = run(receive_body(raw, origin=POSITION, store=store, now=NOW, front_door=SAMPLE))
 
     assert isinstance(outcome, Rejected)
     assert_one_answer(store, outcome)
@@ -347,7 +363,7 @@ def test_any_bytes_over_http_are_answered_once_and_kept(raw: bytes) -> None:
 def test_any_json_body_is_answered_once(raw: bytes) -> None:
     store = InMemoryReferralStore()
 
-    outcome = run(receive_body(raw, origin=POSITION, store=store, now=NOW))
+    outcome = run(receive_body(raw, origin=POSITION, store=store, now=NOW, front_door=SAMPLE))
 
     assert isinstance(outcome, Rejected)
     assert_one_answer(store, outcome)
@@ -390,7 +406,7 @@ kafka_records = st.one_of(
 def test_any_kafka_record_is_answered_once(raw: bytes) -> None:
     store = InMemoryReferralStore()
 
-    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW))
+    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
 
     assert_one_answer(store, outcome)
     if isinstance(outcome, Rejected):
@@ -409,7 +425,7 @@ def test_an_oversize_kafka_record_is_rejected_too_large_with_its_head_kept() -> 
     raw = envelope(submission_document(), padding="x" * 1_000_000)
     store = InMemoryReferralStore()
 
-    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW))
+    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("", "too_large")]
@@ -433,7 +449,7 @@ def test_a_valid_submission_in_the_wrong_envelope_is_rejected_with_its_bytes(
     raw = envelope(submission_document(), **changes)
     store = InMemoryReferralStore()
 
-    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW))
+    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("", code)]
@@ -444,7 +460,7 @@ def test_a_valid_submission_in_the_wrong_envelope_is_rejected_with_its_bytes(
 def test_a_good_record_after_hostile_ones_is_accepted() -> None:
     store = InMemoryReferralStore()
     for raw in (b"[" * 100_000, b"\xff", envelope({"route": 1}), envelope(submission_document())):
-        run(receive_message(raw, position=POSITION, store=store, now=NOW))
+        run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
 
     assert len(store.received) == 1
     assert store.received[0].submission_id == "np-2026-0001"

@@ -11,7 +11,6 @@ import pytest
 
 from services.referral.domain import (
     CIN_REFERRAL_SOURCES,
-    POSTCODE_DISTRICTS,
     ROUTE_CATALOGUE,
     ROUTES,
     STEP_DOWN_ROUTE,
@@ -33,6 +32,8 @@ from services.referral.domain import (
     screen_submission,
     upn_problem,
 )
+from services.referral.erasure import raw_family_keys
+from services.referral.sample import POSTCODE_DISTRICTS
 from shared.events import FamilyMatchRule, LevelOfNeed, ReferralSubmitted, ScreeningDecision
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "referral.json"
@@ -54,7 +55,7 @@ def submission(**changes: Any) -> ReferralSubmitted:
 
 
 def codes(submission: ReferralSubmitted) -> list[str]:
-    return [reason.code for reason in check_rules(submission)]
+    return [reason.code for reason in check_rules(submission, POSTCODE_DISTRICTS)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,12 +102,12 @@ def test_normalise_postcode_gives_none_for_what_is_not_a_uk_postcode(given: str)
     ],
 )
 def test_district_for_maps_the_outward_code_to_its_district(postcode: str, district: str) -> None:
-    assert district_for(postcode) == district
+    assert district_for(postcode, POSTCODE_DISTRICTS) == district
 
 
 @pytest.mark.parametrize("postcode", ["WX0 1AA", "WX21 1AA", "SW1A 1AA", "not a postcode"])
 def test_district_for_gives_none_outside_the_area_or_for_invalid_postcodes(postcode: str) -> None:
-    assert district_for(postcode) is None
+    assert district_for(postcode, POSTCODE_DISTRICTS) is None
 
 
 def test_district_for_uses_the_districts_it_is_given() -> None:
@@ -199,11 +200,11 @@ def test_parse_submission_of_something_that_is_not_an_object_gives_a_whole_docum
 
 
 def test_check_rules_accepts_the_valid_fixture() -> None:
-    assert check_rules(submission()) == []
+    assert check_rules(submission(), POSTCODE_DISTRICTS) == []
 
 
 def test_check_rules_refuses_an_unknown_route_listing_the_valid_routes() -> None:
-    reasons = check_rules(submission(route="carrier_pigeon"))
+    reasons = check_rules(submission(route="carrier_pigeon"), POSTCODE_DISTRICTS)
 
     assert [(reason.field, reason.code) for reason in reasons] == [("route", "unknown_route")]
     assert "'carrier_pigeon'" in reasons[0].message
@@ -211,7 +212,9 @@ def test_check_rules_refuses_an_unknown_route_listing_the_valid_routes() -> None
 
 
 def test_check_rules_refuses_a_postcode_outside_the_area() -> None:
-    reasons = check_rules(submission(address={"line1": "10 Downing St", "postcode": "SW1A 2AA"}))
+    reasons = check_rules(
+        submission(address={"line1": "10 Downing St", "postcode": "SW1A 2AA"}), POSTCODE_DISTRICTS
+    )
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("address.postcode", "outside_area")
@@ -219,7 +222,9 @@ def test_check_rules_refuses_a_postcode_outside_the_area() -> None:
 
 
 def test_check_rules_refuses_a_postcode_that_is_not_a_uk_postcode() -> None:
-    reasons = check_rules(submission(address={"line1": "1 Road", "postcode": "ABCDEF"}))
+    reasons = check_rules(
+        submission(address={"line1": "1 Road", "postcode": "ABCDEF"}), POSTCODE_DISTRICTS
+    )
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("address.postcode", "invalid_postcode")
@@ -231,7 +236,7 @@ def test_check_rules_accepts_a_served_postcode_however_it_is_spaced() -> None:
 
 
 def test_check_rules_refuses_no_consent_without_an_override() -> None:
-    reasons = check_rules(submission(consent={"given": False}))
+    reasons = check_rules(submission(consent={"given": False}), POSTCODE_DISTRICTS)
 
     assert [(reason.field, reason.code) for reason in reasons] == [("consent", "no_consent")]
 
@@ -245,11 +250,11 @@ def test_check_rules_accepts_no_consent_with_a_safeguarding_override() -> None:
         },
     }
 
-    assert check_rules(submission(consent=consent)) == []
+    assert check_rules(submission(consent=consent), POSTCODE_DISTRICTS) == []
 
 
 def test_check_rules_refuses_a_step_down_without_the_social_care_reference() -> None:
-    reasons = check_rules(submission(route=STEP_DOWN_ROUTE))
+    reasons = check_rules(submission(route=STEP_DOWN_ROUTE), POSTCODE_DISTRICTS)
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("social_care_case_reference", "missing")
@@ -306,7 +311,7 @@ def test_a_safeguarding_concern_steps_up_whatever_the_level(level: LevelOfNeed) 
 def test_screen_submission_works_out_source_district_ages_and_decision() -> None:
     valid = submission(level_of_need=3)
 
-    screened = screen_submission(valid, today=TODAY)
+    screened = screen_submission(valid, POSTCODE_DISTRICTS, today=TODAY)
 
     assert isinstance(screened, Screened)
     assert screened.referral_source == "2A"
@@ -318,7 +323,9 @@ def test_screen_submission_works_out_source_district_ages_and_decision() -> None
 
 def test_screen_submission_marks_a_step_down() -> None:
     screened = screen_submission(
-        submission(route=STEP_DOWN_ROUTE, social_care_case_reference="SC-1"), today=TODAY
+        submission(route=STEP_DOWN_ROUTE, social_care_case_reference="SC-1"),
+        POSTCODE_DISTRICTS,
+        today=TODAY,
     )
 
     assert isinstance(screened, Screened)
@@ -327,7 +334,9 @@ def test_screen_submission_marks_a_step_down() -> None:
 
 
 def test_screen_submission_gives_the_reasons_when_a_rule_is_broken() -> None:
-    screened = screen_submission(submission(consent={"given": False}), today=TODAY)
+    screened = screen_submission(
+        submission(consent={"given": False}), POSTCODE_DISTRICTS, today=TODAY
+    )
 
     assert not isinstance(screened, Screened)
     assert [reason.code for reason in screened] == ["no_consent"]
@@ -457,7 +466,7 @@ def test_check_rules_names_each_childs_bad_identifier_by_its_path() -> None:
     document["children"][0]["upn"] = "B123456789012"
     document["children"][1]["nhs_number"] = "9434765918"
 
-    reasons = check_rules(ReferralSubmitted.model_validate(document))
+    reasons = check_rules(ReferralSubmitted.model_validate(document), POSTCODE_DISTRICTS)
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("children.0.upn", "invalid_upn"),
@@ -469,7 +478,9 @@ def test_check_rules_refuses_a_birth_date_more_than_forty_weeks_ahead() -> None:
     document = submission_document()
     document["children"][1]["date_of_birth"] = "2027-12-01"
 
-    reasons = check_rules(ReferralSubmitted.model_validate(document), today=TODAY)
+    reasons = check_rules(
+        ReferralSubmitted.model_validate(document), POSTCODE_DISTRICTS, today=TODAY
+    )
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("children.1.date_of_birth", "date_of_birth_in_future")
@@ -480,14 +491,19 @@ def test_check_rules_accepts_an_unborn_babys_expected_date() -> None:
     document = submission_document()
     document["children"][1]["date_of_birth"] = "2027-03-01"
 
-    assert check_rules(ReferralSubmitted.model_validate(document), today=TODAY) == []
+    assert (
+        check_rules(ReferralSubmitted.model_validate(document), POSTCODE_DISTRICTS, today=TODAY)
+        == []
+    )
 
 
 def test_check_rules_refuses_someone_older_than_twenty_five() -> None:
     document = submission_document()
     document["children"][0]["date_of_birth"] = "1990-01-01"
 
-    reasons = check_rules(ReferralSubmitted.model_validate(document), today=TODAY)
+    reasons = check_rules(
+        ReferralSubmitted.model_validate(document), POSTCODE_DISTRICTS, today=TODAY
+    )
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("children.0.date_of_birth", "too_old")
@@ -507,7 +523,7 @@ def test_consent_given_needs_who_and_when(consent: dict[str, Any]) -> None:
 
 
 def test_a_family_open_to_social_care_needs_the_social_care_reference() -> None:
-    reasons = check_rules(submission(open_to_social_care=True))
+    reasons = check_rules(submission(open_to_social_care=True), POSTCODE_DISTRICTS)
 
     assert [(reason.field, reason.code) for reason in reasons] == [
         ("social_care_case_reference", "missing")
@@ -663,3 +679,19 @@ def test_add_months_keeps_the_day_or_takes_the_months_last() -> None:
     assert add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
     assert add_months(datetime(2024, 2, 29, tzinfo=UTC), 12) == datetime(2025, 2, 28, tzinfo=UTC)
     assert add_months(datetime(2026, 11, 5, tzinfo=UTC), 14) == datetime(2028, 1, 5, tzinfo=UTC)
+
+
+def test_erasure_derives_the_same_family_keys_as_matching_for_the_same_family() -> None:
+    """Erasure finds a family's rejections by the keys its children give; a second
+    derivation of those keys could drift from matching's and silently find none."""
+    document = submission_document()
+    document["address"] = {**document["address"], "postcode": "wx3  4ab"}
+    document["children"] = [
+        {**document["children"][0], "upn": "a123 4567 89012"},
+        {**document["children"][1], "nhs_number": "943 476 5919", "family_name": "HASSAN-Smith"},
+    ]
+    matching = {key.value for key in family_keys(ReferralSubmitted.model_validate(document))}
+
+    assert len(matching) == 4  # a UPN, an NHS number, and each child's name, birth and postcode
+    assert raw_family_keys(document) == matching
+    assert raw_family_keys(json.loads(json.dumps(document))) == matching  # as stored, read back

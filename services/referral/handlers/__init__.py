@@ -1,4 +1,8 @@
-"""Use cases of the front door: take a submission, however it arrived, and answer it."""
+"""Use cases of the front door: take a submission, however it arrived, and answer it.
+
+The data protection use cases are beside this: ``partners``, ``access_log``, ``erasure``
+and ``retention``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.referral import domain
-from services.referral.directory import DirectoryService, find_services, load_sample_directory
-from services.referral.ports import ReferralStore
+from services.referral import domain, sample
+from services.referral.directory import DirectoryService, find_services
+from services.referral.ports import Accepted, Decided, Lookups, ReferralBatches, ReferralStore
 from shared.events import (
     ReferralReceived,
     ReferralRejected,
@@ -65,21 +69,8 @@ class FrontDoor:
     @staticmethod
     @functools.cache
     def sample() -> FrontDoor:
-        return FrontDoor(domain.POSTCODE_DISTRICTS, tuple(load_sample_directory()))
-
-
-@dataclass(frozen=True)
-class Accepted:
-    referral_id: str
-    family_id: str
-    district: str
-    decision: str
-    duplicate: bool = False
-    family_match: str | None = None
-    is_re_referral: bool = False
-    family_has_open_case: bool = False
-    screening_reason: str | None = None
-    signposted_services: tuple[str, ...] = ()
+        """The sample county's, for demonstrations and tests (``EARLYHELP_SAMPLE_DATA``)."""
+        return FrontDoor(sample.POSTCODE_DISTRICTS, tuple(sample.load_sample_directory()))
 
 
 @dataclass(frozen=True)
@@ -89,21 +80,6 @@ class Rejected:
 
 
 Outcome = Accepted | Rejected
-
-
-@dataclass(frozen=True)
-class Decided:
-    """What matching decided for a referral, for the store to record with it."""
-
-    event: ReferralReceived
-    match: domain.FamilyMatch
-    keys: list[domain.FamilyKey] = field(default_factory=list)
-
-
-def referral_id_for(partner_id: str, submission_id: str) -> str:
-    """Deterministic, so a duplicate submission converges on the same referral."""
-    digest = hashlib.sha256(f"{partner_id}\0{submission_id}".encode()).hexdigest()
-    return f"ref-{digest[:20]}"
 
 
 def rejection_id_for(origin: Origin) -> str:
@@ -117,7 +93,7 @@ async def receive_submission(
     origin: Origin,
     store: ReferralStore,
     now: datetime,
-    front_door: FrontDoor | None = None,
+    front_door: FrontDoor,
 ) -> Outcome:
     """Validate, screen, match and record a Request for Early Help Support.
 
@@ -125,7 +101,6 @@ async def receive_submission(
     ``referral-received``; anything that cannot be accepted is stored and answered with
     ``referral-rejected``, never dropped.
     """
-    front_door = front_door or FrontDoor.sample()
     parsed = domain.parse_submission(document)
     if isinstance(parsed, list):
         return await _reject(document, parsed, origin=origin, store=store, now=now)
@@ -159,7 +134,7 @@ def _referral_received(
 ) -> ReferralReceived:
     submission = screened.submission
     return ReferralReceived(
-        referral_id=referral_id_for(submission.partner_id, submission.submission_id),
+        referral_id=domain.referral_id_for(submission.partner_id, submission.submission_id),
         family_id=match.family_id,
         partner_id=submission.partner_id,
         submission_id=submission.submission_id,
@@ -201,6 +176,11 @@ def _signposts(screened: domain.Screened, directory: Sequence[DirectoryService])
 async def note_case_open(family_id: str, case_id: str, *, store: ReferralStore) -> None:
     """A case was allocated or queued: the family has an open case until it closes."""
     await store.note_case_open(family_id, case_id)
+
+
+async def note_cases_open(cases: Sequence[tuple[str, str]], *, store: ReferralBatches) -> None:
+    """``note_case_open`` for a poll's (family id, case id), written together."""
+    await store.note_cases_open(cases)
 
 
 async def note_case_closed(
@@ -333,7 +313,7 @@ async def receive_body(
     origin: Origin,
     store: ReferralStore,
     now: datetime,
-    front_door: FrontDoor | None = None,
+    front_door: FrontDoor,
     max_bytes: int = MAX_SUBMISSION_BYTES,
 ) -> Outcome:
     """A submission as bytes (an HTTP body): read strictly, then received."""
@@ -354,14 +334,6 @@ async def receive_body(
     )
 
 
-@dataclass(frozen=True)
-class Lookups:
-    """What answering a submission will look up: its referral and its family keys."""
-
-    referral_id: str
-    family_keys: list[domain.FamilyKey]
-
-
 def lookups_of(raw: bytes, *, max_bytes: int = MAX_SUBMISSION_BYTES) -> Lookups | None:
     """The look-ups ``receive_message`` will make for these bytes, when they hold a valid
     submission (None otherwise): so a batch can make them all at once beforehand."""
@@ -376,7 +348,7 @@ def lookups_of(raw: bytes, *, max_bytes: int = MAX_SUBMISSION_BYTES) -> Lookups 
     if isinstance(parsed, list):
         return None
     return Lookups(
-        referral_id=referral_id_for(parsed.partner_id, parsed.submission_id),
+        referral_id=domain.referral_id_for(parsed.partner_id, parsed.submission_id),
         family_keys=domain.family_keys(parsed),
     )
 
@@ -387,7 +359,7 @@ async def receive_message(
     position: Origin,
     store: ReferralStore,
     now: datetime,
-    front_door: FrontDoor | None = None,
+    front_door: FrontDoor,
     max_bytes: int = MAX_SUBMISSION_BYTES,
 ) -> Outcome:
     """A ``referral-submitted`` record: whatever its bytes, exactly one answer.
@@ -492,3 +464,32 @@ def _storable(document: Any) -> dict[str, Any]:
         "submission_json": text[:STORED_SUBMISSION_LIMIT],
         "submission_truncated": len(text) > STORED_SUBMISSION_LIMIT,
     }
+
+
+async def receive_messages(
+    messages: Sequence[tuple[bytes, Origin]],
+    *,
+    store: ReferralBatches,
+    now: datetime,
+    front_door: FrontDoor,
+    max_bytes: int = MAX_SUBMISSION_BYTES,
+) -> int:
+    """A poll's ``referral-submitted`` records (bytes and position) in one transaction: a
+    few reads each, a few writes in all. The new answers, duplicates not counted."""
+    lookups = [lookups_of(raw, max_bytes=max_bytes) for raw, _ in messages]
+
+    async def receive_all(batch: ReferralStore) -> int:
+        fresh = 0
+        for raw, position in messages:
+            outcome = await receive_message(
+                raw,
+                position=position,
+                store=batch,
+                now=now,
+                front_door=front_door,
+                max_bytes=max_bytes,
+            )
+            fresh += not (isinstance(outcome, Accepted) and outcome.duplicate)
+        return fresh
+
+    return await store.in_batch([found for found in lookups if found is not None], receive_all)

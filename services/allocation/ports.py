@@ -1,0 +1,101 @@
+"""What the allocation use cases need from storage: repositories handed out by a unit of work.
+
+Every repository works inside the unit of work's transaction, so a decision, the records it
+changes and the events it stages are kept together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from services.allocation.domain import Band, Case, District, QueuePlace, Team, Worker
+from shared.events import EventData
+from shared.unit_of_work import UnitOfWork
+
+
+class Districts(Protocol):
+    async def get_many(self, district_ids: Sequence[str]) -> dict[str, District]:
+        """Each district's aggregate; a district never saved comes back empty, version 0."""
+
+    async def band(self, district_id: str, band: Band) -> list[QueuePlace]:
+        """Every queued place of one band, as saved."""
+
+    async def front(self, district: District) -> list[QueuePlace]:
+        """The queue's first places as saved, enough to refill the district's head."""
+
+    async def save(self, district: District) -> None:
+        """Save the district and its queue's changes if nobody saved it since it was read;
+        else raise ``ConcurrentUpdate`` and save nothing."""
+
+    async def with_queue(self) -> list[str]:
+        """Districts where cases wait."""
+
+
+class Cases(Protocol):
+    async def open_cases_of(self, family_ids: Sequence[str]) -> dict[str, Case]:
+        """Each family's open case, by family id."""
+
+    async def get(self, case_id: str) -> Case | None: ...
+
+    async def get_many(self, case_ids: Sequence[str]) -> dict[str, Case]: ...
+
+    async def open_cases_held_by(self, worker_id: str) -> list[Case]: ...
+
+    async def add(self, cases: Sequence[Case]) -> None:
+        """Store new cases; ``ConcurrentUpdate`` when another writer opened one of their
+        families' cases first (the partial unique index is the backstop)."""
+
+    async def save(self, cases: Sequence[Case]) -> None:
+        """Store changed cases, each over its earlier state."""
+
+
+class Teams(Protocol):
+    async def get(self, team_id: str) -> Team | None: ...
+
+    async def add(self, team: Team) -> None:
+        """Raises ``AlreadyExists`` when the id is taken."""
+
+    async def save(self, team: Team) -> None: ...
+
+    async def any(self) -> bool: ...
+
+
+class Workers(Protocol):
+    async def get(self, worker_id: str) -> Worker | None: ...
+
+    async def of_team(self, team_id: str) -> list[Worker]: ...
+
+    async def add(self, worker: Worker) -> None:
+        """Raises ``AlreadyExists`` when the id is taken."""
+
+    async def save(self, worker: Worker) -> None: ...
+
+
+class Events(Protocol):
+    async def stage(self, events: Sequence[tuple[EventData, str, str]]) -> None:
+        """Stage (event, correlation id, event id) in the outbox, published after commit."""
+
+
+class AllocationUnitOfWork(UnitOfWork, Protocol):
+    districts: Districts
+    cases: Cases
+    teams: Teams
+    workers: Workers
+    events: Events
+
+
+class AllocationViews(Protocol):
+    """What managers read: teams, workers, the queue and cases, as answer documents."""
+
+    async def list_teams(self, district: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def get_team(self, team_id: str) -> dict[str, Any] | None: ...
+
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None: ...
+
+    async def queue(self, district: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def list_cases(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
+
+    async def get_case(self, case_id: str) -> dict[str, Any] | None: ...

@@ -1,0 +1,235 @@
+"""Use cases of the reporting service: project the events, publish due snapshots, answer
+the reports, and rebuild the read models from the retained events.
+
+Each takes its ports and the time; none touches Kafka, Mongo or the clock itself, so the
+edges (``app.py``, ``rebuild.py``) decide where events come from and what time it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from services.reporting import domain
+from services.reporting.ports import (
+    AppliedEvents,
+    DueSnapshot,
+    ReadModels,
+    ReadModelStore,
+    ReportingUnitOfWork,
+    Snapshots,
+)
+from shared.events import (
+    AuditAssigned,
+    AuditCompleted,
+    CaseAllocated,
+    CaseClosed,
+    EventData,
+    PerformanceSnapshot,
+    RawEvent,
+    ReferralReceived,
+    ReferralRejected,
+    TeamCapacityChanged,
+)
+from shared.unit_of_work import retrying
+
+PROJECTED: tuple[type[EventData], ...] = (
+    ReferralReceived,
+    ReferralRejected,
+    CaseAllocated,
+    CaseClosed,
+    TeamCapacityChanged,
+    AuditAssigned,
+    AuditCompleted,
+)
+"""The events the read models are projected from: the service consumes these topics."""
+
+Decoded = tuple[RawEvent, EventData]
+"""An event as delivered (for its id) and its validated data."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Projection
+
+
+async def project_events(
+    events: Sequence[EventData], *, uow: ReportingUnitOfWork, now: datetime
+) -> None:
+    """Record the facts the events state and count the changes for the snapshots, together."""
+    async with uow:
+        await uow.projections.project(events, now=now)
+        await uow.commit()
+
+
+async def project_new_events(
+    batch: Sequence[Decoded], *, applied: AppliedEvents, now: datetime
+) -> int:
+    """Apply the events of ``batch`` not applied before, in one transaction; how many were
+    new. An event given twice counts once."""
+
+    async def apply(uow: ReportingUnitOfWork, fresh: list[int]) -> None:
+        await project_events([batch[index][1] for index in fresh], uow=uow, now=now)
+
+    return await applied.apply_new([event for event, _ in batch], apply)
+
+
+async def project_new_event(
+    event: RawEvent, data: EventData, *, applied: AppliedEvents, now: datetime
+) -> bool:
+    """Apply one event once; False when it was applied before."""
+    return await applied.apply_once(event, partial(_project_one, data, now=now))
+
+
+async def _project_one(data: EventData, uow: ReportingUnitOfWork, *, now: datetime) -> None:
+    await project_events([data], uow=uow, now=now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Performance snapshots
+
+
+async def publish_due_snapshots(
+    *,
+    snapshots: Snapshots,
+    read_models: ReadModels,
+    unit_of_work: Callable[[], ReportingUnitOfWork],
+    interval_s: float,
+    now: datetime,
+) -> int:
+    """Stage a ``performance-snapshot`` for each changed month/district that is due; how many.
+
+    The changes are counted (in ``due``) before the figures are computed: an event projected
+    meanwhile counts one more, so it is in this snapshot or the next, never lost. Each
+    snapshot is claimed and staged in its own transaction, so replicas racing for one publish
+    it once.
+    """
+    published = 0
+    for due in await snapshots.due(interval_s, now=now):
+        stage = partial(_publish_snapshot, due, read_models=read_models, uow=unit_of_work, now=now)
+        published += await retrying(stage)
+    return published
+
+
+async def _publish_snapshot(
+    due: DueSnapshot,
+    *,
+    read_models: ReadModels,
+    uow: Callable[[], ReportingUnitOfWork],
+    now: datetime,
+) -> int:
+    async with uow() as work:
+        version = await work.snapshots.claim(due, now=now)
+        if version is None:
+            return 0
+        district = None if due.district == domain.ALL_DISTRICTS else due.district
+        snapshot = PerformanceSnapshot(
+            month=due.month,
+            district=due.district,
+            version=version,
+            figures=await monthly_figures(due.month, district, read_models=read_models, now=now),
+            generated_at=now,
+        )
+        await work.outbox.stage(
+            snapshot, correlation_id=f"snapshot-{due.key}", event_id=f"{due.key}.{version}"
+        )
+        await work.commit()
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+async def monthly_figures(
+    month: str, district: str | None, *, read_models: ReadModels, now: datetime
+) -> dict[str, Any]:
+    """Every measure of ``month``, for one district or (None) the county."""
+    return domain.monthly_report(await read_models.month_facts(month, district, now=now))
+
+
+async def district_figures(
+    month: str, *, read_models: ReadModels, now: datetime
+) -> list[dict[str, Any]]:
+    """Each district's measures of ``month``, by district name."""
+    return [
+        await monthly_figures(month, district, read_models=read_models, now=now)
+        for district in await read_models.districts()
+    ]
+
+
+async def trend(
+    month: str, count: int, district: str | None, *, read_models: ReadModels, now: datetime
+) -> list[dict[str, Any]]:
+    """The measures of the ``count`` months ending with ``month``, oldest first."""
+    return [
+        await monthly_figures(each, district, read_models=read_models, now=now)
+        for each in domain.months_ending(month, count)
+    ]
+
+
+@dataclass(frozen=True)
+class FundingPolicy:
+    """The council's configured funding: the amount and formula used when a request has none."""
+
+    amount_pounds: float
+    weights: Mapping[str, float]
+
+
+async def split_funding(
+    month: str,
+    *,
+    amount_pounds: float | None,
+    weights: str | None,
+    policy: FundingPolicy,
+    read_models: ReadModels,
+    now: datetime,
+) -> domain.FundingSplit:
+    """Share an amount across the districts by their figures of ``month``.
+
+    ``weights`` is the formula as ``input:weight,...``; raises ``domain.InvalidWeights``
+    before reading anything when it cannot be used.
+    """
+    chosen = domain.parse_weights(weights) if weights else dict(policy.weights)
+    amount_pence = round((policy.amount_pounds if amount_pounds is None else amount_pounds) * 100)
+    inputs = {}
+    for district in await read_models.districts():
+        report = await monthly_figures(month, district, read_models=read_models, now=now)
+        inputs[district] = {
+            "schools_requests": report["requests"]["schools"],
+            "accepted_referrals": report["outcomes"]["accepted_for_early_help"],
+            "open_caseload": report["caseload"]["open_at_month_end"],
+        }
+    return domain.split_funding(amount_pence, inputs, chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuild
+
+
+async def rebuild(
+    retained: AsyncIterable[Sequence[Decoded]],
+    *,
+    read_model_store: ReadModelStore,
+    applied: AppliedEvents,
+    clock: Callable[[], datetime],
+) -> int:
+    """Drop the read models and the record of applied events, then apply every retained
+    event again, batch by batch; how many were applied.
+
+    The figures are a function of the events alone, so the replay gives the same figures.
+    ``retained`` is read only after the drop, so no event read is forgotten. A running
+    service may go on projecting meanwhile: each event is applied once, by whichever gets
+    to it first. A replay runs for minutes, so each batch is stamped with the time it is
+    applied at, as the live projection's are.
+    """
+    await read_model_store.drop_all()
+    await applied.forget_all()
+    await read_model_store.ensure_indexes()
+    count = 0
+    async for batch in retained:
+        if batch:
+            count += await project_new_events(batch, applied=applied, now=clock())
+    return count

@@ -1,0 +1,114 @@
+"""What the reporting use cases need from storage and the outbox, and the values that cross.
+
+The projection and the snapshots write different documents on purpose (see ``store.py``):
+``Projections`` counts a month's changes, ``Snapshots`` records what each snapshot covered,
+so neither can undo the other's write when both commit at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from services.reporting.domain import MonthFacts
+from shared.events import EventData, RawEvent
+from shared.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class DueSnapshot:
+    """A month and district whose figures changed since their last ``performance-snapshot``,
+    with the count of changes as read before the figures are computed: a change committed
+    later is left for the next snapshot, never lost."""
+
+    key: str
+    month: str
+    district: str
+    changes: int
+    version: int
+    """The version of the last snapshot (0 when none was published)."""
+    first: bool
+    """No snapshot was published yet, so claiming it is an insert."""
+
+
+class Projections(Protocol):
+    async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
+        """Record the facts the events state, in order, and count a change for each month
+        and district whose figures they moved (``now`` says which month is the current)."""
+
+
+class ReadModels(Protocol):
+    """The facts the projection recorded, as the reports read them."""
+
+    async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
+        """The facts of ``month`` (the whole county when ``district`` is None)."""
+
+    async def months(self) -> list[str]:
+        """Every month with a fact, ascending."""
+
+    async def districts(self) -> list[str]:
+        """Every district with a fact, ascending."""
+
+
+class ReadModelStore(Protocol):
+    """The read models as a whole: what a rebuild drops and the service indexes at start."""
+
+    async def ensure_indexes(self) -> None: ...
+
+    async def drop_all(self) -> None:
+        """Forget every fact, change count and published snapshot."""
+
+
+class Snapshots(Protocol):
+    async def due(self, interval_s: float, *, now: datetime) -> list[DueSnapshot]:
+        """Month/districts with changes no snapshot covered, whose last snapshot is at least
+        ``interval_s`` old at ``now``."""
+
+    async def claim(self, due: DueSnapshot, *, now: datetime) -> int | None:
+        """Take ``due`` for publication: its new version, or None when another replica took
+        it first (the version it read having moved on)."""
+
+
+class OutgoingEvents(Protocol):
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        """Stage ``event`` for publication with the unit of work; an id staged before keeps
+        the first."""
+
+
+class ReportingUnitOfWork(UnitOfWork, Protocol):
+    """One transaction over the repositories a use case writes together."""
+
+    @property
+    def projections(self) -> Projections: ...
+
+    @property
+    def snapshots(self) -> Snapshots: ...
+
+    @property
+    def outbox(self) -> OutgoingEvents: ...
+
+
+class AppliedEvents(Protocol):
+    """The record of the events already applied.
+
+    It runs the transaction itself, records the new events in it and hands the use case a
+    unit of work joined to it, so the figures and the record commit together: a redelivered
+    event finds its record and changes nothing.
+    """
+
+    async def apply_new(
+        self,
+        events: Sequence[RawEvent],
+        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
+    ) -> int:
+        """Run ``apply`` on the indexes of the events not applied before; how many."""
+
+    async def apply_once(
+        self, event: RawEvent, apply: Callable[[ReportingUnitOfWork], Awaitable[None]]
+    ) -> bool:
+        """Run ``apply`` unless ``event`` was applied before; False, changing nothing, if so."""
+
+    async def forget_all(self) -> None:
+        """Forget every event applied, so a replay applies them all again."""
