@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from services.referral import domain, sample
 from services.referral.access import POLICY, REASON_MAX, REASON_MIN
 from services.referral.directory import DIRECTORY, DirectoryService, find_services
+from services.referral.domain.partners import PartnerKeyRecord
 from services.referral.handlers import (
     MAX_NESTING,
     MAX_REASONS,
@@ -38,7 +39,6 @@ from services.referral.handlers import erasure as erasure_handlers
 from services.referral.handlers import partners as partner_handlers
 from services.referral.handlers import retention as retention_handlers
 from services.referral.handlers.access_log import Reader
-from services.referral.partners import PartnerKeyRecord
 from services.referral.ports import Accepted, AccessEntry
 from services.referral.settings import ReferralSettings
 from services.referral.store import (

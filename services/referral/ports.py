@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from services.referral.domain import FamilyKey, FamilyMatch, FamilyRecord, KnownFamilies
-from services.referral.erasure import StoredRejection
-from services.referral.partners import PartnerKeyRecord
+from services.referral.domain.erasure import StoredRejection
+from services.referral.domain.partners import PartnerKeyRecord
 from shared.events import ReferralReceived, ReferralRejected, ReferralSubmitted
 from shared.unit_of_work import UnitOfWork
 

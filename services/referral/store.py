@@ -24,12 +24,12 @@ from services.referral.domain import (
     KnownFamilies,
     referral_id_for,
 )
-from services.referral.erasure import (
+from services.referral.domain.erasure import (
     REFERRAL_PERSONAL_FIELDS,
     REJECTION_PERSONAL_FIELDS,
     StoredRejection,
 )
-from services.referral.partners import PartnerKeyRecord
+from services.referral.domain.partners import PartnerKeyRecord
 from services.referral.ports import (
     Accepted,
     AccessEntry,

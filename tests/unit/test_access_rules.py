@@ -11,9 +11,9 @@ import jwt
 import pytest
 
 from services.referral import domain
-from services.referral.erasure import raw_family_keys
-from services.referral.partners import PartnerKey, key_hash, new_key, submission_refusal
-from services.referral.retention import due_for_review, years_before
+from services.referral.domain.erasure import raw_family_keys
+from services.referral.domain.partners import PartnerKey, key_hash, new_key, submission_refusal
+from services.referral.domain.retention import due_for_review, years_before
 from shared.auth import (
     AuthError,
     InvalidCredentials,

@@ -23,10 +23,10 @@ from services.referral.domain import (
     Unauthenticated,
     family_keys,
 )
-from services.referral.erasure import StoredRejection
+from services.referral.domain.erasure import StoredRejection
+from services.referral.domain.partners import PartnerKeyRecord
 from services.referral.handlers import access_log, erasure, partners, retention
 from services.referral.handlers.access_log import Reader
-from services.referral.partners import PartnerKeyRecord
 from services.referral.ports import AccessEntry, ReferralUnitOfWork
 from shared.events import ReferralSubmitted
 

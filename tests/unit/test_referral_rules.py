@@ -32,7 +32,7 @@ from services.referral.domain import (
     screen_submission,
     upn_problem,
 )
-from services.referral.erasure import raw_family_keys
+from services.referral.domain.erasure import raw_family_keys
 from services.referral.sample import POSTCODE_DISTRICTS
 from shared.events import FamilyMatchRule, LevelOfNeed, ReferralSubmitted, ScreeningDecision
 

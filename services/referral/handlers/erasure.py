@@ -1,10 +1,15 @@
-"""Erasing a family's personal data (the rules are in ``services.referral.erasure``)."""
+"""Erasing a family's personal data (the rules are in ``services.referral.domain.erasure``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from services.referral.erasure import Erased, FamilyHasOpenCase, FamilyNotFound, concerns_family
+from services.referral.domain.erasure import (
+    Erased,
+    FamilyHasOpenCase,
+    FamilyNotFound,
+    concerns_family,
+)
 from services.referral.ports import AccessEntry, ReferralUnitOfWork
 from shared.unit_of_work import retrying
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from services.referral.domain import Forbidden, Invalid, NotFound, Unauthenticated
-from services.referral.partners import (
+from services.referral.domain.partners import (
     PartnerKey,
     PartnerKeyRecord,
     key_hash,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
+from services.referral.domain.retention import due_for_review, review_due_since, years_before
 from services.referral.ports import ReferralUnitOfWork
-from services.referral.retention import due_for_review, review_due_since, years_before
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ children starts a new family with a new id. That is the point of erasure. A fami
 open case is refused: close the case first, so no worker is left with a case that the front
 door can no longer match to the family.
 
-This package holds the rules; ``handlers/erasure.py`` the use case and ``__main__.py`` the
+This module holds the rules; ``handlers/erasure.py`` the use case and ``erasure.py`` the
 operators' command:
 
     python -m services.referral.erasure FAMILY_ID --reason "subject access: erasure request 42"
