@@ -377,8 +377,9 @@ class EmbeddedKafka(EmbeddedServer):
                 "format",
                 "--config",
                 str(self.config_path),
-                "--cluster-id",
-                cluster_id.read_text().strip(),
+                # One argument with "=": a random id may start with "-", which the
+                # tool would otherwise take for an option.
+                f"--cluster-id={cluster_id.read_text().strip()}",
                 "--standalone",
                 # Always, so the same storage can later be started with SASL on.
                 "--add-scram",
