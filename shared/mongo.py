@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -12,6 +12,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from shared.unit_of_work import ConcurrentUpdate
+
+if TYPE_CHECKING:
+    from shared.events import EventData
+    from shared.outbox import Outbox
 
 Document = dict[str, Any]
 MongoClient = AsyncMongoClient[Document]
@@ -75,14 +79,27 @@ class BulkWrites:
 class MongoUnitOfWork:
     """A unit of work over one MongoDB transaction.
 
-    A service's unit of work subclasses it and builds its repositories in ``opened``, bound
-    to ``session``. Given a ``session`` already in a transaction (the consumer's, which also
-    records the processed events), it joins that one, and ``commit`` leaves the commit to
-    its owner. A transient conflict (another writer first) leaves as ``ConcurrentUpdate``.
+    A service's unit of work subclasses it and builds its repositories in ``opened``, over
+    ``self.db`` and bound to ``session``; given the service's outbox, ``events`` stages in
+    the same transaction. Given a ``session`` already in a transaction (the consumer's,
+    which also records the processed events), it joins that one, and ``commit`` leaves the
+    commit to its owner. A transient conflict (another writer first) leaves as
+    ``ConcurrentUpdate``.
     """
 
-    def __init__(self, client: MongoClient, *, session: Session | None = None) -> None:
+    events: StagedEvents
+
+    def __init__(
+        self,
+        client: MongoClient,
+        db: Database,
+        outbox: Outbox | None = None,
+        *,
+        session: Session | None = None,
+    ) -> None:
         self._client = client
+        self.db = db
+        self._outbox = outbox
         self._joined = session
         self._session: Session | None = session
         self._committed = False
@@ -101,6 +118,8 @@ class MongoUnitOfWork:
         if self._joined is None:
             self._session = self._client.start_session()
             await self._session.start_transaction()
+        if self._outbox is not None:
+            self.events = StagedEvents(self._outbox, self.session)
         self.opened()
         return self
 
@@ -130,6 +149,22 @@ class MongoUnitOfWork:
             await session.end_session()
         if isinstance(error, PyMongoError) and _transient(error):
             raise ConcurrentUpdate(str(error)) from error
+
+
+class StagedEvents:
+    """The outbox bound to a unit of work's session: events staged in its transaction."""
+
+    def __init__(self, outbox: Outbox, session: Session) -> None:
+        self._outbox = outbox
+        self._session = session
+
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        await self._outbox.stage_event(
+            event, session=self._session, correlation_id=correlation_id, event_id=event_id
+        )
+
+    async def stage_many(self, events: Sequence[tuple[EventData, str, str]]) -> None:
+        await self._outbox.stage_events(events, session=self._session)
 
 
 def _transient(error: PyMongoError) -> bool:

@@ -103,8 +103,14 @@ class Outbox:
         An insert, not an upsert (several times faster here): an event id staged before
         fails the caller's transaction with ``DuplicateKeyError``, and a batch handler's
         messages are then taken one at a time, through ``stage_event``, which keeps the first.
+        One event alone is staged so, keeping the first, as nothing is left to fall back to.
         """
-        if events:
+        if len(events) == 1:
+            [(data, correlation_id, event_id)] = events
+            await self.stage_event(
+                data, session=session, correlation_id=correlation_id, event_id=event_id
+            )
+        elif events:
             first = time.time_ns()
             messages = [self._wrap(*event)[1] for event in events]
             await self._collection.insert_many(

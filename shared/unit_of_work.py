@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
+
+from shared.events import EventData
 
 T = TypeVar("T")
 
@@ -40,6 +42,16 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     async def commit(self) -> None: ...
+
+
+class OutgoingEvents(Protocol):
+    """The outbox as a unit of work hands it out: what is staged is published after commit."""
+
+    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
+        """Stage one event; an ``event_id`` staged before keeps the first."""
+
+    async def stage_many(self, events: Sequence[tuple[EventData, str, str]]) -> None:
+        """Stage (event, correlation id, event id) in one write."""
 
 
 async def retrying(work: Callable[[], Awaitable[T]], *, attempts: int = DEFAULT_ATTEMPTS) -> T:

@@ -268,6 +268,11 @@ class Worker:
     left_at: datetime | None = None
 
 
+def cap_of(worker: Worker, team: Team) -> int:
+    """The worker's cap in their team: their own, or their FTE share of the team's figure."""
+    return caseload_cap(worker.fte, team.cap_per_fte, worker.cap_override)
+
+
 def team_capacity(
     team: Team, members: Sequence[Worker], district: District, now: datetime
 ) -> TeamCapacityChanged:

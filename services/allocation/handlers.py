@@ -75,7 +75,7 @@ async def place_referrals(
         changed = {case.district for case in placement.opened}
         for district_id in sorted(changed):
             await uow.districts.save(districts[district_id])
-        await uow.events.stage(placement.events)
+        await uow.events.stage_many(placement.events)
         await uow.commit()
     return Placed(
         placement.allocations,
@@ -94,7 +94,7 @@ async def allocate_queue(
 
     async def attempt() -> list[CaseAllocated]:
         async with new_uow() as uow:
-            district = (await uow.districts.get_many([district_id]))[district_id]
+            district = await uow.districts.get(district_id)
             if not district.queue_length or district.choose_worker() is None:
                 return []
             allocations: list[domain.Allocation] = []
@@ -114,7 +114,7 @@ async def allocate_queue(
             ]
             await uow.cases.save([case for case, _ in moved])
             await uow.districts.save(district)
-            await uow.events.stage(
+            await uow.events.stage_many(
                 [(event, case.correlation_id, case.event_id) for case, event in moved]
             )
             await uow.commit()
@@ -161,7 +161,7 @@ async def seed(
                 districts[team.district].join(
                     worker.id,
                     team.id,
-                    domain.caseload_cap(worker.fte, team.cap_per_fte, worker.cap_override),
+                    domain.cap_of(worker, team),
                 )
             for district in districts.values():
                 await uow.districts.save(district)
@@ -183,7 +183,7 @@ async def create_team(
     async def attempt() -> Team:
         async with new_uow() as uow:
             await uow.teams.add(team)
-            district = (await uow.districts.get_many([team.district]))[team.district]
+            district = await uow.districts.get(team.district)
             saved = await _stage_capacity(uow, team, [], district, now, correlation_id)
             await uow.commit()
             return saved
@@ -210,13 +210,13 @@ async def change_team(
                 name=name if name is not None else team.name,
                 cap_per_fte=cap_per_fte if cap_per_fte is not None else team.cap_per_fte,
             )
-            district = (await uow.districts.get_many([team.district]))[team.district]
+            district = await uow.districts.get(team.district)
             members = await uow.workers.of_team(team_id)
             for worker in members:
                 if worker.active:
                     district.change_cap(
                         worker.id,
-                        domain.caseload_cap(worker.fte, team.cap_per_fte, worker.cap_override),
+                        domain.cap_of(worker, team),
                     )
             await uow.districts.save(district)
             team = await _stage_capacity(uow, team, members, district, now, correlation_id)
@@ -238,11 +238,11 @@ async def add_worker(
             team = await _team(uow, worker.team_id)
             joining = replace(worker, district=team.district)
             await uow.workers.add(joining)
-            district = (await uow.districts.get_many([team.district]))[team.district]
+            district = await uow.districts.get(team.district)
             district.join(
                 worker.id,
                 team.id,
-                domain.caseload_cap(worker.fte, team.cap_per_fte, worker.cap_override),
+                domain.cap_of(worker, team),
             )
             await uow.districts.save(district)
             members = await uow.workers.of_team(team.id)
@@ -277,10 +277,8 @@ async def change_worker(
                 fte=fte if fte is not None else worker.fte,
                 cap_override=caseload_cap if caseload_cap is not None else worker.cap_override,
             )
-            district = (await uow.districts.get_many([team.district]))[team.district]
-            district.change_cap(
-                worker.id, domain.caseload_cap(worker.fte, team.cap_per_fte, worker.cap_override)
-            )
+            district = await uow.districts.get(team.district)
+            district.change_cap(worker.id, domain.cap_of(worker, team))
             await uow.workers.save(worker)
             await uow.districts.save(district)
             members = await uow.workers.of_team(team.id)
@@ -306,7 +304,7 @@ async def worker_leaves(
             worker = await uow.workers.get(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id}")
-            district = (await uow.districts.get_many([worker.district]))[worker.district]
+            district = await uow.districts.get(worker.district)
             cases = await uow.cases.open_cases_held_by(worker_id)
             moved = domain.worker_leaves(district, worker_id, cases, now)
             if worker.active:
@@ -317,7 +315,7 @@ async def worker_leaves(
                 await _stage_capacity(uow, team, members, district, now, correlation_id)
             await uow.cases.save([case for case, _ in moved])
             await uow.districts.save(district)
-            await uow.events.stage(
+            await uow.events.stage_many(
                 [(event, case.correlation_id, case.event_id) for case, event in moved]
             )
             await uow.commit()
@@ -343,11 +341,13 @@ async def close_case(
             if case is None:
                 raise NotFound(f"no case {case_id}")
             closed, event = domain.close_case(case, outcome, now)
-            district = (await uow.districts.get_many([case.district]))[case.district]
+            district = await uow.districts.get(case.district)
             domain.release(district, case)
             await uow.cases.save([closed])
             await uow.districts.save(district)
-            await uow.events.stage([(event, case.correlation_id, f"{case_id}.closed")])
+            await uow.events.stage(
+                event, correlation_id=case.correlation_id, event_id=f"{case_id}.closed"
+            )
             await uow.commit()
             return event
 
@@ -375,5 +375,9 @@ async def _stage_capacity(
     team = replace(team, capacity_version=team.capacity_version + 1)
     await uow.teams.save(team)
     event: EventData = domain.team_capacity(team, members, district, now)
-    await uow.events.stage([(event, correlation_id, f"{team.id}.capacity.{team.capacity_version}")])
+    await uow.events.stage(
+        event,
+        correlation_id=correlation_id,
+        event_id=f"{team.id}.capacity.{team.capacity_version}",
+    )
     return team

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from services.allocation.domain import Band, Case, District, QueuePlace, Team, Worker
-from shared.events import EventData
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
 
 class Districts(Protocol):
+    async def get(self, district_id: str) -> District:
+        """One district's aggregate (``get_many`` of one)."""
+
     async def get_many(self, district_ids: Sequence[str]) -> dict[str, District]:
         """Each district's aggregate; a district never saved comes back empty, version 0."""
 
@@ -72,17 +74,14 @@ class Workers(Protocol):
     async def save(self, worker: Worker) -> None: ...
 
 
-class Events(Protocol):
-    async def stage(self, events: Sequence[tuple[EventData, str, str]]) -> None:
-        """Stage (event, correlation id, event id) in the outbox, published after commit."""
-
-
 class AllocationUnitOfWork(UnitOfWork, Protocol):
     districts: Districts
     cases: Cases
     teams: Teams
     workers: Workers
-    events: Events
+
+    @property
+    def events(self) -> OutgoingEvents: ...
 
 
 class AllocationViews(Protocol):

@@ -16,8 +16,10 @@ ordered listings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import ReplaceOne
 from pymongo.errors import DuplicateKeyError
 
 from services.allocation.domain import (
@@ -38,13 +40,11 @@ from services.allocation.ports import (
     AllocationUnitOfWork,
     Cases,
     Districts,
-    Events,
     Teams,
     Workers,
 )
-from shared.events import AllocationKind, AllocationStatus, CaseOutcome, EventData, LevelOfNeed
+from shared.events import AllocationKind, AllocationStatus, CaseOutcome, LevelOfNeed
 from shared.mongo import Database, Document, MongoClient, MongoUnitOfWork, Session, in_transaction
-from shared.outbox import Outbox
 from shared.unit_of_work import ConcurrentUpdate
 
 TEAMS = "teams"
@@ -58,6 +58,9 @@ QUEUE_ENTRIES = "queue_entries"
 OPEN = "open"
 CLOSED = "closed"
 
+CLAIMS_KEPT_S = 86_400
+"""How long a district's version claim is kept: far longer than any transaction lasts."""
+
 
 async def ensure_indexes(db: Database) -> None:
     # One open (allocated or queued) case per family: "one family, one worker".
@@ -69,6 +72,9 @@ async def ensure_indexes(db: Database) -> None:
     )
     await db[CASES].create_index([("worker_id", 1), ("status", 1)])
     await db[WORKERS].create_index("team_id")
+    await db[DISTRICT_VERSIONS].create_index(
+        "claimed_at", expireAfterSeconds=CLAIMS_KEPT_S, name="claims_expire"
+    )
     await db[QUEUE_ENTRIES].create_index("band")
     await db[QUEUE_ENTRIES].create_index("district")
     await db[QUEUE_ENTRIES].create_index(
@@ -84,21 +90,12 @@ class MongoAllocationUnitOfWork(MongoUnitOfWork):
     cases: Cases
     teams: Teams
     workers: Workers
-    events: Events
-
-    def __init__(
-        self, client: MongoClient, db: Database, outbox: Outbox, *, session: Session | None = None
-    ) -> None:
-        super().__init__(client, session=session)
-        self._db = db
-        self._outbox = outbox
 
     def opened(self) -> None:
-        self.districts = MongoDistricts(self._db, self.session)
-        self.cases = MongoCases(self._db, self.session)
-        self.teams = MongoTeams(self._db, self.session)
-        self.workers = MongoWorkers(self._db, self.session)
-        self.events = OutboxEvents(self._outbox, self.session)
+        self.districts = MongoDistricts(self.db, self.session)
+        self.cases = MongoCases(self.db, self.session)
+        self.teams = MongoTeams(self.db, self.session)
+        self.workers = MongoWorkers(self.db, self.session)
 
 
 def _conforms(uow: MongoAllocationUnitOfWork) -> AllocationUnitOfWork:
@@ -124,6 +121,9 @@ class MongoDistricts:
             for district_id in district_ids
         }
 
+    async def get(self, district_id: str) -> District:
+        return (await self.get_many([district_id]))[district_id]
+
     async def band(self, district_id: str, band: Band) -> list[QueuePlace]:
         found = self._entries.find({"band": _band_key(district_id, band)}, session=self._session)
         return sorted([_entry_place(document) async for document in found])
@@ -139,15 +139,13 @@ class MongoDistricts:
     async def save(self, district: District) -> None:
         version = district.version + 1
         try:
+            # Old claims expire by TTL: no later save can claim a version long past.
             await self._versions.insert_one(
-                {"_id": f"{district.id}:{version}"}, session=self._session
+                {"_id": f"{district.id}:{version}", "claimed_at": datetime.now(UTC)},
+                session=self._session,
             )
         except DuplicateKeyError as error:
             raise ConcurrentUpdate(f"district {district.id} was saved meanwhile") from error
-        if district.version:
-            await self._versions.delete_one(
-                {"_id": f"{district.id}:{district.version}"}, session=self._session
-            )
         await self._districts.replace_one(
             {"_id": district.id}, _district_document(district, version), upsert=True,
             session=self._session,
@@ -296,14 +294,19 @@ class MongoCases:
         )
 
     async def save(self, cases: Sequence[Case]) -> None:
-        for case in cases:
-            saved = await self._cases.replace_one(
-                {"_id": case.id}, case_document(case), session=self._session
-            )
-            if saved.matched_count == 0:
-                raise ConcurrentUpdate(f"case {case.id} is gone")
-            if not case.open:
-                await self._open_cases.delete_one({"_id": case.family_id}, session=self._session)
+        """One bulk write of the cases, and one delete of the closed ones' look-ups."""
+        if not cases:
+            return
+        saved = await self._cases.bulk_write(
+            [ReplaceOne({"_id": case.id}, case_document(case)) for case in cases],
+            ordered=False,
+            session=self._session,
+        )
+        if saved.matched_count != len(cases):
+            raise RuntimeError(f"{len(cases) - saved.matched_count} of the cases are not stored")
+        closed = [case.family_id for case in cases if not case.open]
+        if closed:
+            await self._open_cases.delete_many({"_id": {"$in": closed}}, session=self._session)
 
 
 def case_document(case: Case) -> Document:
@@ -451,26 +454,6 @@ def _worker(document: Document) -> Worker:
         joined_at=document["joined_at"],
         left_at=document.get("left_at"),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Outgoing events
-
-
-class OutboxEvents:
-    def __init__(self, outbox: Outbox, session: Session) -> None:
-        self._outbox = outbox
-        self._session = session
-
-    async def stage(self, events: Sequence[tuple[EventData, str, str]]) -> None:
-        if len(events) == 1:
-            # One at a time (a batch taken apart after a clash) keeps an event staged before.
-            [(event, correlation_id, event_id)] = events
-            await self._outbox.stage_event(
-                event, session=self._session, correlation_id=correlation_id, event_id=event_id
-            )
-        else:
-            await self._outbox.stage_events(events, session=self._session)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ async def draw_month(
             ]
             await uow.audits.add([audit for audit, _ in assigned])
             for audit, event in assigned:
-                await uow.outbox.stage(
+                await uow.events.stage(
                     event, correlation_id=f"draw-{month}", event_id=f"{audit.id}.assigned"
                 )
             drawn = await uow.draws.add_round(
@@ -281,7 +281,7 @@ async def submit_audit(
                 await uow.audits.complete(completed)
             except AuditNotOpen:
                 raise AlreadyCompleted(audit_id) from None
-            await uow.outbox.stage(
+            await uow.events.stage(
                 event, correlation_id=correlation_id, event_id=f"{audit_id}.completed"
             )
             # Read back as stored (to the millisecond), so the answer is what a GET shows.

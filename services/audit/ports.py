@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from services.audit.domain import Audit, Auditor, AuditStatus, CaseState, DrawRecord, DrawRound
-from shared.events import EventData
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
 
 class AuditNotOpen(Exception):
@@ -86,12 +85,6 @@ class DrawRepository(Protocol):
         """
 
 
-class EventOutbox(Protocol):
-    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
-        """Publish ``event`` once the unit of work commits; an ``event_id`` staged before
-        is kept, not staged twice."""
-
-
 class AuditUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the audit service's data and its outbox."""
 
@@ -108,4 +101,4 @@ class AuditUnitOfWork(UnitOfWork, Protocol):
     def draws(self) -> DrawRepository: ...
 
     @property
-    def outbox(self) -> EventOutbox: ...
+    def events(self) -> OutgoingEvents: ...

@@ -18,16 +18,13 @@ from services.audit.domain import (
     DrawRound,
 )
 from services.audit.ports import AuditNotOpen
-from shared.events import EventData
 from shared.mongo import (
     BulkWrites,
     Database,
     Document,
-    MongoClient,
     MongoUnitOfWork,
     Session,
 )
-from shared.outbox import Outbox
 
 CASES = "cases"
 AUDITORS = "auditors"
@@ -50,21 +47,12 @@ class MongoAuditUnitOfWork(MongoUnitOfWork):
     auditors: MongoAuditors
     audits: MongoAudits
     draws: MongoDraws
-    outbox: MongoEventOutbox
-
-    def __init__(
-        self, client: MongoClient, db: Database, outbox: Outbox, *, session: Session | None = None
-    ) -> None:
-        super().__init__(client, session=session)
-        self._db = db
-        self._outbox = outbox
 
     def opened(self) -> None:
-        self.cases = MongoCases(self._db, self.session)
-        self.auditors = MongoAuditors(self._db, self.session)
-        self.audits = MongoAudits(self._db, self.session)
-        self.draws = MongoDraws(self._db, self.session)
-        self.outbox = MongoEventOutbox(self._outbox, self.session)
+        self.cases = MongoCases(self.db, self.session)
+        self.auditors = MongoAuditors(self.db, self.session)
+        self.audits = MongoAudits(self.db, self.session)
+        self.draws = MongoDraws(self.db, self.session)
 
 
 class MongoCases:
@@ -224,17 +212,6 @@ class MongoDraws:
         stored = await self._draws.find_one({"_id": month}, session=self._session)
         assert stored is not None
         return _draw(stored)
-
-
-class MongoEventOutbox:
-    def __init__(self, outbox: Outbox, session: Session) -> None:
-        self._outbox = outbox
-        self._session = session
-
-    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
-        await self._outbox.stage_event(
-            event, session=self._session, correlation_id=correlation_id, event_id=event_id
-        )
 
 
 def _case(document: Document) -> CaseState:

@@ -566,19 +566,13 @@ class MongoReferralUnitOfWork(MongoUnitOfWork):
     partner_keys: MongoPartnerKeys
     access_log: MongoAccessLog
 
-    def __init__(
-        self, client: MongoClient, db: Database, *, session: Session | None = None
-    ) -> None:
-        super().__init__(client, session=session)
-        self._db = db
-
     def opened(self) -> None:
         session = self.session
-        self.referrals = MongoReferrals(self._db, session)
-        self.rejections = MongoRejections(self._db, session)
-        self.families = MongoFamilies(self._db, session)
-        self.partner_keys = MongoPartnerKeys(self._db, session)
-        self.access_log = MongoAccessLog(self._db, session)
+        self.referrals = MongoReferrals(self.db, session)
+        self.rejections = MongoRejections(self.db, session)
+        self.families = MongoFamilies(self.db, session)
+        self.partner_keys = MongoPartnerKeys(self.db, session)
+        self.access_log = MongoAccessLog(self.db, session)
 
 
 async def ensure_data_protection_indexes(db: Database) -> None:

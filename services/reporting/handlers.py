@@ -132,7 +132,7 @@ async def _publish_snapshot(
             figures=await monthly_figures(due.month, district, read_models=read_models, now=now),
             generated_at=now,
         )
-        await work.outbox.stage(
+        await work.events.stage(
             snapshot, correlation_id=f"snapshot-{due.key}", event_id=f"{due.key}.{version}"
         )
         await work.commit()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from services.reporting.domain import MonthFacts
 from shared.events import EventData, RawEvent
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,6 @@ class Snapshots(Protocol):
         it first (the version it read having moved on)."""
 
 
-class OutgoingEvents(Protocol):
-    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
-        """Stage ``event`` for publication with the unit of work; an id staged before keeps
-        the first."""
-
-
 class ReportingUnitOfWork(UnitOfWork, Protocol):
     """One transaction over the repositories a use case writes together."""
 
@@ -87,7 +81,7 @@ class ReportingUnitOfWork(UnitOfWork, Protocol):
     def snapshots(self) -> Snapshots: ...
 
     @property
-    def outbox(self) -> OutgoingEvents: ...
+    def events(self) -> OutgoingEvents: ...
 
 
 class AppliedEvents(Protocol):

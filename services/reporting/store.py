@@ -373,43 +373,16 @@ class MongoSnapshots:
         return None if taken is None else version
 
 
-class MongoOutgoingEvents:
-    """The service's outbox, staging in the unit of work's transaction."""
-
-    def __init__(self, outbox: Outbox, session: Session) -> None:
-        self._outbox = outbox
-        self._session = session
-
-    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
-        await self._outbox.stage_event(
-            event, session=self._session, correlation_id=correlation_id, event_id=event_id
-        )
-
-
 class MongoReportingUnitOfWork(MongoUnitOfWork):
     """The projection's, the snapshots' and the outbox's writes in one transaction: its own,
     or (given ``session``) the one that records the applied events."""
 
     projections: MongoProjections
     snapshots: MongoSnapshots
-    outbox: MongoOutgoingEvents
-
-    def __init__(
-        self,
-        client: MongoClient,
-        db: Database,
-        outbox: Outbox,
-        *,
-        session: Session | None = None,
-    ) -> None:
-        super().__init__(client, session=session)
-        self._db = db
-        self._outbox = outbox
 
     def opened(self) -> None:
-        self.projections = MongoProjections(self._db, self.session)
-        self.snapshots = MongoSnapshots(self._db, self.session)
-        self.outbox = MongoOutgoingEvents(self._outbox, self.session)
+        self.projections = MongoProjections(self.db, self.session)
+        self.snapshots = MongoSnapshots(self.db, self.session)
 
 
 class MongoAppliedEvents:

@@ -736,6 +736,10 @@ class InMemoryOutbox:
     async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
         self.data.staged.setdefault(event_id, event)
 
+    async def stage_many(self, events: Sequence[tuple[EventData, str, str]]) -> None:
+        for event, correlation_id, event_id in events:
+            await self.stage(event, correlation_id=correlation_id, event_id=event_id)
+
 
 class InMemoryUnitOfWork:
     def __init__(self, stored: InMemoryAudit, *, conflicts: int = 0) -> None:
@@ -750,7 +754,7 @@ class InMemoryUnitOfWork:
         self.auditors = InMemoryAuditors(working)
         self.audits = InMemoryAudits(working)
         self.draws = InMemoryDraws(working)
-        self.outbox = InMemoryOutbox(working)
+        self.events = InMemoryOutbox(working)
         return self
 
     async def __aexit__(

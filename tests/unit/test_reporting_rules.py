@@ -337,6 +337,9 @@ class FakeOutbox:
     async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
         self.staged.append((event, correlation_id, event_id))
 
+    async def stage_many(self, events: Sequence[tuple[EventData, str, str]]) -> None:
+        self.staged.extend(events)
+
 
 @dataclass
 class FakeUnitOfWork:
@@ -344,12 +347,12 @@ class FakeUnitOfWork:
 
     projections: FakeProjections = field(default_factory=FakeProjections)
     snapshots: FakeSnapshots = field(default_factory=FakeSnapshots)
-    outbox: FakeOutbox = field(default_factory=FakeOutbox)
+    events: FakeOutbox = field(default_factory=FakeOutbox)
     committed: list[FakeOutbox] = field(default_factory=list)
     _pending: FakeOutbox | None = None
 
     async def __aenter__(self) -> Self:
-        self._pending = self.outbox = FakeOutbox()
+        self._pending = self.events = FakeOutbox()
         return self
 
     async def __aexit__(
