@@ -29,10 +29,18 @@ async def eventually(
     timeout_s: float = 30.0,
     interval_s: float = 0.1,
 ) -> T:
-    """Poll ``probe`` until its value satisfies ``until``; fail with the last value seen."""
+    """Poll ``probe`` until its value satisfies ``until``; fail with the last value seen.
+
+    A probe that hangs (a Kafka client retries some requests forever) fails after
+    ``timeout_s`` too, rather than holding the whole run.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
-        value = await probe()
+        try:
+            async with asyncio.timeout(timeout_s):
+                value = await probe()
+        except TimeoutError:
+            raise AssertionError(f"the probe did not answer within {timeout_s}s") from None
         if until(value):
             return value
         if time.monotonic() > deadline:

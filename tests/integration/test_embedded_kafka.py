@@ -3,6 +3,7 @@ and clear and tidy when it cannot start."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ from tests.support import eventually
 pytestmark = pytest.mark.infra
 
 TOPIC = "durable"
+# aiokafka retries a coordinator lookup or an offset commit for as long as the broker
+# answers "not yet": each step gets this long, then fails the test rather than hanging it.
+STEP_S = 90.0
 
 
 @pytest.fixture
@@ -82,15 +86,17 @@ async def test_topics_and_committed_offsets_survive_a_stop_and_a_sigkill(
 ) -> None:
     kafka.start()
     try:
-        await write_and_commit(kafka.bootstrap_servers, [b"one", b"two", b"three"], committed=2)
+        bootstrap = kafka.bootstrap_servers
+        await asyncio.wait_for(write_and_commit(bootstrap, [b"one", b"two", b"three"], 2), STEP_S)
         kafka.stop()
         kafka.start()
-        assert await read_back(kafka.bootstrap_servers, 2) == ([b"one", b"two", b"three"], 2)
+        read = await asyncio.wait_for(read_back(bootstrap, 2), STEP_S)
+        assert read == ([b"one", b"two", b"three"], 2)
 
-        await write_and_commit(kafka.bootstrap_servers, [b"four"], committed=4)
+        await asyncio.wait_for(write_and_commit(bootstrap, [b"four"], committed=4), STEP_S)
         kafka.kill()
         kafka.start()
-        assert await read_back(kafka.bootstrap_servers, 4) == (
+        assert await asyncio.wait_for(read_back(bootstrap, 4), STEP_S) == (
             [b"one", b"two", b"three", b"four"],
             4,
         )
