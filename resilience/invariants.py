@@ -17,11 +17,11 @@ from aiokafka import AIOKafkaConsumer
 
 from resilience.client import PlatformClient
 from resilience.plan import Plan
-from services.reporting.domain import month_end, month_of
 from shared.consumer import DEAD_LETTERS
-from shared.events import AllocationStatus, CaseAllocated, read_data, read_envelope
+from shared.events import PLATFORM_EVENTS, AllocationStatus, CaseAllocated, read_envelope
 from shared.kafka import topic_partitions
 from shared.mongo import Database, MongoClient
+from shared.months import month_end, month_of
 from shared.outbox import OUTBOX
 
 DISTRICTS = ("eastmere", "northvale", "southford", "westbrook")
@@ -330,7 +330,7 @@ async def _recorded_allocations(db: Database) -> list[_Allocation]:
     the allocation service's own record of what it told the others."""
     found: dict[tuple[str, str], _Allocation] = {}
     async for record in db[OUTBOX].find({"headers.ce_type": "case-allocated"}):
-        allocated = read_data(read_envelope(record["value"]), CaseAllocated)
+        allocated = PLATFORM_EVENTS.read_data(read_envelope(record["value"]), CaseAllocated)
         if (
             allocated.status is AllocationStatus.ALLOCATED
             and allocated.reallocated_from_worker_id is None

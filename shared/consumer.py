@@ -1,25 +1,28 @@
-"""Reliable consumption: commit after the effect, bounded retries, then the dead-letter topic.
+"""Reliable, typed consumption: each record decoded once at the edge, handled in batches,
+committed after the effect, and what cannot be handled dead-lettered with its bytes.
+
+A service subscribes an event type to a handler (``Subscription``). Each record of a poll is
+read once here: strict JSON, the CloudEvents envelope, the event's data as its model,
+upcast from older schema versions by the registry the runtime was given. Handlers receive
+typed batches (``Delivered``); one record is a batch of one, so every topic has one path.
+A record that is not an event of its topic's type (``Refused``) is answered by the
+subscription when it says how (the front door answers every submission), and otherwise goes
+straight to ``<topic>.dlq``.
 
 Offsets are committed only after the handler's effect is stored (FastStream's
-``NACK_ON_ERROR``, never the default ``ACK_FIRST``). A message that cannot be decoded goes
-straight to ``<topic>.dlq``; one whose handler keeps failing goes there after
-``max_attempts`` tries. Either way the dead letter is recorded and staged in the outbox in
-one transaction, and only then is the offset committed, so the partition moves on and
-nothing is lost. If even that fails (the database is down), the message is not committed
-and is delivered again. A handler that fails because the database cannot be reached is
-retried until it can, without using up its tries: an outage is not the message's fault, and
-dead-lettering it would take it out of the stream for nothing.
+``NACK_ON_ERROR``, never the default ``ACK_FIRST``). A batch that fails for a reason of its
+own is handled again one record at a time, so a poison record is dead-lettered alone after
+``max_attempts`` tries and the rest go through; the failed batch's transaction left nothing
+behind. The dead letter is recorded and staged in the outbox in one transaction, and only
+then is the offset committed, so the partition moves on and nothing is lost. If even that
+fails (the database is down), the record is not committed and is delivered again. A handler
+that fails because the database cannot be reached is retried until it can, without using up
+its tries: an outage is not the record's fault.
 
-Records arrive in batches of up to ``batch_size`` (one poll). A topic with a batch handler
-has its part of the poll handled at once, in one transaction, with bulk writes: the
-database is the bottleneck, and one bulk write costs about what one single write does. If
-the batch fails for any reason other than an outage, its messages are handled again one at
-a time, so a poison message is dead-lettered alone and the rest go through; the failed
-batch's transaction left nothing behind. Offsets are committed once the whole poll is done.
-
-Every delivery is counted by outcome and timed (``shared.metrics``), and logged under the
-event's correlation id (``shared.logs``). The group membership is watched so that ``/ready``
-can say whether this replica has joined its consumer group.
+A handler returns how many of its records changed something; the rest count as duplicates.
+Every delivery is counted by outcome and timed (``shared.metrics``), and a batch of one is
+logged under its correlation id (``shared.logs``). The group membership is watched so that
+``/ready`` can say whether this replica has joined its consumer group.
 """
 
 from __future__ import annotations
@@ -27,16 +30,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -47,11 +50,12 @@ from faststream.kafka.annotations import KafkaMessage as InjectedMessage
 from faststream.kafka.message import KafkaMessage
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from shared.events import UndecodableEvent, read_envelope
+from shared.events import EventData, EventRegistry, RawEvent, UndecodableEvent, read_envelope
 from shared.logs import correlated
 from shared.metrics import DEAD_LETTERED, DUPLICATE, FAILED_ATTEMPT, PROCESSED, Metrics
 from shared.mongo import Database, MongoClient, Session, in_transaction
 from shared.outbox import Outbox, OutgoingMessage
+from shared.strict_json import MAX_RECORD_BYTES
 from shared.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,13 @@ DEAD_LETTER_KEEP_BYTES = 256 * 1024
 OUTAGE_BACKOFF_MAX_S = 5.0
 """Longest pause between two tries while the database is unreachable."""
 
+EventT = TypeVar("EventT", bound=EventData)
+EventT_co = TypeVar("EventT_co", bound=EventData, covariant=True)
+
 
 @dataclass(frozen=True)
-class IncomingMessage:
-    """A Kafka record as a handler sees it: the raw bytes and where they came from."""
+class Record:
+    """A Kafka record as it came: its bytes and where they came from."""
 
     topic: str
     partition: int
@@ -78,26 +85,64 @@ class IncomingMessage:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
-Handler = Callable[[IncomingMessage], Awaitable[None]]
-BatchHandler = Callable[[list[IncomingMessage]], Awaitable[int]]
-"""Handles several messages of one topic at once, all or nothing; returns how many of them
-changed something (the rest were duplicates)."""
+@dataclass(frozen=True)
+class Delivered(Generic[EventT_co]):
+    """A record read as its topic's event: the envelope (its identity, correlation id and
+    the data as sent) and the event, validated and upcast."""
+
+    record: Record
+    envelope: RawEvent
+    event: EventT_co
 
 
-@dataclass
-class Delivery:
-    """What a handler call found out about its message, for the consumer to count."""
+@dataclass(frozen=True)
+class Refused:
+    """A record that is not an event of its topic's type, and why; ``envelope`` is there
+    when the bytes were an envelope but its data could not be read."""
 
-    duplicate: bool = False
+    record: Record
+    error: UndecodableEvent
+    envelope: RawEvent | None
 
 
-_delivery: ContextVar[Delivery | None] = ContextVar("delivery", default=None)
+Handle = Callable[[Sequence[Delivered[EventT]]], Awaitable[int]]
+"""Handles a batch of one topic all or nothing; returns how many changed something."""
+
+Answer = Callable[[Sequence[Refused]], Awaitable[int]]
+"""Answers records that are not events (a rejection, say); returns how many were new."""
 
 
-def mark_duplicate() -> None:
-    """The message being handled was processed before and changed nothing this time."""
-    if (delivery := _delivery.get()) is not None:
-        delivery.duplicate = True
+@dataclass(frozen=True)
+class Subscription(Generic[EventT]):
+    """What a service does with one topic: its event type, its handler and, optionally,
+    how it answers records that are not that event (otherwise they are dead-lettered)."""
+
+    topic: str
+    model: type[EventT]
+    handle: Handle[EventT]
+    answer_refused: Answer | None = None
+    max_bytes: int = MAX_RECORD_BYTES
+
+    def read(self, record: Record, registry: EventRegistry) -> Delivered[EventT] | Refused:
+        return read_record(record, self.model, registry, max_bytes=self.max_bytes)
+
+
+def read_record(
+    record: Record,
+    model: type[EventT],
+    registry: EventRegistry,
+    *,
+    max_bytes: int = MAX_RECORD_BYTES,
+) -> Delivered[EventT] | Refused:
+    """The record decoded, once: strict JSON and the envelope, then the data as ``model``."""
+    try:
+        raw_event = read_envelope(record.value, max_bytes=max_bytes)
+    except UndecodableEvent as error:
+        return Refused(record, error, None)
+    try:
+        return Delivered(record, raw_event, registry.read_data(raw_event, model))
+    except UndecodableEvent as error:
+        return Refused(record, error, raw_event)
 
 
 class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -164,11 +209,11 @@ class DeadLetters:
         self._group = consumer_group
         self._clock = clock
 
-    async def record(self, message: IncomingMessage, error: BaseException, attempts: int) -> str:
+    async def record(self, record: Record, error: BaseException, attempts: int) -> str:
         """Store and stage the dead letter; the same record twice gives one dead letter."""
-        dead_letter_id = f"{self._group}|{message.position}"
+        dead_letter_id = f"{self._group}|{record.position}"
         document = dead_letter_document(
-            message, error, attempts=attempts, consumer_group=self._group, failed_at=self._clock()
+            record, error, attempts=attempts, consumer_group=self._group, failed_at=self._clock()
         )
 
         async def store(session: Session) -> None:
@@ -178,11 +223,11 @@ class DeadLetters:
             await self._outbox.stage(
                 OutgoingMessage(
                     id=f"dlq|{dead_letter_id}",
-                    topic=dead_letter_topic(message.topic),
-                    key=message.key,
+                    topic=dead_letter_topic(record.topic),
+                    key=record.key,
                     value=_json_bytes(document),
                     headers={
-                        **message.headers,
+                        **record.headers,
                         "content-type": "application/json",
                         "x-dead-letter-error": _one_line(error)[:500],
                     },
@@ -191,7 +236,7 @@ class DeadLetters:
             )
 
         await in_transaction(self._client, store)
-        log.warning("dead-lettered %s after %d attempt(s): %s", message.position, attempts, error)
+        log.warning("dead-lettered %s after %d attempt(s): %s", record.position, attempts, error)
         return dead_letter_id
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
@@ -201,7 +246,7 @@ class DeadLetters:
 
 
 def dead_letter_document(
-    message: IncomingMessage,
+    record: Record,
     error: BaseException,
     *,
     attempts: int,
@@ -214,19 +259,19 @@ def dead_letter_document(
     with the size and SHA-256 of the whole, so the ``.dlq`` record stays under the broker's
     1 MB record limit and can never stall the outbox relay behind it.
     """
-    kept = message.value[:DEAD_LETTER_KEEP_BYTES]
-    truncated = len(kept) < len(message.value)
+    kept = record.value[:DEAD_LETTER_KEEP_BYTES]
+    truncated = len(kept) < len(record.value)
     try:
-        original_text: str | None = None if truncated else message.value.decode()
+        original_text: str | None = None if truncated else record.value.decode()
     except UnicodeDecodeError:
         original_text = None
     return {
         "consumer_group": consumer_group,
-        "topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "key": message.key.decode(errors="replace") if message.key else None,
-        "headers": message.headers,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key.decode(errors="replace") if record.key else None,
+        "headers": record.headers,
         "error_type": type(error).__name__,
         "error": _one_line(error),
         "undecodable": isinstance(error, UndecodableEvent),
@@ -235,8 +280,8 @@ def dead_letter_document(
         "failed_at": failed_at.isoformat(),
         "original_base64": base64.b64encode(kept).decode(),
         "original_text": original_text,
-        "original_size": len(message.value),
-        "original_sha256": hashlib.sha256(message.value).hexdigest(),
+        "original_size": len(record.value),
+        "original_sha256": hashlib.sha256(record.value).hexdigest(),
         "original_truncated": truncated,
     }
 
@@ -251,11 +296,11 @@ def is_outage(error: BaseException) -> bool:
 
 def subscribe(
     broker: KafkaBroker,
-    handlers: Mapping[str, Handler],
+    subscriptions: Sequence[Subscription[Any]],
     *,
+    registry: EventRegistry,
     group_id: str,
     dead_letters: DeadLetters,
-    batch_handlers: Mapping[str, BatchHandler] | None = None,
     batch_size: int = 1,
     batch_wait_ms: int = 200,
     max_attempts: int = 3,
@@ -265,151 +310,159 @@ def subscribe(
     fetch_max_wait_ms: int = 500,
     metrics: Metrics | None = None,
 ) -> Consumption:
-    """Consume every topic in ``handlers`` with one consumer in ``group_id``.
+    """Consume every subscribed topic with one consumer in ``group_id``.
 
     One consumer per service replica, not one per topic: each consumer joining a group
-    rebalances the whole group, so fewer consumers start and scale faster. A topic in
-    ``batch_handlers`` is handled up to ``batch_size`` records at a time; its entry in
-    ``handlers`` handles a record alone, and takes over when a batch fails.
+    rebalances the whole group, so fewer consumers start and scale faster. FastStream's
+    batch subscriber hands over each poll of up to ``batch_size`` records as they came;
+    decoding is done here rather than by its decoder, which would fail the whole poll on one
+    unreadable record.
     """
     counted = metrics or Metrics()
-    batched = dict(batch_handlers or {})
+    by_topic = {subscription.topic: subscription for subscription in subscriptions}
 
     async def passthrough(message: KafkaMessage) -> Any:
-        return message.body  # the handler decodes, so undecodable bytes reach it too
+        return message.body  # decoded record by record below, so bad bytes reach us too
 
-    async def attempt_once(handler: Handler, incoming: IncomingMessage) -> Delivery:
-        delivery = Delivery()
-        token = _delivery.set(delivery)
-        started = time.perf_counter()
+    async def dead_letter(record: Record, error: BaseException, attempts: int) -> None:
         try:
-            await handler(incoming)
-        finally:
-            counted.handler_seconds.labels(incoming.topic).observe(time.perf_counter() - started)
-            _delivery.reset(token)
-        return delivery
-
-    async def dead_letter(incoming: IncomingMessage, error: BaseException, attempts: int) -> None:
-        try:
-            await dead_letters.record(incoming, error, attempts=attempts)
+            await dead_letters.record(record, error, attempts=attempts)
         except Exception:
             counted.errors.labels("dead_letter").inc()
             raise
-        counted.messages_consumed.labels(incoming.topic, DEAD_LETTERED).inc()
-        counted.dead_letters.labels(incoming.topic).inc()
+        counted.messages_consumed.labels(record.topic, DEAD_LETTERED).inc()
+        counted.dead_letters.labels(record.topic).inc()
 
-    async def handle(incoming: IncomingMessage) -> None:
-        handler = handlers[incoming.topic]
-        error: BaseException | None = None
-        attempt = outage_tries = 0
-        while attempt < max_attempts:
-            try:
-                delivery = await attempt_once(handler, incoming)
-            except UndecodableEvent as undecodable:
-                await dead_letter(incoming, undecodable, attempt + 1)
-                return
-            except Exception as failure:
-                counted.messages_consumed.labels(incoming.topic, FAILED_ATTEMPT).inc()
-                counted.errors.labels("handler").inc()
-                if is_outage(failure):
-                    # Not a try: the message goes nowhere until the database is back.
-                    outage_tries += 1
-                    log.warning("%s waits for the database: %r", incoming.position, failure)
-                    await asyncio.sleep(
-                        min(OUTAGE_BACKOFF_MAX_S, retry_backoff_s * 2 ** min(outage_tries, 8))
-                    )
-                    continue
-                attempt += 1
-                error = failure
-                log.warning("%s failed (attempt %d): %r", incoming.position, attempt, failure)
-                if attempt < max_attempts:
-                    await asyncio.sleep(retry_backoff_s * 2 ** (attempt - 1))
-            else:
-                outcome = DUPLICATE if delivery.duplicate else PROCESSED
-                counted.messages_consumed.labels(incoming.topic, outcome).inc()
-                log.debug("%s %s", incoming.position, outcome)
-                return
-        assert error is not None
+    async def outage_pause(tries: int) -> None:
+        await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, retry_backoff_s * 2 ** min(tries, 8)))
+
+    async def timed(topic: str, size: int, work: Callable[[], Awaitable[int]]) -> int:
+        """The handler's answer; its time, success or not, observed once per record."""
+        started = time.perf_counter()
         try:
-            await dead_letter(incoming, error, max_attempts)
-        except Exception:
-            # Not committed, so delivered again; pause so an outage is not a hot loop.
-            await asyncio.sleep(max(retry_backoff_s, 1.0))
-            raise
+            return await work()
+        finally:
+            each = (time.perf_counter() - started) / size
+            for _ in range(size):
+                counted.handler_seconds.labels(topic).observe(each)
 
-    async def handle_alone(incoming: IncomingMessage) -> None:
-        with correlated(_correlation_id(incoming.value)):
-            await handle(incoming)
+    def count(topic: str, size: int, fresh: int) -> None:
+        counted.messages_consumed.labels(topic, PROCESSED).inc(fresh)
+        counted.messages_consumed.labels(topic, DUPLICATE).inc(size - fresh)
+        log.debug("%d on %s: %d processed, %d duplicate", size, topic, fresh, size - fresh)
 
-    async def handle_together(topic: str, incomings: list[IncomingMessage]) -> bool:
-        """Handle the messages with the topic's batch handler; False when there is none, or
-        the batch failed for reasons of its own, and they must be handled one at a time."""
-        batch_handler = batched.get(topic)
-        if batch_handler is None or len(incomings) == 1:
-            return False
+    async def together(topic: str, work: Callable[[], Awaitable[int]], size: int) -> bool:
+        """The batch handled at once; False when it failed for a reason of its own."""
         outage_tries = 0
         while True:
-            started = time.perf_counter()
             try:
-                fresh = await batch_handler(incomings)
+                fresh = await timed(topic, size, work)
             except Exception as failure:
                 counted.errors.labels("batch").inc()
                 if not is_outage(failure):
                     log.warning(
                         "batch of %d on %s failed (%r); handling them one at a time",
-                        len(incomings),
+                        size,
                         topic,
                         failure,
                     )
                     return False
                 outage_tries += 1
                 log.warning("batch on %s waits for the database: %r", topic, failure)
-                await asyncio.sleep(
-                    min(OUTAGE_BACKOFF_MAX_S, retry_backoff_s * 2 ** min(outage_tries, 8))
-                )
+                await outage_pause(outage_tries)
                 continue
-            each = (time.perf_counter() - started) / len(incomings)
-            for _ in incomings:
-                counted.handler_seconds.labels(topic).observe(each)
-            counted.messages_consumed.labels(topic, PROCESSED).inc(fresh)
-            counted.messages_consumed.labels(topic, DUPLICATE).inc(len(incomings) - fresh)
+            count(topic, size, fresh)
             return True
 
-    async def on_messages(message: InjectedMessage) -> None:
-        by_topic: dict[str, list[IncomingMessage]] = {}
-        for record in message.raw_message:
-            by_topic.setdefault(record.topic, []).append(_incoming(record))
-        unfinished = {
-            incoming.position: incoming for group in by_topic.values() for incoming in group
-        }
-        try:
-            for topic, incomings in by_topic.items():
-                if await handle_together(topic, incomings):
-                    for incoming in incomings:
-                        del unfinished[incoming.position]
+    async def alone(record: Record, work: Callable[[], Awaitable[int]]) -> None:
+        """A batch of one, tried up to ``max_attempts`` times, then dead-lettered."""
+        error: BaseException | None = None
+        attempt = outage_tries = 0
+        while attempt < max_attempts:
+            try:
+                fresh = await timed(record.topic, 1, work)
+            except Exception as failure:
+                counted.messages_consumed.labels(record.topic, FAILED_ATTEMPT).inc()
+                counted.errors.labels("handler").inc()
+                if is_outage(failure):
+                    # Not a try: the record goes nowhere until the database is back.
+                    outage_tries += 1
+                    log.warning("%s waits for the database: %r", record.position, failure)
+                    await outage_pause(outage_tries)
                     continue
-                for incoming in incomings:
-                    await handle_alone(incoming)
-                    del unfinished[incoming.position]
+                attempt += 1
+                error = failure
+                log.warning("%s failed (attempt %d): %r", record.position, attempt, failure)
+                if attempt < max_attempts:
+                    await asyncio.sleep(retry_backoff_s * 2 ** (attempt - 1))
+            else:
+                count(record.topic, 1, fresh)
+                return
+        assert error is not None
+        try:
+            await dead_letter(record, error, max_attempts)
+        except Exception:
+            # Not committed, so delivered again; pause so an outage is not a hot loop.
+            await asyncio.sleep(max(retry_backoff_s, 1.0))
+            raise
+
+    async def deliver(
+        topic: str,
+        items: Sequence[Delivered[Any]] | Sequence[Refused],
+        handle: Callable[[Any], Awaitable[int]],
+        done: Callable[[Record], None],
+    ) -> None:
+        """One path for a batch and for one record: the batch first, then, if it failed
+        for a reason of its own, each record as a batch of one."""
+        if len(items) > 1 and await together(topic, lambda: handle(items), len(items)):
+            for item in items:
+                done(item.record)
+            return
+        for item in items:
+            with correlated(item.envelope.correlationid if item.envelope else None):
+                await alone(item.record, functools.partial(handle, [item]))
+            done(item.record)
+
+    async def on_messages(message: InjectedMessage) -> None:
+        records: dict[str, list[Record]] = {}
+        for raw in message.raw_message:
+            records.setdefault(raw.topic, []).append(record_of(raw))
+        unfinished = {record.position: record for group in records.values() for record in group}
+
+        def done(record: Record) -> None:
+            del unfinished[record.position]
+
+        try:
+            for topic, group in records.items():
+                subscription = by_topic[topic]
+                read = [subscription.read(record, registry) for record in group]
+                delivered = [item for item in read if isinstance(item, Delivered)]
+                refused = [item for item in read if isinstance(item, Refused)]
+                if refused and subscription.answer_refused is not None:
+                    await deliver(topic, refused, subscription.answer_refused, done)
+                else:
+                    for item in refused:
+                        await dead_letter(item.record, item.error, 1)
+                        done(item.record)
+                if delivered:
+                    await deliver(topic, delivered, subscription.handle, done)
         except Exception as failure:
             # Take up the rest again, not the whole poll: each partition goes back to its
             # first unfinished record, and returning commits everything before it.
             rewind_to: dict[TopicPartition, int] = {}
-            for incoming in unfinished.values():
-                partition = TopicPartition(incoming.topic, incoming.partition)
-                rewind_to[partition] = min(
-                    incoming.offset, rewind_to.get(partition, incoming.offset)
-                )
+            for record in unfinished.values():
+                partition = TopicPartition(record.topic, record.partition)
+                rewind_to[partition] = min(record.offset, rewind_to.get(partition, record.offset))
             for partition, offset in rewind_to.items():
                 # A partition revoked meanwhile resumes at its commit, before this record.
                 with contextlib.suppress(IllegalStateError):
                     message.consumer.seek(partition, offset)
-            log.warning("%d message(s) to be delivered again: %r", len(unfinished), failure)
+            log.warning("%d record(s) to be delivered again: %r", len(unfinished), failure)
 
     on_messages.__name__ = f"on_{group_id.replace('-', '_')}_events"
     membership = GroupMembership()
     subscriber = broker.subscriber(
-        *sorted(handlers),
+        *sorted(by_topic),
         group_id=group_id,
         batch=True,
         max_records=batch_size,
@@ -427,24 +480,16 @@ def subscribe(
     return Consumption(subscriber, membership)
 
 
-def _incoming(record: Any) -> IncomingMessage:
-    """An aiokafka ``ConsumerRecord`` as handlers see it."""
-    return IncomingMessage(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value or b"",
-        headers={name: value.decode(errors="replace") for name, value in record.headers},
+def record_of(raw: Any) -> Record:
+    """An aiokafka ``ConsumerRecord`` as it came."""
+    return Record(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key,
+        value=raw.value or b"",
+        headers={name: value.decode(errors="replace") for name, value in raw.headers},
     )
-
-
-def _correlation_id(value: bytes) -> str | None:
-    """The envelope's correlation id, for the logs; none when the bytes are no envelope."""
-    try:
-        return read_envelope(value).correlationid
-    except UndecodableEvent:
-        return None
 
 
 def _one_line(error: BaseException) -> str:

@@ -29,22 +29,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.clock import utc_now
 from shared.consumer import (
-    BatchHandler,
+    Answer,
     Consumption,
     DeadLetters,
-    Handler,
-    mark_duplicate,
+    EventT,
+    Handle,
+    Subscription,
     subscribe,
 )
 from shared.contracts.asyncapi import asyncapi_document
-from shared.events import RawEvent
+from shared.events import PLATFORM_EVENTS, EventRegistry
 from shared.idempotency import ProcessedEvents
 from shared.kafka import KafkaPublisher, create_broker, ensure_topics
 from shared.logs import correlated
 from shared.metrics import Metrics
-from shared.mongo import Database, MongoClient, Session, create_mongo_client
+from shared.mongo import Database, MongoClient, create_mongo_client
 from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
+from shared.strict_json import MAX_RECORD_BYTES
 from shared.topics import dead_letter_topic, topic_name
 
 log = logging.getLogger(__name__)
@@ -52,18 +54,6 @@ log = logging.getLogger(__name__)
 Startup = Callable[["Runtime"], Awaitable[None]]
 
 CORRELATION_HEADER = "x-correlation-id"
-
-
-class CountedProcessedEvents(ProcessedEvents):
-    """Processed-event records that tell the consumer when a delivery was a duplicate."""
-
-    async def process_once(
-        self, event: RawEvent, work: Callable[[Session], Awaitable[dict[str, Any]]]
-    ) -> bool:
-        done = await super().process_once(event, work)
-        if not done:
-            mark_duplicate()
-        return done
 
 
 @dataclass
@@ -81,9 +71,9 @@ class Runtime:
     dead_letters: DeadLetters
     processed: ProcessedEvents
     metrics: Metrics
+    registry: EventRegistry = PLATFORM_EVENTS
     produces: set[str] = field(default_factory=set)
-    handlers: dict[str, Handler] = field(default_factory=dict)
-    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription[Any]] = field(default_factory=dict)
     on_start: list[Startup] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     reference_checks: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
@@ -113,17 +103,30 @@ class Runtime:
             await asyncio.sleep(interval_s)
 
     def subscribe(
-        self, event_type: str, handler: Handler, *, many: BatchHandler | None = None
+        self,
+        model: type[EventT],
+        handle: Handle[EventT],
+        *,
+        answer_refused: Answer | None = None,
+        max_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
-        """Consume ``event_type`` as this service's consumer group, reliably: ``handler``
-        takes one message; ``many``, when given, takes a whole batch in one go."""
-        self.handlers[self.topic(event_type)] = handler
-        if many is not None:
-            self.batch_handlers[self.topic(event_type)] = many
+        """Consume ``model``'s topic as this service's consumer group, reliably: ``handle``
+        takes each poll's events of that type, decoded, as one batch (or one at a time
+        after a batch failed). Records that are not that event are dead-lettered, unless
+        ``answer_refused`` answers them."""
+        topic = self.topic(model.event_type)
+        self.subscriptions[topic] = Subscription(
+            topic,
+            model,
+            handle,
+            answer_refused=answer_refused,
+            max_bytes=max_bytes,
+        )
 
     async def start(self) -> None:
         topics = {self.topic(event_type) for event_type in self.produces}
-        topics |= set(self.handlers) | {dead_letter_topic(topic) for topic in self.handlers}
+        topics |= set(self.subscriptions)
+        topics |= {dead_letter_topic(topic) for topic in self.subscriptions}
         await ensure_topics(
             self.settings.kafka_bootstrap_servers,
             topics,
@@ -134,13 +137,13 @@ class Runtime:
             await step(self)
         await self.publisher.start()
         self.relay.start()
-        if self.handlers and self.consumption is None:
+        if self.subscriptions and self.consumption is None:
             self.consumption = subscribe(
                 self.broker,
-                self.handlers,
+                list(self.subscriptions.values()),
+                registry=self.registry,
                 group_id=self.settings.consumer_group,
                 dead_letters=self.dead_letters,
-                batch_handlers=self.batch_handlers,
                 batch_size=self.settings.consumer_batch_size,
                 batch_wait_ms=self.settings.consumer_batch_wait_ms,
                 max_attempts=self.settings.consumer_max_attempts,
@@ -194,7 +197,7 @@ class Runtime:
 
         database_answer, broker_answer = await asyncio.gather(database(), broker())
         checks = {"database": database_answer, "broker": broker_answer}
-        if self.handlers:
+        if self.subscriptions:
             membership = self.consumption.membership if self.consumption else None
             checks["consumer"] = (
                 f"ok: {len(membership.partitions)} partition(s)"
@@ -238,6 +241,7 @@ def build_runtime(
     *,
     produces: Iterable[str] = (),
     clock: Callable[[], datetime] = utc_now,
+    registry: EventRegistry = PLATFORM_EVENTS,
 ) -> Runtime:
     client = create_mongo_client(settings.mongodb_uri, app_name=settings.service_name)
     db = client[settings.database_name]
@@ -268,8 +272,9 @@ def build_runtime(
         dead_letters=DeadLetters(
             client, db, outbox, consumer_group=settings.consumer_group, clock=clock
         ),
-        processed=CountedProcessedEvents(client, db, consumer=settings.consumer_group, clock=clock),
+        processed=ProcessedEvents(client, db, consumer=settings.consumer_group, clock=clock),
         metrics=metrics,
+        registry=registry,
         produces=set(produces),
     )
 
@@ -331,7 +336,7 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
             title=title,
             description=description,
             sends=runtime.produces,
-            receives={topic.removeprefix(namespace) for topic in runtime.handlers},
+            receives={topic.removeprefix(namespace) for topic in runtime.subscriptions},
         )
 
     return app

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
 
 from shared.embedded import free_port
-from shared.events import EventData, decode, envelope
+from shared.events import PLATFORM_EVENTS, EventData, envelope
 from shared.kafka import topic_partitions
 
 T = TypeVar("T")
@@ -144,7 +144,9 @@ class TopicReader:
     async def events(self) -> list[Any]:
         batch = await self._consumer.getmany(timeout_ms=200)
         for records in batch.values():
-            self._seen.extend(decode(record.value, self._model)[1] for record in records)
+            self._seen.extend(
+                PLATFORM_EVENTS.decode(record.value, self._model)[1] for record in records
+            )
         return list(self._seen)
 
 

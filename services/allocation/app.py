@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ from services.allocation.store import (
 )
 from shared import topics
 from shared.auth import protect
-from shared.consumer import IncomingMessage, mark_duplicate
+from shared.consumer import Delivered
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -41,7 +42,6 @@ from shared.events import (
     CaseOutcome,
     LevelOfNeed,
     ReferralReceived,
-    decode,
 )
 from shared.runtime import Runtime, build_runtime, service_app
 from shared.unit_of_work import ConcurrentUpdate, retrying
@@ -213,27 +213,22 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
 
     runtime.reference_checks["teams"] = teams_check
 
-    async def on_referrals_received(messages: list[IncomingMessage]) -> int:
-        """A poll's referrals placed in order in one transaction; a batch of one is the
-        same path. Overtaken by another replica, the batch is decided again."""
-        decoded = [decode(message.value, ReferralReceived) for message in messages]
-        wanted = [(event, referral) for event, referral in decoded if is_for_allocation(referral)]
+    async def on_referrals_received(batch: Sequence[Delivered[ReferralReceived]]) -> int:
+        """A poll's referrals placed in order in one transaction (a batch of one is the same
+        path); overtaken by another replica, the batch is decided again."""
+        wanted = [item for item in batch if is_for_allocation(item.event)]
         to_allocate: set[str] = set()
 
-        async def place_all(session: Any, fresh: list[int]) -> list[dict[str, Any]]:
+        async def place_all(session: Any, fresh: list[int]) -> None:
             placed = await handlers.place_referrals(
                 new_uow(session),
-                [(wanted[index][1], wanted[index][0].correlationid) for index in fresh],
+                [(wanted[index].event, wanted[index].envelope.correlationid) for index in fresh],
                 now=runtime.clock(),
             )
             to_allocate.clear()
             to_allocate.update(placed.to_allocate)
-            return [
-                {"case_id": allocation.case_id, "status": allocation.status.value}
-                for allocation in placed.allocations
-            ]
 
-        events = [event for event, _ in wanted]
+        events = [item.envelope for item in wanted]
         placed = (
             await retrying(lambda: runtime.processed.process_many(events, place_all))
             if wanted
@@ -241,13 +236,9 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         )
         for district in sorted(to_allocate):
             await handlers.allocate_queue(new_uow, district, now=runtime.clock())
-        return placed + len(messages) - len(wanted)
+        return placed + len(batch) - len(wanted)
 
-    async def on_referral_received(message: IncomingMessage) -> None:
-        if not await on_referrals_received([message]):
-            mark_duplicate()
-
-    runtime.subscribe(topics.REFERRAL_RECEIVED, on_referral_received, many=on_referrals_received)
+    runtime.subscribe(ReferralReceived, on_referrals_received)
 
     async def allocate_queues() -> None:
         await handlers.allocate_all_queues(new_uow, now=runtime.clock())

@@ -11,7 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +25,7 @@ from shared.events import (
     OfstedGrade,
     StandardScore,
 )
+from shared.months import month_end, month_of, month_start, shift_month
 
 GRADE_ORDER = (
     OfstedGrade.OUTSTANDING,
@@ -45,8 +46,6 @@ QUALITY_STANDARDS: dict[str, str] = {
 
 NO_REPEAT_MONTHS = 12
 """A case audited (or drawn for audit) is not drawn again within this many months."""
-
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 
 
 class AuditorRole(StrEnum):
@@ -182,28 +181,9 @@ def change_auditor(auditor: Auditor, given: Mapping[str, Any]) -> Auditor:
 
 
 def audit_month(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m")
-
-
-def month_start(month: str) -> datetime:
-    year, number = (int(part) for part in month.split("-"))
-    return datetime(year, number, 1, tzinfo=UTC)
-
-
-def shift_month(month: str, months: int) -> str:
-    year, number = (int(part) for part in month.split("-"))
-    index = year * 12 + number - 1 + months
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def month_end(month: str) -> datetime:
-    """The first instant after ``month``: when its audits fall due."""
-    return month_start(shift_month(month, 1))
-
-
-def months_apart(first: str, second: str) -> int:
-    (y1, m1), (y2, m2) = ((int(p) for p in month.split("-")) for month in (first, second))
-    return abs((y1 * 12 + m1) - (y2 * 12 + m2))
+    """The month a draw made at ``at`` is for: the calendar month it falls in, in UTC, so its
+    audits fall due at that month's end."""
+    return month_of(at)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from services.audit.domain import (
 )
 from services.audit.ports import AuditNotOpen, AuditUnitOfWork
 from shared.events import CaseAllocated, CaseClosed
+from shared.months import month_end
 from shared.unit_of_work import retrying
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ async def draw_month(
         async with uow:
             recorded = await uow.draws.get(month)
             auditors = await uow.auditors.all()
-            population = await uow.cases.allocated_before(domain.month_end(month))
+            population = await uow.cases.allocated_before(month_end(month))
             seed = domain.draw_seed(
                 requested_seed, None if recorded is None else recorded.seed, fresh_seed
             )

@@ -20,19 +20,15 @@ from services.referral.access import POLICY, REASON_MAX, REASON_MIN
 from services.referral.directory import DIRECTORY, DirectoryService, find_services
 from services.referral.domain.partners import PartnerKeyRecord
 from services.referral.handlers import (
-    MAX_NESTING,
     MAX_REASONS,
     FrontDoor,
     Origin,
     Outcome,
-    Unreadable,
+    SubmittedRecord,
     note_case_closed,
-    note_case_open,
     note_cases_open,
-    read_json,
     receive_body,
-    receive_message,
-    receive_messages,
+    receive_records,
 )
 from services.referral.handlers import access_log as access_handlers
 from services.referral.handlers import erasure as erasure_handlers
@@ -50,16 +46,16 @@ from services.referral.store import (
 from shared import topics
 from shared.auth import Refusals, SignedIn, current_principal, protect
 from shared.clock import utc_now
-from shared.consumer import IncomingMessage
+from shared.consumer import Delivered
 from shared.events import (
     CaseAllocated,
     CaseClosed,
     HeadlineOutcome,
     ReferralSubmitted,
     RejectionReason,
-    decode,
 )
 from shared.runtime import Runtime, build_runtime, service_app
+from shared.strict_json import MAX_NESTING, Unreadable, read_json
 
 log = logging.getLogger(__name__)
 
@@ -234,42 +230,32 @@ def create_app(
 
     limit = settings.max_submission_bytes
 
-    async def on_referral_submitted(message: IncomingMessage) -> None:
-        await receive_message(
-            message.value,
-            position=_position(message),
-            store=store,
-            now=runtime.clock(),
-            front_door=front_door,
-            max_bytes=limit,
+    async def on_referral_records(batch: Sequence[SubmittedRecord]) -> int:
+        """Submissions and records that are none, each answered once."""
+        return await receive_records(
+            batch, store=store, now=runtime.clock(), front_door=front_door, max_bytes=limit
         )
 
-    async def on_referrals_submitted(messages: list[IncomingMessage]) -> int:
-        return await receive_messages(
-            [(message.value, _position(message)) for message in messages],
-            store=store,
-            now=runtime.clock(),
-            front_door=front_door,
-            max_bytes=limit,
-        )
+    runtime.subscribe(
+        ReferralSubmitted,
+        on_referral_records,
+        answer_refused=on_referral_records,
+        max_bytes=limit,
+    )
 
-    async def on_case_allocated(message: IncomingMessage) -> None:
-        _, allocated = decode(message.value, CaseAllocated)
-        await note_case_open(allocated.family_id, allocated.case_id, store=store)
+    async def on_cases_allocated(batch: Sequence[Delivered[CaseAllocated]]) -> int:
+        cases = [(item.event.family_id, item.event.case_id) for item in batch]
+        await note_cases_open(cases, store=store)
+        return len(batch)
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        _, closed = decode(message.value, CaseClosed)
-        await note_case_closed(closed.family_id, closed.case_id, closed.closed_at, store=store)
+    async def on_cases_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
+        for item in batch:
+            closed = item.event
+            await note_case_closed(closed.family_id, closed.case_id, closed.closed_at, store=store)
+        return len(batch)
 
-    runtime.subscribe(topics.REFERRAL_SUBMITTED, on_referral_submitted, many=on_referrals_submitted)
-
-    async def on_cases_allocated(messages: list[IncomingMessage]) -> int:
-        cases = [decode(message.value, CaseAllocated)[1] for message in messages]
-        await note_cases_open([(case.family_id, case.case_id) for case in cases], store=store)
-        return len(cases)
-
-    runtime.subscribe(topics.CASE_ALLOCATED, on_case_allocated, many=on_cases_allocated)
-    runtime.subscribe(topics.CASE_CLOSED, on_case_closed)
+    runtime.subscribe(CaseAllocated, on_cases_allocated)
+    runtime.subscribe(CaseClosed, on_cases_closed)
 
     app = service_app(
         runtime,
@@ -692,12 +678,3 @@ def _request_examples() -> dict[str, Any]:
 def _jsonable(document: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(json.dumps(document, default=str))
     return result
-
-
-def _position(message: IncomingMessage) -> Origin:
-    """Where a record sits in the log: the identity of bytes too broken to have their own."""
-    return Origin(
-        source=f"kafka:{message.topic}",
-        event_id=f"{message.partition}/{message.offset}",
-        correlation_id=str(uuid.uuid4()),
-    )

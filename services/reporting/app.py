@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from services.reporting import domain, handlers
 from services.reporting.access import POLICY
@@ -29,13 +31,19 @@ from services.reporting.store import (
 )
 from shared import topics
 from shared.auth import protect
-from shared.consumer import BatchHandler, Handler, IncomingMessage
-from shared.events import EventData, decode
+from shared.consumer import Delivered
+from shared.events import EventData, MonthlyReport
+from shared.months import Month
 from shared.runtime import build_runtime, service_app
 
 log = logging.getLogger(__name__)
 
-Month = Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+
+class DistrictFigures(BaseModel):
+    """Each district's monthly measures, by district name."""
+
+    month: Month
+    districts: list[MonthlyReport]
 
 
 def create_app(settings: ReportingSettings | None = None) -> FastAPI:
@@ -48,20 +56,13 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     funding_policy = FundingPolicy(settings.funding_amount, dict(settings.funding_weights))
     runtime.on_start.append(lambda _: read_models.ensure_indexes())
 
-    def projector(model: type[EventData]) -> tuple[Handler, BatchHandler]:
-        async def project(message: IncomingMessage) -> None:
-            event, data = decode(message.value, model)
-            await handlers.project_new_event(event, data, applied=applied, now=clock())
-
-        async def project_many(messages: list[IncomingMessage]) -> int:
-            batch = [decode(message.value, model) for message in messages]
-            return await handlers.project_new_events(batch, applied=applied, now=clock())
-
-        return project, project_many
+    async def on_events(batch: Sequence[Delivered[EventData]]) -> int:
+        """Any projected event type: the facts it states, once each."""
+        decoded = [(item.envelope, item.event) for item in batch]
+        return await handlers.project_new_events(decoded, applied=applied, now=clock())
 
     for model in PROJECTED:
-        one, many = projector(model)
-        runtime.subscribe(model.event_type, one, many=many)
+        runtime.subscribe(model, on_events)
 
     async def snapshots() -> None:
         await handlers.publish_due_snapshots(
@@ -99,7 +100,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         return await read_models.months()
 
     @app.get("/reports/monthly", tags=["reports"], summary="The monthly measures")
-    async def monthly(month: Month, district: str | None = None) -> dict[str, Any]:
+    async def monthly(month: Month, district: str | None = None) -> MonthlyReport:
         return await handlers.monthly_figures(month, district, read_models=read_models, now=clock())
 
     @app.get(
@@ -125,16 +126,16 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         )
 
     @app.get("/reports/districts", tags=["reports"], summary="Each district's monthly measures")
-    async def districts(month: Month) -> dict[str, Any]:
+    async def districts(month: Month) -> DistrictFigures:
         figures = await handlers.district_figures(month, read_models=read_models, now=clock())
-        return {"month": month, "districts": figures}
+        return DistrictFigures(month=month, districts=figures)
 
     @app.get("/reports/trend", tags=["reports"], summary="Monthly measures over recent months")
     async def trend(
         month: Month,
         months: Annotated[int, Query(ge=1, le=36)] = 12,
         district: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[MonthlyReport]:
         return await handlers.trend(month, months, district, read_models=read_models, now=clock())
 
     @app.get("/reports/funding", tags=["reports"], summary="Split an amount across districts")

@@ -13,9 +13,21 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
+
+from shared.events.performance import (
+    AllocationFigures,
+    AuditFigures,
+    CaseloadFigures,
+    ClosureFigures,
+    MonthlyReport,
+    OutcomeFigures,
+    RequestFigures,
+    ReReferralFigures,
+    TeamFigures,
+)
 
 ALL_DISTRICTS = "all"
 SCHOOLS_SOURCE = "2A"
@@ -27,35 +39,6 @@ DEFAULT_FUNDING_WEIGHTS: Mapping[str, float] = {
     "accepted_referrals": 0.3,
     "open_caseload": 0.2,
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Months
-
-
-def month_of(at: datetime) -> str:
-    """The calendar month in UTC, so every service puts a late-evening fact in one month."""
-    return at.astimezone(UTC).strftime("%Y-%m")
-
-
-def month_start(month: str) -> datetime:
-    year, number = (int(part) for part in month.split("-"))
-    return datetime(year, number, 1, tzinfo=UTC)
-
-
-def shift_month(month: str, months: int) -> str:
-    year, number = (int(part) for part in month.split("-"))
-    index = year * 12 + number - 1 + months
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def month_end(month: str) -> datetime:
-    """The first instant after the month: facts strictly before it stand at its end."""
-    return month_start(shift_month(month, 1))
-
-
-def months_ending(month: str, count: int) -> list[str]:
-    return [shift_month(month, step) for step in range(1 - count, 1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +63,8 @@ class MonthFacts:
     audits: Sequence[Mapping[str, Any]] = ()
 
 
-def monthly_report(facts: MonthFacts) -> dict[str, Any]:
-    """Every measure of the month, in the shape ``GET /reports/monthly`` answers."""
+def monthly_report(facts: MonthFacts) -> MonthlyReport:
+    """Every measure of the month, as ``GET /reports/monthly`` answers them."""
     referrals = facts.referrals
     total = len(referrals)
     by_source = Counter(referral["source"] for referral in referrals)
@@ -91,7 +74,11 @@ def monthly_report(facts: MonthFacts) -> dict[str, Any]:
     rejected_by_reason: Counter[str] = Counter()
     for rejection in facts.rejections:
         rejected_by_reason.update(set(rejection["codes"]))
-    waits = sorted(allocation["seconds"] / 3600 for allocation in facts.allocations)
+    waits = sorted(
+        allocation["seconds"] / 3600
+        for allocation in facts.allocations
+        if allocation.get("seconds") is not None
+    )
     capacity = sum(team["capacity"] for team in facts.capacity_at_end.values())
     open_cases = len(facts.open_at_end)
     completed = [audit for audit in facts.audits if audit.get("completed_at") is not None]
@@ -102,52 +89,52 @@ def monthly_report(facts: MonthFacts) -> dict[str, Any]:
         and audit.get("due_by") is not None
         and audit["due_by"] <= facts.now
     ]
-    return {
-        "month": facts.month,
-        "district": facts.district,
-        "requests": {
-            "total": total,
-            "by_source": _sorted(by_source),
-            "by_route": _sorted(Counter(referral["route"] for referral in referrals)),
-            "schools": schools,
-            "schools_share": _ratio(schools, total),
-        },
-        "outcomes": {
-            "accepted_for_early_help": decisions.get("early_help", 0),
-            "stepped_up": decisions.get("step_up", 0),
-            "signposted": decisions.get("signpost", 0),
-            "rejected": len(facts.rejections),
-            "rejected_by_reason": _sorted(rejected_by_reason),
-        },
-        "re_referrals": {"count": re_referrals, "rate": _ratio(re_referrals, total)},
-        "step_downs": sum(1 for referral in referrals if referral["step_down"]),
-        "co_working": sum(1 for referral in referrals if referral["co_working"]),
-        "allocations": {
-            "count": len(waits),
-            "median_hours": _rounded(percentile(waits, 50)),
-            "p90_hours": _rounded(percentile(waits, 90)),
-            "queued_at_month_end": len(facts.queued_at_end),
-        },
-        "caseload": {
-            "open_at_month_end": open_cases,
-            "capacity": capacity,
-            "utilisation": _ratio(open_cases, capacity),
-        },
-        "closures": {
-            "total": len(facts.closures),
-            "by_outcome": _sorted(Counter(closure["outcome"] for closure in facts.closures)),
-        },
-        "audits": {
-            "due": len(facts.audits),
-            "completed": len(completed),
-            "overdue": len(overdue),
-            "grades": _sorted(Counter(audit["overall_grade"] for audit in completed)),
-        },
-        "teams": _teams(facts),
-    }
+    return MonthlyReport(
+        month=facts.month,
+        district=facts.district,
+        requests=RequestFigures(
+            total=total,
+            by_source=_sorted(by_source),
+            by_route=_sorted(Counter(referral["route"] for referral in referrals)),
+            schools=schools,
+            schools_share=_ratio(schools, total),
+        ),
+        outcomes=OutcomeFigures(
+            accepted_for_early_help=decisions.get("early_help", 0),
+            stepped_up=decisions.get("step_up", 0),
+            signposted=decisions.get("signpost", 0),
+            rejected=len(facts.rejections),
+            rejected_by_reason=_sorted(rejected_by_reason),
+        ),
+        re_referrals=ReReferralFigures(count=re_referrals, rate=_ratio(re_referrals, total)),
+        step_downs=sum(1 for referral in referrals if referral["step_down"]),
+        co_working=sum(1 for referral in referrals if referral.get("co_working")),
+        allocations=AllocationFigures(
+            count=len(facts.allocations),
+            median_hours=_rounded(percentile(waits, 50)),
+            p90_hours=_rounded(percentile(waits, 90)),
+            queued_at_month_end=len(facts.queued_at_end),
+        ),
+        caseload=CaseloadFigures(
+            open_at_month_end=open_cases,
+            capacity=capacity,
+            utilisation=_ratio(open_cases, capacity),
+        ),
+        closures=ClosureFigures(
+            total=len(facts.closures),
+            by_outcome=_sorted(Counter(closure["outcome"] for closure in facts.closures)),
+        ),
+        audits=AuditFigures(
+            due=len(facts.audits),
+            completed=len(completed),
+            overdue=len(overdue),
+            grades=_sorted(Counter(audit["overall_grade"] for audit in completed)),
+        ),
+        teams=_teams(facts),
+    )
 
 
-def _teams(facts: MonthFacts) -> list[dict[str, Any]]:
+def _teams(facts: MonthFacts) -> list[TeamFigures]:
     allocations = Counter(allocation.get("team_id") for allocation in facts.allocations)
     open_cases = Counter(case.get("team_id") for case in facts.open_at_end)
     teams = {
@@ -160,13 +147,13 @@ def _teams(facts: MonthFacts) -> list[dict[str, Any]]:
             if fact.get("team_id") is not None:
                 teams.setdefault(fact["team_id"], fact.get("district"))
     return [
-        {
-            "team_id": team_id,
-            "district": teams[team_id],
-            "allocations": allocations.get(team_id, 0),
-            "open_at_month_end": open_cases.get(team_id, 0),
-            "capacity": facts.capacity_at_end.get(team_id, {}).get("capacity", 0),
-        }
+        TeamFigures(
+            team_id=team_id,
+            district=teams[team_id],
+            allocations=allocations.get(team_id, 0),
+            open_at_month_end=open_cases.get(team_id, 0),
+            capacity=facts.capacity_at_end.get(team_id, {}).get("capacity", 0),
+        )
         for team_id in sorted(teams)
     ]
 
@@ -199,7 +186,7 @@ def _sorted(counts: Counter[str]) -> dict[str, int]:
 # CSV
 
 
-def flatten(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+def flatten(report: MonthlyReport) -> list[tuple[str, str]]:
     """``(measure, value)`` rows with dotted names, teams as ``teams.<id>.<measure>``."""
     rows: list[tuple[str, str]] = []
 
@@ -212,7 +199,7 @@ def flatten(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         else:
             rows.append((prefix, str(value)))
 
-    for name, value in report.items():
+    for name, value in report.model_dump().items():
         if name == "teams":
             for team in value:
                 for measure, figure in team.items():

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 from services.reporting import domain
 from services.reporting.ports import (
@@ -28,12 +27,14 @@ from shared.events import (
     CaseAllocated,
     CaseClosed,
     EventData,
+    MonthlyReport,
     PerformanceSnapshot,
     RawEvent,
     ReferralReceived,
     ReferralRejected,
     TeamCapacityChanged,
 )
+from shared.months import months_ending
 from shared.unit_of_work import retrying
 
 PROJECTED: tuple[type[EventData], ...] = (
@@ -74,17 +75,6 @@ async def project_new_events(
         await project_events([batch[index][1] for index in fresh], uow=uow, now=now)
 
     return await applied.apply_new([event for event, _ in batch], apply)
-
-
-async def project_new_event(
-    event: RawEvent, data: EventData, *, applied: AppliedEvents, now: datetime
-) -> bool:
-    """Apply one event once; False when it was applied before."""
-    return await applied.apply_once(event, partial(_project_one, data, now=now))
-
-
-async def _project_one(data: EventData, uow: ReportingUnitOfWork, *, now: datetime) -> None:
-    await project_events([data], uow=uow, now=now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,14 +135,14 @@ async def _publish_snapshot(
 
 async def monthly_figures(
     month: str, district: str | None, *, read_models: ReadModels, now: datetime
-) -> dict[str, Any]:
+) -> MonthlyReport:
     """Every measure of ``month``, for one district or (None) the county."""
     return domain.monthly_report(await read_models.month_facts(month, district, now=now))
 
 
 async def district_figures(
     month: str, *, read_models: ReadModels, now: datetime
-) -> list[dict[str, Any]]:
+) -> list[MonthlyReport]:
     """Each district's measures of ``month``, by district name."""
     return [
         await monthly_figures(month, district, read_models=read_models, now=now)
@@ -162,11 +152,11 @@ async def district_figures(
 
 async def trend(
     month: str, count: int, district: str | None, *, read_models: ReadModels, now: datetime
-) -> list[dict[str, Any]]:
+) -> list[MonthlyReport]:
     """The measures of the ``count`` months ending with ``month``, oldest first."""
     return [
         await monthly_figures(each, district, read_models=read_models, now=now)
-        for each in domain.months_ending(month, count)
+        for each in months_ending(month, count)
     ]
 
 
@@ -198,9 +188,9 @@ async def split_funding(
     for district in await read_models.districts():
         report = await monthly_figures(month, district, read_models=read_models, now=now)
         inputs[district] = {
-            "schools_requests": report["requests"]["schools"],
-            "accepted_referrals": report["outcomes"]["accepted_for_early_help"],
-            "open_caseload": report["caseload"]["open_at_month_end"],
+            "schools_requests": report.requests.schools,
+            "accepted_referrals": report.outcomes.accepted_for_early_help,
+            "open_caseload": report.caseload.open_at_month_end,
         }
     return domain.split_funding(amount_pence, inputs, chosen)
 

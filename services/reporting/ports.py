@@ -99,10 +99,5 @@ class AppliedEvents(Protocol):
     ) -> int:
         """Run ``apply`` on the indexes of the events not applied before; how many."""
 
-    async def apply_once(
-        self, event: RawEvent, apply: Callable[[ReportingUnitOfWork], Awaitable[None]]
-    ) -> bool:
-        """Run ``apply`` unless ``event`` was applied before; False, changing nothing, if so."""
-
     async def forget_all(self) -> None:
         """Forget every event applied, so a replay applies them all again."""

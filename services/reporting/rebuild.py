@@ -22,7 +22,8 @@ from services.reporting import handlers
 from services.reporting.handlers import PROJECTED, Decoded
 from services.reporting.settings import ReportingSettings
 from services.reporting.store import MongoAppliedEvents, MongoReadModels
-from shared.events import EventData, UndecodableEvent, decode
+from shared.consumer import Delivered, read_record, record_of
+from shared.events import EventData, EventRegistry
 from shared.kafka import topic_partitions
 from shared.kafka_security import KafkaSecurity
 from shared.runtime import build_runtime
@@ -46,9 +47,12 @@ class RetainedEvents:
     """Every event retained on the projected topics, from each partition's start to the end
     it had when the reading began, decoded in batches; counts what it read."""
 
-    def __init__(self, settings: ReportingSettings, *, batch_size: int) -> None:
+    def __init__(
+        self, settings: ReportingSettings, *, batch_size: int, registry: EventRegistry
+    ) -> None:
         self._settings = settings
         self._batch_size = batch_size
+        self._registry = registry
         self._models: dict[str, type[EventData]] = {
             topic_name(model.event_type, settings.topic_namespace): model for model in PROJECTED
         }
@@ -76,12 +80,14 @@ class RetainedEvents:
             )
             batch: list[Decoded] = []
             for tp, messages in records.items():
+                model = self._models[tp.topic]
                 for message in messages:
                     self.read += 1
-                    try:
-                        batch.append(decode(message.value, self._models[tp.topic]))
+                    item = read_record(record_of(message), model, self._registry)
+                    if isinstance(item, Delivered):
+                        batch.append((item.envelope, item.event))
                         self.by_topic[tp.topic.removeprefix(self._settings.topic_namespace)] += 1
-                    except UndecodableEvent:
+                    else:
                         self.undecodable += 1  # the live consumer dead-lettered it already
             yield batch
             for tp in list(remaining):
@@ -95,7 +101,7 @@ class RetainedEvents:
 async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Rebuilt:
     started = time.perf_counter()
     runtime = build_runtime(settings)
-    retained = RetainedEvents(settings, batch_size=batch_size)
+    retained = RetainedEvents(settings, batch_size=batch_size, registry=runtime.registry)
     try:
         applied = await handlers.rebuild(
             retained.batches(),

@@ -14,9 +14,10 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.reporting.domain import ALL_DISTRICTS, MonthFacts, month_end, month_of, month_start
+from services.reporting.domain import ALL_DISTRICTS, MonthFacts
 from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
 from shared.events import (
+    AllocationKind,
     AllocationStatus,
     AuditAssigned,
     AuditCompleted,
@@ -30,6 +31,7 @@ from shared.events import (
 )
 from shared.idempotency import PROCESSED_EVENTS, ProcessedEvents
 from shared.mongo import BulkWrites, Database, Document, MongoClient, MongoUnitOfWork, Session
+from shared.months import month_end, month_of, month_start
 from shared.outbox import Outbox
 
 REFERRALS = "referral_facts"
@@ -53,8 +55,6 @@ READ_MODELS = (
     SNAPSHOT_MARKS,
     SNAPSHOTS_PUBLISHED,
 )
-APPLIED = {"projected": True}
-"""The effect recorded with each applied event."""
 
 MonthKey = tuple[str, str]
 """(month, district): what an event changed, for the snapshots."""
@@ -175,7 +175,6 @@ class MongoProjections:
                     "decision": data.decision.value,
                     "re_referral": data.is_re_referral,
                     "step_down": data.is_step_down,
-                    "co_working": data.open_to_social_care and not data.is_step_down,
                     "received_at": data.received_at,
                 }
             },
@@ -194,6 +193,12 @@ class MongoProjections:
         writes.update_one(
             CASES, {"_id": data.case_id}, {"$set": facts, "$min": {first: at}}, upsert=True
         )
+        if data.kind is AllocationKind.CO_WORKING and data.reallocated_from_worker_id is None:
+            # Co-working is allocation's decision: the referral counts as it says, whenever
+            # either event arrives first.
+            writes.update_one(
+                REFERRALS, {"_id": data.referral_id}, {"$set": {"co_working": True}}, upsert=True
+            )
         is_allocation = (
             data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None
         )
@@ -207,8 +212,7 @@ class MongoProjections:
                         "district": data.district,
                         "team_id": data.team_id,
                         "kind": data.kind.value,
-                        "seconds": data.time_to_allocation_seconds
-                        or max(0.0, (at - data.referral_received_at).total_seconds()),
+                        "seconds": data.time_to_allocation_seconds,
                         "allocated_at": at,
                     }
                 },
@@ -413,20 +417,10 @@ class MongoAppliedEvents:
         events: Sequence[RawEvent],
         apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
     ) -> int:
-        async def work(session: Session, fresh: list[int]) -> list[dict[str, Any]]:
+        async def work(session: Session, fresh: list[int]) -> None:
             await apply(self._joined(session), fresh)
-            return [dict(APPLIED) for _ in fresh]
 
         return await self._processed.process_many(events, work)
-
-    async def apply_once(
-        self, event: RawEvent, apply: Callable[[ReportingUnitOfWork], Awaitable[None]]
-    ) -> bool:
-        async def work(session: Session) -> dict[str, Any]:
-            await apply(self._joined(session))
-            return dict(APPLIED)
-
-        return await self._processed.process_once(event, work)
 
     async def forget_all(self) -> None:
         await self._db.drop_collection(PROCESSED_EVENTS)

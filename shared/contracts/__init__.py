@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.contracts.compatibility import breaking_changes
-from shared.events import EVENT_TYPES, UPCASTERS, CloudEvent, EventData
+from shared.events import PLATFORM_EVENTS, CloudEvent, EventData, EventRegistry
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_PATH = Path(__file__).parent / "asyncapi.json"
@@ -50,16 +50,16 @@ def schema_path(model: type[EventData]) -> Path:
     return SCHEMA_DIR / f"{model.event_type}.v{model.schema_version}.json"
 
 
-def current_schemas() -> dict[Path, dict[str, Any]]:
-    return {schema_path(model): event_schema(model) for model in EVENT_TYPES.values()}
+def current_schemas(registry: EventRegistry = PLATFORM_EVENTS) -> dict[Path, dict[str, Any]]:
+    return {schema_path(model): event_schema(model) for model in registry.types.values()}
 
 
-def current_asyncapi() -> dict[str, Any]:
+def current_asyncapi(registry: EventRegistry = PLATFORM_EVENTS) -> dict[str, Any]:
     """The platform's AsyncAPI document, as ``ASYNCAPI_PATH`` should hold it."""
     # Imported here: the document is built from ``event_schema`` above.
     from shared.contracts.asyncapi import platform_document
 
-    return platform_document()
+    return platform_document(registry)
 
 
 def render(schema: dict[str, Any]) -> str:
@@ -74,23 +74,23 @@ def load_schema(path: Path) -> dict[str, Any] | None:
     return schema
 
 
-def write_schemas() -> list[Path]:
+def write_schemas(registry: EventRegistry = PLATFORM_EVENTS) -> list[Path]:
     SCHEMA_DIR.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, schema in current_schemas().items():
+    for path, schema in current_schemas(registry).items():
         path.write_text(render(schema), encoding="utf-8")
         written.append(path)
-    ASYNCAPI_PATH.write_text(render(current_asyncapi()), encoding="utf-8")
+    ASYNCAPI_PATH.write_text(render(current_asyncapi(registry)), encoding="utf-8")
     return [*written, ASYNCAPI_PATH]
 
 
-def incompatibilities() -> list[str]:
+def incompatibilities(registry: EventRegistry = PLATFORM_EVENTS) -> list[str]:
     """Breaking changes against the checked-in schema of the same version, and missing upcasters.
 
     Rewriting the files cannot fix these: the change needs a new schema version instead.
     """
     problems: list[str] = []
-    for model in EVENT_TYPES.values():
+    for model in registry.types.values():
         path = schema_path(model)
         checked_in = load_schema(path)
         changes = [] if checked_in is None else breaking_changes(checked_in, event_schema(model))
@@ -100,22 +100,22 @@ def incompatibilities() -> list[str]:
                 f"{path.name}: {model.__name__} is incompatible with its checked-in schema:"
                 f"{listed}\n  bump {model.__name__}.schema_version to"
                 f" {model.schema_version + 1} and add an upcaster for"
-                f" ({model.event_type!r}, {model.schema_version}) to UPCASTERS in"
-                " shared/events.py, then run `make schemas`"
+                f" ({model.event_type!r}, {model.schema_version}) to PLATFORM_EVENTS in"
+                " shared/events/__init__.py, then run `make schemas`"
             )
         problems.extend(
-            f"{model.event_type}: no upcaster for version {version} in UPCASTERS"
-            " (shared/events.py), so older events cannot be read"
+            f"{model.event_type}: no upcaster for version {version} in the registry"
+            " (PLATFORM_EVENTS, shared/events/__init__.py), so older events cannot be read"
             for version in range(1, model.schema_version)
-            if (model.event_type, version) not in UPCASTERS
+            if (model.event_type, version) not in registry.upcasters
         )
     return problems
 
 
-def check() -> list[str]:
+def check(registry: EventRegistry = PLATFORM_EVENTS) -> list[str]:
     """Everything wrong with the checked-in contracts; empty when they are up to date."""
-    problems = incompatibilities()
-    for path, schema in current_schemas().items():
+    problems = incompatibilities(registry)
+    for path, schema in current_schemas(registry).items():
         checked_in = load_schema(path)
         if checked_in is None:
             problems.append(f"{path.name}: missing; run `make schemas` to write it")
@@ -124,6 +124,6 @@ def check() -> list[str]:
     checked_in_asyncapi = load_schema(ASYNCAPI_PATH)
     if checked_in_asyncapi is None:
         problems.append(f"{ASYNCAPI_PATH.name}: missing; run `make schemas` to write it")
-    elif checked_in_asyncapi != current_asyncapi():
+    elif checked_in_asyncapi != current_asyncapi(registry):
         problems.append(f"{ASYNCAPI_PATH.name}: out of date; run `make schemas` to refresh it")
     return problems

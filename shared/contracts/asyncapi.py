@@ -23,7 +23,7 @@ from importlib.metadata import version
 from typing import Any
 
 from shared.contracts import event_schema
-from shared.events import CONTENT_TYPE, EVENT_TYPES, CloudEvent, EventData
+from shared.events import CONTENT_TYPE, PLATFORM_EVENTS, CloudEvent, EventData, EventRegistry
 from shared.topics import REFERRAL_SUBMITTED
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -63,9 +63,22 @@ _EXAMPLE_SOURCES = {
     "referral-rejected": "/earlyhelp/referral",
     "case-allocated": "/earlyhelp/allocation",
     "case-closed": "/earlyhelp/allocation",
+    "team-capacity-changed": "/earlyhelp/allocation",
+    "audit-assigned": "/earlyhelp/audit",
     "audit-completed": "/earlyhelp/audit",
+    "performance-snapshot": "/earlyhelp/reporting",
 }
 _EXAMPLE_TIME = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+_FACT_TIMES = (
+    "received_at",
+    "allocated_at",
+    "closed_at",
+    "changed_at",
+    "assigned_at",
+    "completed_at",
+    "generated_at",
+)
+"""Fields of an example's data whose time is the fact's, so its envelope's time, first found."""
 _DEFS_REF = "#/$defs/"
 _SCHEMAS_REF = "#/components/schemas/"
 
@@ -76,30 +89,32 @@ def asyncapi_document(
     description: str,
     sends: Iterable[str] | None = None,
     receives: Iterable[str] | None = None,
+    registry: EventRegistry = PLATFORM_EVENTS,
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document, as plain JSON-able data, of the application described.
 
     ``sends`` and ``receives`` are event types (topic names without namespace). Leave both
     out for the whole platform; give either for one service, which then sends and receives
-    exactly those. An event type without a model in ``EVENT_TYPES`` is refused.
+    exactly those. An event type without a model in ``registry`` is refused.
     """
+    types = registry.types
     if sends is None and receives is None:
-        sends = set(EVENT_TYPES) - PLATFORM_RECEIVES
-        receives = set(EVENT_TYPES) & PLATFORM_RECEIVES
+        sends = set(types) - PLATFORM_RECEIVES
+        receives = set(types) & PLATFORM_RECEIVES
     actions = [("send", event_type) for event_type in sorted(set(sends or ()))]
     actions += [("receive", event_type) for event_type in sorted(set(receives or ()))]
-    if unknown := sorted({event_type for _, event_type in actions} - set(EVENT_TYPES)):
-        raise ValueError(f"no event model for {', '.join(unknown)} in shared.events.EVENT_TYPES")
+    if unknown := sorted({event_type for _, event_type in actions} - set(types)):
+        raise ValueError(f"no event model for {', '.join(unknown)} in the event registry")
 
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for event_type in sorted({event_type for _, event_type in actions}):
-        model = EVENT_TYPES[event_type]
+        model = types[event_type]
         channels[event_type] = _channel(model)
         messages[model.__name__] = _message(model, schemas)
     operations = {
-        f"{action}{EVENT_TYPES[event_type].__name__}": _operation(action, EVENT_TYPES[event_type])
+        f"{action}{types[event_type].__name__}": _operation(action, types[event_type])
         for action, event_type in actions
     }
     return {
@@ -126,9 +141,11 @@ def asyncapi_document(
     }
 
 
-def platform_document() -> dict[str, Any]:
+def platform_document(registry: EventRegistry = PLATFORM_EVENTS) -> dict[str, Any]:
     """The whole platform's document: the one checked in as ``shared/contracts/asyncapi.json``."""
-    return asyncapi_document(title=PLATFORM_TITLE, description=PLATFORM_DESCRIPTION)
+    return asyncapi_document(
+        title=PLATFORM_TITLE, description=PLATFORM_DESCRIPTION, registry=registry
+    )
 
 
 def _channel(model: type[EventData]) -> dict[str, Any]:
@@ -195,6 +212,7 @@ def _headers(model: type[EventData]) -> dict[str, Any]:
 
 def _examples(model: type[EventData]) -> Iterator[dict[str, Any]]:
     """Each example of the model's data, as a whole record: envelope, and the headers sent."""
+    article = "An" if model.event_type[0] in "aeiou" else "A"
     for number, data in enumerate(model.model_json_schema().get("examples", []), start=1):
         event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"earlyhelp:{model.event_type}:{number}"))
         # One submission's events share a correlation id, as they do on the wire.
@@ -203,7 +221,7 @@ def _examples(model: type[EventData]) -> Iterator[dict[str, Any]]:
             id=event_id,
             source=_example_source(model, data),
             type=model.event_type,
-            time=data.get("received_at", _EXAMPLE_TIME),
+            time=next((data[name] for name in _FACT_TIMES if name in data), _EXAMPLE_TIME),
             subject=model.model_validate(data).event_subject(),
             correlationid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"earlyhelp:{submission}")),
             schemaversion=model.schema_version,
@@ -211,7 +229,7 @@ def _examples(model: type[EventData]) -> Iterator[dict[str, Any]]:
         )
         yield {
             "name": f"{model.__name__}{number}",
-            "summary": f"A {model.event_type} event ({number} of its examples).",
+            "summary": f"{article} {model.event_type} event ({number} of its examples).",
             "headers": {"content-type": CONTENT_TYPE, "ce_type": event.type, "ce_id": event.id},
             "payload": event.model_dump(mode="json"),
         }

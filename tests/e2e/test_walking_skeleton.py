@@ -21,7 +21,7 @@ import pytest
 
 from shared.auth import Role
 from shared.embedded import free_port
-from shared.events import CaseAllocated, ReferralReceived, decode
+from shared.events import PLATFORM_EVENTS, CaseAllocated, ReferralReceived
 from shared.mongo import create_mongo_client
 from tests.auth import ADMIN, TEST_SECRET, as_role, partner_key
 from tests.conftest import Infra, Namespace
@@ -222,11 +222,11 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
     received = await read_topic(
         infra.kafka_bootstrap_servers, namespace.topic("referral-received"), count=2
     )
-    referrals = [decode(record.value, ReferralReceived) for record in received]
+    referrals = [PLATFORM_EVENTS.decode(record.value, ReferralReceived) for record in received]
     allocated = await read_topic(
         infra.kafka_bootstrap_servers, namespace.topic("case-allocated"), count=2
     )
-    allocations = [decode(record.value, CaseAllocated) for record in allocated]
+    allocations = [PLATFORM_EVENTS.decode(record.value, CaseAllocated) for record in allocated]
     by_family = {data.family_id: envelope for envelope, data in referrals}
     for envelope, allocation in allocations:
         # one correlation id links everything that came from one submission

@@ -32,6 +32,7 @@ from shared.events import (
     EventData,
     LevelOfNeed,
     envelope,
+    read_envelope,
 )
 from shared.mongo import Database, create_mongo_client
 from tests.auth import AllowedRole, as_role
@@ -560,9 +561,13 @@ async def test_a_redelivered_or_late_allocation_changes_nothing(service: AuditSe
     )
     moved_bytes = await service.publish(moved)
     await service.publish_raw(moved, moved_bytes)  # the same event delivered again
-    await service.publish(first)
-    await service.publish(queued)  # arrives last, happened first
-    await service.publish_raw(queued, (await service.publish(queued)))
+    first_bytes = await service.publish(first)
+    queued_bytes = await service.publish(queued)  # arrives last, happened first
+    queued_again = await service.publish(queued)
+    await service.publish_raw(queued, queued_again)
+    distinct = {
+        read_envelope(raw).id for raw in (moved_bytes, first_bytes, queued_bytes, queued_again)
+    }
     sentinel = unique("case")
     await service.allocate(allocation(sentinel, "eastmere", "eastmere-coast"))
 
@@ -580,13 +585,14 @@ async def test_a_redelivered_or_late_allocation_changes_nothing(service: AuditSe
         2,
     )
     assert found["first_allocated_at"] == datetime(2030, 3, 4, tzinfo=UTC)
+
     # Moved, first, and two distinct queued events: the duplicates are absorbed. The case can
     # show its final state before the last of them is recorded, so wait for all four.
-    processed = await eventually(
-        lambda: service.db["processed_events"].count_documents({"effect.case_id": case_id}),
-        lambda count: count >= 4,
-    )
-    assert processed == 4
+    async def recorded() -> set[str]:
+        found = service.db["processed_events"].find({"type": "case-allocated"}, {"_id": 1})
+        return {document["_id"].rsplit("|", 1)[-1] async for document in found} & distinct
+
+    assert await eventually(recorded, lambda ids: ids == distinct) == distinct
 
 
 # ---------------------------------------------------------------------------------------------

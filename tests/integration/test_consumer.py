@@ -1,19 +1,20 @@
-"""Reliable consumption on the real broker and database: commit after the effect,
-bounded retries, dead letters with the original bytes, and idempotent redelivery."""
+"""Reliable, typed consumption on the real broker and database: each record decoded once at
+the edge, commit after the effect, bounded retries, dead letters with the original bytes,
+and idempotent redelivery."""
 
 from __future__ import annotations
 
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pytest
 
-from shared.consumer import DEAD_LETTERS, IncomingMessage
-from shared.events import CaseClosed, CaseOutcome, decode, envelope
+from shared.consumer import DEAD_LETTERS, Delivered
+from shared.events import PLATFORM_EVENTS, CaseClosed, CaseOutcome, envelope
 from shared.mongo import Session
 from shared.runtime import Runtime, build_runtime
 from shared.settings import ServiceSettings
@@ -23,7 +24,8 @@ from tests.support import eventually, produce, read_topic
 
 pytestmark = pytest.mark.infra
 
-EVENT_TYPE = "case-closed"
+EVENT_TYPE = CaseClosed.event_type
+Closures = Sequence[Delivered[CaseClosed]]
 
 
 def closed_event(case_id: str, *, event_id: str | None = None) -> bytes:
@@ -74,10 +76,11 @@ async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_parti
 ) -> None:
     handled: list[str] = []
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        handled.append(decode(message.value, CaseClosed)[1].case_id)
+    async def on_case_closed(batch: Closures) -> int:
+        handled.extend(item.event.case_id for item in batch)
+        return len(batch)
 
-    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed))
+    runtime = await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed))
     topic = namespace.topic(EVENT_TYPE)
     garbage = b"\xff{not an event"
     await produce(infra.kafka_bootstrap_servers, topic, [garbage, closed_event("case-9")], key=b"k")
@@ -87,7 +90,7 @@ async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_parti
     dead_letter = json.loads(record.value)
     assert base64.b64decode(dead_letter["original_base64"]) == garbage
     assert dead_letter["undecodable"] is True
-    assert "not JSON" in dead_letter["error"]
+    assert dead_letter["error"].startswith("UndecodableEvent: not UTF-8")
     assert dead_letter["attempts"] == 1
     assert record.key == b"k"
     assert await runtime.db[DEAD_LETTERS].count_documents({}) == 1
@@ -101,10 +104,11 @@ async def test_an_oversized_poison_message_is_dead_lettered_without_stalling_the
 ) -> None:
     handled: list[str] = []
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        handled.append(decode(message.value, CaseClosed)[1].case_id)
+    async def on_case_closed(batch: Closures) -> int:
+        handled.extend(item.event.case_id for item in batch)
+        return len(batch)
 
-    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed))
+    runtime = await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed))
     topic = namespace.topic(EVENT_TYPE)
     huge = b"\xff" * 900_000
     await produce(infra.kafka_bootstrap_servers, topic, [huge, closed_event("case-next")], key=b"k")
@@ -121,13 +125,19 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_mess
 ) -> None:
     attempts: dict[str, int] = {}
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        case_id = decode(message.value, CaseClosed)[1].case_id
-        attempts[case_id] = attempts.get(case_id, 0) + 1
-        if case_id == "case-poison":
-            raise RuntimeError("allocation rules exploded")
+    async def on_case_closed(batch: Closures) -> int:
+        for item in batch:
+            case_id = item.event.case_id
+            attempts[case_id] = attempts.get(case_id, 0) + 1
+            if case_id == "case-poison":
+                raise RuntimeError("allocation rules exploded")
+        return len(batch)
 
-    await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed), consumer_max_attempts=3)
+    await start_runtime(
+        lambda r: r.subscribe(CaseClosed, on_case_closed),
+        consumer_max_attempts=3,
+        consumer_batch_size=1,
+    )
     topic = namespace.topic(EVENT_TYPE)
     await produce(
         infra.kafka_bootstrap_servers,
@@ -142,9 +152,8 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_mess
     dead_letter = json.loads(record.value)
     assert dead_letter["attempts"] == 3
     assert dead_letter["error"] == "RuntimeError: allocation rules exploded"
-    assert decode(base64.b64decode(dead_letter["original_base64"]), CaseClosed)[1].case_id == (
-        "case-poison"
-    )
+    original = base64.b64decode(dead_letter["original_base64"])
+    assert PLATFORM_EVENTS.decode(original, CaseClosed)[1].case_id == "case-poison"
 
 
 async def test_offsets_are_committed_only_after_the_effect_is_stored(
@@ -156,15 +165,17 @@ async def test_offsets_are_committed_only_after_the_effect_is_stored(
     deliveries: list[str] = []
     effects: list[str] = []
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        case_id = decode(message.value, CaseClosed)[1].case_id
-        deliveries.append(case_id)
-        if outage and case_id == "case-b":
-            raise ConnectionError("database unavailable")
-        effects.append(case_id)
+    async def on_case_closed(batch: Closures) -> int:
+        for item in batch:
+            case_id = item.event.case_id
+            deliveries.append(case_id)
+            if outage and case_id == "case-b":
+                raise ConnectionError("database unavailable")
+            effects.append(case_id)
+        return len(batch)
 
     def wire(runtime: Runtime) -> None:
-        runtime.subscribe(EVENT_TYPE, on_case_closed)
+        runtime.subscribe(CaseClosed, on_case_closed)
         record = runtime.dead_letters.record
 
         async def record_unless_outage(*args: Any, **kwargs: Any) -> str:
@@ -174,7 +185,7 @@ async def test_offsets_are_committed_only_after_the_effect_is_stored(
 
         runtime.dead_letters.record = record_unless_outage  # type: ignore[method-assign]
 
-    runtime = await start_runtime(wire, consumer_max_attempts=2)
+    runtime = await start_runtime(wire, consumer_max_attempts=2, consumer_batch_size=1)
     topic = namespace.topic(EVENT_TYPE)
     await produce(
         infra.kafka_bootstrap_servers,
@@ -191,10 +202,11 @@ async def test_offsets_are_committed_only_after_the_effect_is_stored(
 
     later: list[str] = []
 
-    async def on_case_closed_later(message: IncomingMessage) -> None:
-        later.append(decode(message.value, CaseClosed)[1].case_id)
+    async def on_case_closed_later(batch: Closures) -> int:
+        later.extend(item.event.case_id for item in batch)
+        return len(batch)
 
-    await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed_later))
+    await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed_later))
     await produce(infra.kafka_bootstrap_servers, topic, [closed_event("case-c")], key=b"fam-1")
     await eventually(lambda: _value(list(later)), lambda seen: "case-c" in seen)
     assert later == ["case-c"], "the same group resumed before its committed offset"
@@ -203,18 +215,19 @@ async def test_offsets_are_committed_only_after_the_effect_is_stored(
 async def test_a_redelivered_event_changes_nothing(
     infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
 ) -> None:
-    async def on_case_closed(message: IncomingMessage) -> None:
-        event, closure = decode(message.value, CaseClosed)
+    async def on_case_closed(batch: Closures) -> int:
+        async def count(session: Session, fresh: list[int]) -> None:
+            for index in fresh:
+                await runtime.db["closures"].update_one(
+                    {"_id": batch[index].event.case_id},
+                    {"$inc": {"seen": 1}},
+                    upsert=True,
+                    session=session,
+                )
 
-        async def count(session: Session) -> dict[str, Any]:
-            await runtime.db["closures"].update_one(
-                {"_id": closure.case_id}, {"$inc": {"seen": 1}}, upsert=True, session=session
-            )
-            return {"case_id": closure.case_id}
+        return await runtime.processed.process_many([item.envelope for item in batch], count)
 
-        await runtime.processed.process_once(event, count)
-
-    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, on_case_closed))
+    runtime = await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed))
     same = closed_event("case-once", event_id="evt-1")
     await produce(
         infra.kafka_bootstrap_servers,
@@ -232,45 +245,75 @@ async def test_a_redelivered_event_changes_nothing(
 async def test_a_poll_is_handled_as_one_batch_and_a_poison_message_in_it_loses_nothing(
     infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
 ) -> None:
-    """Records already waiting arrive in one poll and go to the batch handler together; one
-    it cannot read fails the batch, which is then handled one message at a time: the good
-    ones take effect once, the bad one is dead-lettered, and nothing is handled twice."""
-    batches: list[int] = []
+    """Records already waiting arrive in one poll and go to the handler together; one it
+    fails on fails the batch, which is then handled one record at a time through the same
+    handler: the good ones take effect once, the bad one is dead-lettered."""
+    batches: list[list[str]] = []
     effects: list[str] = []
 
-    def case_of(message: IncomingMessage) -> str:
-        return decode(message.value, CaseClosed)[1].case_id
-
-    async def one(message: IncomingMessage) -> None:
-        effects.append(case_of(message))
-
-    async def many(messages: list[IncomingMessage]) -> int:
-        batches.append(len(messages))
-        cases = [case_of(message) for message in messages]  # all or nothing
+    async def on_case_closed(batch: Closures) -> int:
+        cases = [item.event.case_id for item in batch]
+        batches.append(cases)
+        if "case-poison" in cases:
+            raise RuntimeError("no rule for this closure")  # all or nothing
         effects.extend(cases)
         return len(cases)
 
     topic = namespace.topic(EVENT_TYPE)
     good = [closed_event(f"case-{number}") for number in range(1, 6)]
     await produce(infra.kafka_bootstrap_servers, topic, good, key=b"fam-1")
-    runtime = await start_runtime(lambda r: r.subscribe(EVENT_TYPE, one, many=many))
+    runtime = await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed))
     await eventually(lambda: _value(len(effects)), lambda seen: seen >= 5)
     assert effects == [f"case-{number}" for number in range(1, 6)]
-    assert max(batches) > 1, "the waiting records did not arrive as one batch"
+    assert max(len(batch) for batch in batches) > 1, "the waiting records were not one batch"
     consumed = runtime.metrics.messages_consumed.labels(topic, "processed")
     assert consumed._value.get() == 5
 
     await runtime.stop()
     effects.clear()
     batches.clear()
-    poisoned = [closed_event("case-6"), b"{not an event", closed_event("case-7")]
+    poisoned = [closed_event("case-6"), closed_event("case-poison"), closed_event("case-7")]
     await produce(infra.kafka_bootstrap_servers, topic, poisoned, key=b"fam-1")
-    await start_runtime(lambda r: r.subscribe(EVENT_TYPE, one, many=many))
+    await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed), consumer_max_attempts=2)
     await eventually(lambda: _value(list(effects)), lambda seen: "case-7" in seen)
-    assert effects == ["case-6", "case-7"]
-    assert batches == [3], "the batch was not tried first, or was tried again"
     [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
-    assert json.loads(record.value)["undecodable"] is True
+    assert effects == ["case-6", "case-7"]
+    assert batches == [
+        ["case-6", "case-poison", "case-7"],
+        ["case-6"],
+        ["case-poison"],
+        ["case-poison"],
+        ["case-7"],
+    ]
+    assert json.loads(record.value)["error"] == "RuntimeError: no rule for this closure"
+
+
+async def test_an_unreadable_record_in_a_poll_is_refused_at_the_edge_and_the_batch_goes_on(
+    infra: Infra, namespace: Namespace, start_runtime: RuntimeFactory
+) -> None:
+    """The handler never sees bytes: the unreadable record goes to the dead letters, and
+    the events around it arrive typed, as one batch, and are counted once each."""
+    batches: list[list[str]] = []
+
+    async def on_case_closed(batch: Closures) -> int:
+        batches.append([item.event.case_id for item in batch])
+        return len(batch)
+
+    topic = namespace.topic(EVENT_TYPE)
+    records = [closed_event("case-8"), b'{"specversion": "1.0"}', closed_event("case-9")]
+    await produce(infra.kafka_bootstrap_servers, topic, records, key=b"fam-1")
+    runtime = await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed))
+    [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
+    await eventually(
+        lambda: _value([case for batch in batches for case in batch]), lambda seen: len(seen) >= 2
+    )
+    assert batches == [["case-8", "case-9"]]
+    dead_letter = json.loads(record.value)
+    assert (dead_letter["offset"], dead_letter["undecodable"]) == (1, True)
+    assert "not a CloudEvents 1.0 envelope" in dead_letter["error"]
+    counted = runtime.metrics.messages_consumed
+    assert counted.labels(topic, "processed")._value.get() == 2
+    assert counted.labels(topic, "dead_lettered")._value.get() == 1
 
 
 async def _value(value: Any) -> Any:

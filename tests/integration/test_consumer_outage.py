@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
-from shared.consumer import DEAD_LETTERS, IncomingMessage, is_outage
-from shared.events import CaseClosed, decode
+from shared.consumer import DEAD_LETTERS, is_outage
+from shared.events import CaseClosed
 from shared.runtime import build_runtime
 from shared.settings import ServiceSettings
 from tests.conftest import Infra, Namespace
-from tests.integration.test_consumer import EVENT_TYPE, closed_event
+from tests.integration.test_consumer import EVENT_TYPE, Closures, closed_event
 from tests.support import eventually, produce
 
 
@@ -29,12 +29,14 @@ async def test_a_handler_failing_while_the_database_is_down_is_retried_until_it_
     tries: list[str] = []
     effects: list[str] = []
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        case_id = decode(message.value, CaseClosed)[1].case_id
-        tries.append(case_id)
-        if case_id == "case-during-outage" and outage_errors:
-            raise outage_errors.pop()
-        effects.append(case_id)
+    async def on_case_closed(batch: Closures) -> int:
+        for item in batch:
+            case_id = item.event.case_id
+            tries.append(case_id)
+            if case_id == "case-during-outage" and outage_errors:
+                raise outage_errors.pop()
+        effects.extend(item.event.case_id for item in batch)
+        return len(batch)
 
     async def effects_so_far() -> list[str]:
         return list(effects)
@@ -44,7 +46,7 @@ async def test_a_handler_failing_while_the_database_is_down_is_retried_until_it_
             ServiceSettings, infra, service_name="outage-tests", consumer_max_attempts=2
         )
     )
-    runtime.subscribe(EVENT_TYPE, on_case_closed)
+    runtime.subscribe(CaseClosed, on_case_closed)
     await runtime.start()
     try:
         await produce(

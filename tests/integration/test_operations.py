@@ -9,7 +9,7 @@ import asyncio
 import base64
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import partial
@@ -27,7 +27,7 @@ from services.referral.app import create_app as referral_app
 from services.referral.settings import ReferralSettings
 from services.reporting.app import create_app as reporting_app
 from services.reporting.settings import ReportingSettings
-from shared.consumer import IncomingMessage
+from shared.consumer import Delivered
 from shared.embedded import embedded_kafka, free_port, kafka_bootstrap
 from shared.events import (
     AllocationKind,
@@ -44,7 +44,6 @@ from shared.events import (
     RejectionReason,
     StandardScore,
     TeamCapacityChanged,
-    decode,
 )
 from shared.idempotency import PROCESSED_EVENTS
 from shared.mongo import Session, create_mongo_client, in_transaction
@@ -147,7 +146,7 @@ async def test_a_poison_message_on_every_internal_topic_is_dead_lettered_by_ever
     readers: dict[str, list[Runtime]] = {}
     for app in platform.values():
         runtime: Runtime = app.state.runtime
-        for topic in runtime.handlers:
+        for topic in runtime.subscriptions:
             event_type = topic.removeprefix(namespace.topics)
             if event_type != "referral-submitted":  # the partners' topic has its own tests
                 readers.setdefault(event_type, []).append(runtime)
@@ -212,20 +211,12 @@ async def test_a_dead_letter_is_listed_and_replayed_after_the_fix_once(
     )
     runtime = build_runtime(settings)
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        event, closure = decode(message.value, CaseClosed)
+    async def on_case_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
         if broken:
             raise RuntimeError("bug in the closure rules")
+        return await count_closures(runtime, batch)
 
-        async def effect(session: Session) -> dict[str, Any]:
-            await runtime.db["closures"].update_one(
-                {"_id": closure.case_id}, {"$inc": {"times": 1}}, upsert=True, session=session
-            )
-            return {}
-
-        await runtime.processed.process_once(event, effect)
-
-    runtime.subscribe("case-closed", on_case_closed)
+    runtime.subscribe(CaseClosed, on_case_closed)
     await runtime.start()
     mongo = create_mongo_client(infra.mongodb_uri, app_name="operations-tests")
     operations = Operations(settings, mongo)
@@ -298,19 +289,11 @@ async def test_after_the_broker_loses_its_data_republishing_the_outbox_catches_c
     def consumer() -> Runtime:
         runtime = build_runtime(consumer_settings)
 
-        async def on_case_closed(message: IncomingMessage) -> None:
-            event, closure = decode(message.value, CaseClosed)
-            deliveries.append(closure.case_id)
+        async def on_case_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
+            deliveries.extend(item.event.case_id for item in batch)
+            return await count_closures(runtime, batch)
 
-            async def effect(session: Session) -> dict[str, Any]:
-                await runtime.db["closures"].update_one(
-                    {"_id": closure.case_id}, {"$inc": {"times": 1}}, upsert=True, session=session
-                )
-                return {}
-
-            await runtime.processed.process_once(event, effect)
-
-        runtime.subscribe("case-closed", on_case_closed)
+        runtime.subscribe(CaseClosed, on_case_closed)
         return runtime
 
     async def stage(runtime: Runtime, case_ids: list[str]) -> None:
@@ -369,3 +352,18 @@ async def test_after_the_broker_loses_its_data_republishing_the_outbox_catches_c
 
 async def _now(value: Any) -> Any:
     return value
+
+
+async def count_closures(runtime: Runtime, batch: Sequence[Delivered[CaseClosed]]) -> int:
+    """Count each closure once in ``closures``, however often it is delivered."""
+
+    async def count(session: Session, fresh: list[int]) -> None:
+        for index in fresh:
+            await runtime.db["closures"].update_one(
+                {"_id": batch[index].event.case_id},
+                {"$inc": {"times": 1}},
+                upsert=True,
+                session=session,
+            )
+
+    return await runtime.processed.process_many([item.envelope for item in batch], count)

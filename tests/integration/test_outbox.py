@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.clock import utc_now
-from shared.events import CaseClosed, CaseOutcome, decode
+from shared.events import PLATFORM_EVENTS, CaseClosed, CaseOutcome
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.mongo import Database, MongoClient, Session, create_mongo_client, in_transaction
 from shared.outbox import OUTBOX, Outbox, OutboxRelay
@@ -78,7 +78,7 @@ async def test_staged_events_are_published_in_order_keyed_by_family_and_marked_s
     records = await read_topic(infra.kafka_bootstrap_servers, topic, count=5)
     assert {record.key for record in records} == {b"fam-1"}
     assert len({record.partition for record in records}) == 1
-    decoded = [decode(record.value, CaseClosed)[1] for record in records]
+    decoded = [PLATFORM_EVENTS.decode(record.value, CaseClosed)[1] for record in records]
     assert [event.case_id for event in decoded] == [f"case-{number}" for number in range(5)]
     assert await relay.pending_count() == 0
     assert await db[OUTBOX].count_documents({"sent_at": {"$ne": None}}) == 5
@@ -119,7 +119,7 @@ async def test_events_left_unsent_by_a_crash_are_published_by_the_next_relay(
         )
     finally:
         await restarted.stop()
-    assert decode(records[0].value, CaseClosed)[1].case_id == "case-7"
+    assert PLATFORM_EVENTS.decode(records[0].value, CaseClosed)[1].case_id == "case-7"
 
 
 async def test_staging_the_same_event_id_twice_publishes_it_once(
@@ -183,7 +183,7 @@ async def test_a_running_relay_publishes_a_commit_that_lands_after_its_wake_up(
         started = time.monotonic()
         await in_transaction(mongo, stage_then_commit_late)
         [record] = await read_topic(infra.kafka_bootstrap_servers, topic, count=1, timeout_s=10)
-        assert decode(record.value, CaseClosed)[1].case_id == "case-1"
+        assert PLATFORM_EVENTS.decode(record.value, CaseClosed)[1].case_id == "case-1"
         assert time.monotonic() - started < 5
     finally:
         await relay.stop()

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from services.referral.app import create_app
 from services.referral.domain import referral_id_for
 from services.referral.handlers import (
-    MAX_NESTING,
     MAX_SUBMISSION_BYTES,
     Origin,
     rejection_id_for,
@@ -30,6 +29,7 @@ from services.referral.handlers import (
 from services.referral.settings import ReferralSettings
 from shared.events import ReferralReceived, ReferralRejected
 from shared.mongo import Database, create_mongo_client
+from shared.strict_json import MAX_NESTING
 from tests.auth import CASEWORKER, partner_key
 from tests.conftest import Infra, Namespace
 from tests.support import TopicReader, eventually, partner_submission

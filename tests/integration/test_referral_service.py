@@ -23,20 +23,22 @@ from services.referral.domain import (
     age_on,
     referral_id_for,
 )
-from services.referral.handlers import FrontDoor as Configuration
 from services.referral.handlers import (
-    Origin,
+    MAX_SUBMISSION_BYTES,
     Outcome,
     Rejected,
-    lookups_of,
-    receive_message,
+    lookups_for,
+    receive_record,
 )
+from services.referral.handlers import FrontDoor as Configuration
 from services.referral.ports import Accepted
 from services.referral.sample import load_sample_directory
 from services.referral.settings import ReferralSettings
 from services.referral.store import MongoReferralStore
 from shared.clock import utc_now
+from shared.consumer import Delivered, Record, read_record
 from shared.events import (
+    PLATFORM_EVENTS,
     AllocationKind,
     AllocationStatus,
     CaseAllocated,
@@ -46,6 +48,7 @@ from shared.events import (
     LevelOfNeed,
     ReferralReceived,
     ReferralRejected,
+    ReferralSubmitted,
     ScreeningDecision,
 )
 from shared.mongo import Database, Session, create_mongo_client, in_transaction
@@ -485,16 +488,26 @@ async def test_a_batch_matches_and_answers_as_one_at_a_time_would(
         db, source="/earlyhelp/referral", topic_namespace=front_door.namespace.topics, clock=utc_now
     )
     store = MongoReferralStore(mongo, db, outbox)
-    origin = Origin(source="kafka:test", event_id="0/0", correlation_id="batch-test")
+    records = [
+        read_record(
+            Record("referral-submitted", 0, offset, None, raw, {}),
+            ReferralSubmitted,
+            PLATFORM_EVENTS,
+            max_bytes=MAX_SUBMISSION_BYTES,
+        )
+        for offset, raw in enumerate(messages)
+    ]
 
     async def receive_all(session: Session) -> list[Outcome]:
         batch = store.batch(session)
-        await batch.prefetch([found for raw in messages if (found := lookups_of(raw))])
+        await batch.prefetch(
+            [lookups_for(item.event) for item in records if isinstance(item, Delivered)]
+        )
         outcomes = [
-            await receive_message(
-                raw, position=origin, store=batch, now=utc_now(), front_door=Configuration.sample()
+            await receive_record(
+                item, store=batch, now=utc_now(), front_door=Configuration.sample()
             )
-            for raw in messages
+            for item in records
         ]
         await batch.flush()
         return outcomes

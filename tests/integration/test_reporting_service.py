@@ -147,7 +147,8 @@ def rejected(name: str, *codes: str) -> ReferralRejected:
 
 # October, worked out by hand:
 # - requests: r1, r2, r3, r7 in northvale; r4, r5 in eastmere (r6 is September's) = 6;
-#   schools (2A): r1, r2, r5, r7 = 4 of 6; accepted r1, r4, r5, r7; r2 signposted; r3 up.
+#   schools (2A): r1, r2, r5, r7 = 4 of 6; accepted r1, r4, r5, r7; r2 signposted; r3 up;
+#   r4 a step-down (as its referral says), r5 co-working (as its allocation's kind says).
 # - allocations: c1 1h, c5 2h, c7 10h (c1's reallocation is not an allocation; c4 waits
 #   until November) -> median 2h, 90th percentile 2 + 0.8 x 8 = 8.4h.
 # - at October's end: c4 queued; c1 and c7 open (c5 closed); capacity 27 + 9 = 36.
@@ -165,8 +166,15 @@ EARLY = [
     capacity("em-a", "eastmere", 9, at(1, 0, month=9)),
     capacity("nv-a", "northvale", 27, at(10)),
     allocated("r1", "northvale", "nv-a", at(2), time_to_allocation_seconds=3600.0),
-    allocated("r4", "eastmere", None, at(3), queue_position=1),
-    allocated("r5", "eastmere", "em-a", at(5), time_to_allocation_seconds=7200.0),
+    allocated("r4", "eastmere", None, at(3), queue_position=1, kind=AllocationKind.STEP_DOWN),
+    allocated(
+        "r5",
+        "eastmere",
+        "em-a",
+        at(5),
+        time_to_allocation_seconds=7200.0,
+        kind=AllocationKind.CO_WORKING,
+    ),
     allocated("r1", "northvale", "nv-a", at(20), reallocated_from_worker_id="nv-a-w0"),
     CaseClosed(
         case_id="case-r5",
@@ -184,7 +192,14 @@ EARLY = [
     completed("a1", "northvale", OfstedGrade.GOOD),
 ]
 LATE = [
-    allocated("r4", "eastmere", "em-a", at(2, month=11), time_to_allocation_seconds=2.6e6),
+    allocated(
+        "r4",
+        "eastmere",
+        "em-a",
+        at(2, month=11),
+        time_to_allocation_seconds=2.6e6,
+        kind=AllocationKind.STEP_DOWN,
+    ),
     capacity("em-a", "eastmere", 18, at(5, month=11)),
     referral("r7", "northvale", "2A", "early_help", received_at=at(15)),
     allocated("r7", "northvale", "nv-a", at(16), time_to_allocation_seconds=36000.0),
@@ -418,7 +433,9 @@ async def test_snapshots_carry_the_current_figures_per_district_and_month(fed: F
 
     newest = await eventually(
         fed.snapshots.events,
-        lambda seen: {d: s.figures for d, s in latest(seen).items()} == expected,
+        lambda seen: (
+            {d: s.figures.model_dump(mode="json") for d, s in latest(seen).items()} == expected
+        ),
         timeout_s=30,
     )
     published = latest(newest)

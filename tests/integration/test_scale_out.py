@@ -105,7 +105,7 @@ class Platform:
     stores: Stores
 
     def topics(self, service: str) -> list[str]:
-        return sorted(self.services[service][0].runtime.handlers)
+        return sorted(self.services[service][0].runtime.subscriptions)
 
     def handled(self, service: str, topic: str, *outcomes: str) -> int:
         return sum(replica.consumed(topic, *outcomes) for replica in self.services[service])

@@ -26,7 +26,7 @@ from shared.auth import (
     signing_secret,
     verify_token,
 )
-from shared.events import EVENT_TYPES
+from shared.events import PLATFORM_EVENTS
 from shared.settings import ServiceSettings
 from tests.auth import TEST_SECRET
 from tests.privacy import PERSONAL_FIELD, schema_fields
@@ -157,9 +157,9 @@ ORGANISATIONAL = {("team-capacity-changed", "team_name")}
 """A team's name is the council's, not a family's."""
 
 
-@pytest.mark.parametrize("event_type", sorted(set(EVENT_TYPES) - {"referral-submitted"}))
+@pytest.mark.parametrize("event_type", sorted(set(PLATFORM_EVENTS.types) - {"referral-submitted"}))
 def test_no_event_but_the_partner_s_request_has_a_personal_data_field(event_type: str) -> None:
-    schema = EVENT_TYPES[event_type].model_json_schema()
+    schema = PLATFORM_EVENTS.model(event_type).model_json_schema()
     fields = list(schema_fields(schema))
     assert fields, "the schema names its fields"
     personal = [
@@ -172,7 +172,7 @@ def test_no_event_but_the_partner_s_request_has_a_personal_data_field(event_type
 
 
 def test_the_field_check_does_find_the_partner_s_personal_data() -> None:
-    schema = EVENT_TYPES["referral-submitted"].model_json_schema()
+    schema = PLATFORM_EVENTS.model("referral-submitted").model_json_schema()
     names = {field.rsplit(".", 1)[-1] for field in schema_fields(schema)}
     assert {"given_name", "family_name", "date_of_birth", "upn", "nhs_number", "postcode"} <= {
         name for name in names if PERSONAL_FIELD.search(name)

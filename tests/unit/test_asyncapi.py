@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -11,6 +11,7 @@ import httpx
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from shared.consumer import Delivered
 from shared.contracts import ASYNCAPI_PATH, check, render
 from shared.contracts.asyncapi import (
     HEADERS,
@@ -20,12 +21,12 @@ from shared.contracts.asyncapi import (
 )
 from shared.events import (
     CONTENT_TYPE,
-    EVENT_TYPES,
+    PLATFORM_EVENTS,
     CaseClosed,
     CaseOutcome,
     CloudEvent,
     EventData,
-    decode,
+    ReferralReceived,
 )
 from shared.mongo import Database, Session
 from shared.outbox import Outbox
@@ -68,7 +69,12 @@ class CaseClosedWithExamples(CaseClosed):
 
 
 def referral_service() -> Document:
-    return asyncapi_document(title="Referral", description="The front door.", **REFERRAL_SERVICE)
+    return asyncapi_document(
+        title="Referral",
+        description="The front door.",
+        sends=REFERRAL_SERVICE["sends"],
+        receives=REFERRAL_SERVICE["receives"],
+    )
 
 
 def resolve(document: Document, ref: str) -> Any:
@@ -135,11 +141,13 @@ def test_platform_document_is_asyncapi_3_with_a_channel_per_event_type() -> None
     assert document["asyncapi"] == "3.0.0"
     assert document["defaultContentType"] == CONTENT_TYPE
     assert document["servers"]["kafka"]["protocol"] == "kafka"
-    assert document["channels"].keys() == EVENT_TYPES.keys()
+    assert document["channels"].keys() == PLATFORM_EVENTS.types.keys()
     for event_type, channel in document["channels"].items():
         assert channel["address"] == event_type
         assert channel["description"]
-        assert message_on(document, event_type)["name"] == EVENT_TYPES[event_type].__name__
+        assert (
+            message_on(document, event_type)["name"] == PLATFORM_EVENTS.types[event_type].__name__
+        )
 
 
 def test_platform_receives_submissions_and_sends_every_other_event() -> None:
@@ -149,10 +157,10 @@ def test_platform_receives_submissions_and_sends_every_other_event() -> None:
         op["channel"]["$ref"].removeprefix("#/channels/"): op["action"]
         for op in operations.values()
     }
-    assert len(operations) == len(EVENT_TYPES)
+    assert len(operations) == len(PLATFORM_EVENTS.types)
     assert actions == {
         event_type: "receive" if event_type in PLATFORM_RECEIVES else "send"
-        for event_type in EVENT_TYPES
+        for event_type in PLATFORM_EVENTS.types
     }
     assert actions["referral-submitted"] == "receive"
     assert operations["receiveReferralSubmitted"]["action"] == "receive"
@@ -191,7 +199,7 @@ def test_every_property_of_every_schema_is_documented() -> None:
     assert missing == []
 
 
-def test_an_undocumented_field_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_undocumented_field_is_found() -> None:
     class Reason(BaseModel):
         code: str
 
@@ -200,8 +208,7 @@ def test_an_undocumented_field_is_found(monkeypatch: pytest.MonkeyPatch) -> None
 
         reason: Reason | None = Field(default=None, description="Why.")
 
-    monkeypatch.setitem(EVENT_TYPES, "case-closed", CaseClosedWithReason)
-    document = platform_document()
+    document = platform_document(PLATFORM_EVENTS.with_model(CaseClosedWithReason))
 
     missing = [
         path
@@ -223,10 +230,10 @@ def test_checked_in_document_is_current() -> None:
     )
 
 
-def test_contract_check_reports_a_stale_document(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(EVENT_TYPES, "case-closed", CaseClosedWithExamples)
+def test_contract_check_reports_a_stale_document() -> None:
+    registry = PLATFORM_EVENTS.with_model(CaseClosedWithExamples)
 
-    assert f"{ASYNCAPI_PATH.name}: out of date; run `make schemas` to refresh it" in check()
+    assert f"{ASYNCAPI_PATH.name}: out of date; run `make schemas` to refresh it" in check(registry)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ def test_an_event_type_without_a_model_is_refused() -> None:
         asyncapi_document(title="t", description="d", sends=["weather-report"])
 
 
-def test_two_different_schemas_with_one_name_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_different_schemas_with_one_name_are_refused() -> None:
     class RejectionReason(BaseModel):
         """Not the referral service's RejectionReason."""
 
@@ -282,10 +289,13 @@ def test_two_different_schemas_with_one_name_are_refused(monkeypatch: pytest.Mon
 
         reason: RejectionReason | None = Field(default=None, description="Why.")
 
-    monkeypatch.setitem(EVENT_TYPES, "case-closed", CaseClosedWithClash)
     with pytest.raises(ValueError, match="RejectionReason"):
         asyncapi_document(
-            title="t", description="d", sends=["case-closed"], receives=["referral-rejected"]
+            title="t",
+            description="d",
+            sends=["case-closed"],
+            receives=["referral-rejected"],
+            registry=PLATFORM_EVENTS.with_model(CaseClosedWithClash),
         )
 
 
@@ -331,11 +341,10 @@ def test_key_is_documented_as_the_kafka_message_binding() -> None:
     assert key["examples"] == [example["payload"]["subject"] for example in message["examples"]]
 
 
-def test_declared_examples_become_whole_envelopes(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert "examples" not in message_on(platform_document(), "case-closed")
-    monkeypatch.setitem(EVENT_TYPES, "case-closed", CaseClosedWithExamples)
+def test_declared_examples_become_whole_envelopes() -> None:
+    registry = PLATFORM_EVENTS.with_model(CaseClosedWithExamples)
 
-    examples = message_on(platform_document(), "case-closed")["examples"]
+    examples = message_on(platform_document(registry), "case-closed")["examples"]
 
     assert len(examples) == len(CLOSED_EXAMPLES)
     for example, data in zip(examples, CLOSED_EXAMPLES, strict=True):
@@ -351,38 +360,31 @@ def test_declared_examples_become_whole_envelopes(monkeypatch: pytest.MonkeyPatc
             "ce_type": "case-closed",
             "ce_id": envelope["id"],
         }
-        event, closed = decode(json.dumps(envelope).encode(), CaseClosedWithExamples)
+        event, closed = registry.decode(json.dumps(envelope).encode(), CaseClosedWithExamples)
         assert event.source == "/earlyhelp/allocation"
         assert closed.outcome in {CaseOutcome.NEEDS_MET, CaseOutcome.MOVED_AWAY}
     assert len({example["payload"]["id"] for example in examples}) == len(examples)
 
 
-def test_an_invalid_example_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_invalid_example_is_refused() -> None:
     class CaseClosedWithBadExample(CaseClosed):
         """A case ended, with an example that is not one."""
 
         model_config = ConfigDict(json_schema_extra={"examples": [{"case_id": "case-1"}]})
 
-    monkeypatch.setitem(EVENT_TYPES, "case-closed", CaseClosedWithBadExample)
     with pytest.raises(ValueError, match="family_id"):
-        platform_document()
+        platform_document(PLATFORM_EVENTS.with_model(CaseClosedWithBadExample))
 
 
-@pytest.mark.parametrize(
-    "event_type",
-    sorted(
-        event_type
-        for event_type, model in EVENT_TYPES.items()
-        if model.model_json_schema().get("examples")
-    ),
-)
+@pytest.mark.parametrize("event_type", sorted(PLATFORM_EVENTS.types))
 def test_every_real_example_decodes_as_its_event(event_type: str) -> None:
-    model: type[EventData] = EVENT_TYPES[event_type]
+    model: type[EventData] = PLATFORM_EVENTS.model(event_type)
     message = message_on(platform_document(), event_type)
 
+    assert message["examples"], f"{event_type} shows no examples"
     assert len(message["examples"]) == len(model.model_json_schema()["examples"])
     for example in message["examples"]:
-        event, data = decode(json.dumps(example["payload"]).encode(), model)
+        event, data = PLATFORM_EVENTS.decode(json.dumps(example["payload"]).encode(), model)
         assert event.type == event_type
         assert event.subject == data.event_subject()
 
@@ -397,10 +399,10 @@ async def test_service_app_serves_the_document_of_its_own_topics() -> None:
     )
     runtime = build_runtime(settings, produces=("case-allocated", "case-closed"))
 
-    async def ignore(_: object) -> None:
-        return None
+    async def ignore(batch: Sequence[Delivered[ReferralReceived]]) -> int:
+        return 0
 
-    runtime.subscribe("referral-received", ignore)
+    runtime.subscribe(ReferralReceived, ignore)
     app = service_app(runtime, title="Allocation", description="Cases.")
     try:
         transport = httpx.ASGITransport(app=app)

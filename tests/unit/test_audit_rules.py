@@ -47,10 +47,7 @@ from services.audit.domain import (
     draw_audits,
     draw_seed,
     is_auditable,
-    month_end,
-    months_apart,
     overall_grade,
-    shift_month,
     standard_scores,
     still_owed,
     stratum_quotas,
@@ -68,6 +65,7 @@ from shared.events import (
     OfstedGrade,
     StandardScore,
 )
+from shared.months import month_end
 from shared.unit_of_work import ConcurrentUpdate
 
 OUT = OfstedGrade.OUTSTANDING
@@ -389,13 +387,6 @@ def test_an_auditor_owes_their_own_quota_or_the_default_and_nothing_when_inactiv
     assert head("a").owes(1) == 1
     assert replace(head("a"), audits_per_month=3).owes(1) == 3
     assert replace(head("a"), active=False).owes(1) == 0
-
-
-def test_months_shift_across_years() -> None:
-    assert shift_month("2026-11", 2) == "2027-01"
-    assert shift_month("2026-01", -12) == "2025-01"
-    assert month_end("2026-12") == datetime(2027, 1, 1, tzinfo=UTC)
-    assert months_apart("2025-12", "2026-11") == 11
 
 
 # ---------------------------------------------------------------------------------------------

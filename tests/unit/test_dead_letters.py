@@ -6,15 +6,15 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 
-from shared.consumer import DEAD_LETTER_KEEP_BYTES, IncomingMessage, dead_letter_document
+from shared.consumer import DEAD_LETTER_KEEP_BYTES, Record, dead_letter_document
 from shared.events import UndecodableEvent
 
 
 def letter_for(value: bytes) -> dict[str, object]:
-    message = IncomingMessage("t", 0, 7, b"k", value, {})
+    record = Record("t", 0, 7, b"k", value, {})
     return dead_letter_document(
-        message,
-        UndecodableEvent("not JSON"),
+        record,
+        UndecodableEvent("unreadable", "not JSON"),
         attempts=1,
         consumer_group="g",
         failed_at=datetime(2026, 11, 23, tzinfo=UTC),

@@ -10,24 +10,25 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import ValidationError
 
-from shared import events
 from shared.events import (
+    PLATFORM_EVENTS,
     AllocationKind,
     CaseAllocated,
     CaseClosed,
     CaseOutcome,
+    CloudEvent,
     EventData,
+    EventRegistry,
     HeadlineOutcome,
     ReferralReceived,
     ReferralRejected,
     ReferralSubmitted,
     RejectionReason,
     UndecodableEvent,
-    decode,
     envelope,
-    read_data,
     read_envelope,
 )
+from shared.strict_json import Unreadable
 from tests.factories import referral_received
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
@@ -51,7 +52,7 @@ def received(**changes: Any) -> ReferralReceived:
     )
 
 
-def wrap(data: EventData, event_id: str = "evt-1") -> events.CloudEvent[EventData]:
+def wrap(data: EventData, event_id: str = "evt-1") -> CloudEvent[EventData]:
     return envelope(data, event_id=event_id, source=SOURCE, time=NOW, correlation_id="corr-1")
 
 
@@ -135,7 +136,7 @@ def test_to_bytes_then_decode_gives_back_the_original_envelope_and_data() -> Non
     data = received(is_step_down=True, social_care_case_reference="SC-123")
     event = wrap(data)
 
-    decoded_event, decoded = decode(event.to_bytes(), ReferralReceived)
+    decoded_event, decoded = PLATFORM_EVENTS.decode(event.to_bytes(), ReferralReceived)
 
     assert decoded == data
     assert decoded_event.model_dump(exclude={"data"}) == event.model_dump(exclude={"data"})
@@ -155,19 +156,42 @@ def test_to_bytes_writes_every_field_of_the_data() -> None:
 def test_round_trip_keeps_a_submission_intact() -> None:
     submission = ReferralSubmitted.model_validate(submission_document())
 
-    _, decoded = decode(wrap(submission).to_bytes(), ReferralSubmitted)
+    _, decoded = PLATFORM_EVENTS.decode(wrap(submission).to_bytes(), ReferralSubmitted)
 
     assert decoded == submission
 
 
 @pytest.mark.parametrize(
-    "raw",
-    [b"{not json", b"\xff\xfe\x00 not utf-8", b""],
-    ids=["broken-json", "not-utf-8", "empty"],
+    ("raw", "code"),
+    [
+        (b"{not json", "unreadable"),
+        (b"\xff\xfe\x00 not utf-8", "unreadable"),
+        (b"", "unreadable"),
+        (b'{"id": "a", "id": "b"}', "unreadable"),
+        (b'{"id": NaN}', "unreadable"),
+        (b'{"id": ' + b"9" * 5000 + b"}", "unreadable"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+    ],
+    ids=["broken-json", "not-utf-8", "empty", "repeated-key", "nan", "long-number", "deep"],
 )
-def test_decode_refuses_bytes_that_are_not_json(raw: bytes) -> None:
-    with pytest.raises(UndecodableEvent, match=r"^not JSON"):
-        decode(raw, ReferralReceived)
+def test_decode_refuses_bytes_the_strict_reader_refuses_with_its_code(
+    raw: bytes, code: str
+) -> None:
+    with pytest.raises(UndecodableEvent) as caught:
+        PLATFORM_EVENTS.decode(raw, ReferralReceived)
+
+    assert caught.value.code == code
+    assert caught.value.validation is None
+
+
+def test_decode_refuses_a_record_over_the_size_limit_before_reading_it() -> None:
+    raw = wrap(received()).to_bytes()
+
+    with pytest.raises(UndecodableEvent) as caught:
+        PLATFORM_EVENTS.decode(raw, ReferralReceived, max_bytes=len(raw) - 1)
+
+    assert caught.value.code == "too_large"
+    assert PLATFORM_EVENTS.decode(raw, ReferralReceived, max_bytes=len(raw))[1] == received()
 
 
 @pytest.mark.parametrize("missing", ["id", "source"])
@@ -176,14 +200,19 @@ def test_decode_refuses_json_that_is_not_an_envelope(missing: str) -> None:
     del document[missing]
 
     with pytest.raises(UndecodableEvent, match=r"not a CloudEvents 1\.0 envelope") as caught:
-        decode(encode(document), ReferralReceived)
+        PLATFORM_EVENTS.decode(encode(document), ReferralReceived)
 
+    assert caught.value.code == "not_an_envelope"
     assert missing in str(caught.value)
+    assert caught.value.validation is not None
+    assert [error["loc"] for error in caught.value.validation.errors()] == [(missing,)]
 
 
 def test_decode_refuses_a_json_value_that_is_not_an_object() -> None:
-    with pytest.raises(UndecodableEvent, match=r"not a CloudEvents 1\.0 envelope"):
+    with pytest.raises(UndecodableEvent, match=r"not a CloudEvents 1\.0 envelope") as caught:
         read_envelope(b"[1, 2, 3]")
+
+    assert caught.value.code == "not_an_envelope"
 
 
 def test_decode_refuses_an_event_of_another_type_naming_both_types() -> None:
@@ -198,8 +227,9 @@ def test_decode_refuses_an_event_of_another_type_naming_both_types() -> None:
     )
 
     with pytest.raises(UndecodableEvent) as caught:
-        decode(wrap(closed).to_bytes(), ReferralReceived)
+        PLATFORM_EVENTS.decode(wrap(closed).to_bytes(), ReferralReceived)
 
+    assert caught.value.code == "unexpected_event_type"
     assert "'referral-received'" in str(caught.value)
     assert "'case-closed'" in str(caught.value)
 
@@ -207,8 +237,10 @@ def test_decode_refuses_an_event_of_another_type_naming_both_types() -> None:
 def test_decode_refuses_a_schema_version_newer_than_the_model_knows() -> None:
     document = raw_envelope(received(), schemaversion=2)
 
-    with pytest.raises(UndecodableEvent, match="version 2 is newer than 1"):
-        decode(encode(document), ReferralReceived)
+    with pytest.raises(UndecodableEvent, match="version 2 is newer than 1") as caught:
+        PLATFORM_EVENTS.decode(encode(document), ReferralReceived)
+
+    assert caught.value.code == "unsupported_schema_version"
 
 
 def test_decode_refuses_data_invalid_for_the_model_naming_the_field() -> None:
@@ -217,51 +249,51 @@ def test_decode_refuses_data_invalid_for_the_model_naming_the_field() -> None:
     del document["data"]["district"]
 
     with pytest.raises(UndecodableEvent, match="invalid referral-received data") as caught:
-        decode(encode(document), ReferralReceived)
+        PLATFORM_EVENTS.decode(encode(document), ReferralReceived)
 
+    assert caught.value.code == "invalid_data"
     assert "child_count" in str(caught.value)
     assert "district" in str(caught.value)
+    assert caught.value.validation is not None
+    assert {error["loc"] for error in caught.value.validation.errors()} == {
+        ("child_count",),
+        ("district",),
+    }
 
 
 def test_undecodable_event_is_a_value_error_chained_to_its_cause() -> None:
     with pytest.raises(ValueError, match="not JSON") as caught:
-        decode(b"{", ReferralReceived)
+        PLATFORM_EVENTS.decode(b"{", ReferralReceived)
 
     assert isinstance(caught.value, UndecodableEvent)
-    assert isinstance(caught.value.__cause__, json.JSONDecodeError)
+    assert isinstance(caught.value.__cause__, Unreadable)
+    assert isinstance(caught.value.__cause__.__cause__, json.JSONDecodeError)
 
 
-@pytest.mark.parametrize(
-    "raw", [b"[" * 100_000 + b"]" * 100_000, b'{"id": ' + b"9" * 5000 + b"}"], ids=["deep", "long"]
-)
-def test_input_json_cannot_read_is_undecodable_not_a_crash(raw: bytes) -> None:
-    with pytest.raises(UndecodableEvent, match="not readable JSON"):
-        decode(raw, ReferralReceived)
+def test_decode_refuses_an_older_version_without_an_upcaster() -> None:
+    registry = PLATFORM_EVENTS.with_upcasters({})
+
+    with pytest.raises(
+        UndecodableEvent, match="no upcaster for referral-received version 1"
+    ) as caught:
+        registry.decode(wrap(received()).to_bytes(), ReferralReceivedV2)
+
+    assert caught.value.code == "no_upcaster"
 
 
-def test_decode_refuses_an_older_version_without_an_upcaster(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(events, "UPCASTERS", {})
-
-    with pytest.raises(UndecodableEvent, match="no upcaster for referral-received version 1"):
-        decode(wrap(received()).to_bytes(), ReferralReceivedV2)
-
-
-def test_decode_applies_the_upcaster_for_an_older_schema_version(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_decode_applies_the_upcaster_for_an_older_schema_version() -> None:
     seen: list[dict[str, Any]] = []
 
     def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
         seen.append(data)
         return {**data, "referral_channel": "partner-api"}
 
-    upcasters = {**events.UPCASTERS, ("referral-received", 1): v1_to_v2}
-    monkeypatch.setattr(events, "UPCASTERS", upcasters)
+    registry = PLATFORM_EVENTS.with_upcasters(
+        {**PLATFORM_EVENTS.upcasters, ("referral-received", 1): v1_to_v2}
+    )
     original = received()
 
-    event, decoded = decode(wrap(original).to_bytes(), ReferralReceivedV2)
+    event, decoded = registry.decode(wrap(original).to_bytes(), ReferralReceivedV2)
 
     assert isinstance(decoded, ReferralReceivedV2)
     assert decoded.referral_channel == "partner-api"
@@ -272,18 +304,19 @@ def test_decode_applies_the_upcaster_for_an_older_schema_version(
     assert seen[0]["referral_id"] == "ref-1"
 
 
-def test_decode_applies_upcasters_one_version_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    upcasters = {
-        **events.UPCASTERS,
-        ("referral-received", 1): lambda data: {**data, "referral_channel": "api"},
-        ("referral-received", 2): lambda data: {
-            **data,
-            "referral_channel_label": data["referral_channel"].upper(),
-        },
-    }
-    monkeypatch.setattr(events, "UPCASTERS", upcasters)
+def test_decode_applies_upcasters_one_version_at_a_time() -> None:
+    registry = PLATFORM_EVENTS.with_upcasters(
+        {
+            **PLATFORM_EVENTS.upcasters,
+            ("referral-received", 1): lambda data: {**data, "referral_channel": "api"},
+            ("referral-received", 2): lambda data: {
+                **data,
+                "referral_channel_label": data["referral_channel"].upper(),
+            },
+        }
+    )
 
-    _, decoded = decode(wrap(received()).to_bytes(), ReferralReceivedV3)
+    _, decoded = registry.decode(wrap(received()).to_bytes(), ReferralReceivedV3)
 
     assert decoded.referral_channel == "api"
     assert decoded.referral_channel_label == "API"
@@ -320,26 +353,66 @@ def test_a_version_1_case_allocated_is_read_with_the_version_2_kind_names(
         "data": v1_data,
     }
 
-    _, decoded = decode(json.dumps(raw).encode(), CaseAllocated)
+    _, decoded = PLATFORM_EVENTS.decode(json.dumps(raw).encode(), CaseAllocated)
 
     assert decoded.kind is v2_kind
     assert decoded.queue_position is None
     assert decoded.time_to_allocation_seconds is None
 
 
-def test_read_data_leaves_the_envelope_data_unchanged_when_upcasting(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_read_data_leaves_the_envelope_data_unchanged_when_upcasting() -> None:
     def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
         data["referral_channel"] = "api"
         return data
 
-    monkeypatch.setattr(events, "UPCASTERS", {("referral-received", 1): v1_to_v2})
+    registry = PLATFORM_EVENTS.with_upcasters({("referral-received", 1): v1_to_v2})
     event = read_envelope(wrap(received()).to_bytes())
 
-    read_data(event, ReferralReceivedV2)
+    registry.read_data(event, ReferralReceivedV2)
 
     assert "referral_channel" not in event.data
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+
+def test_registry_finds_a_model_by_its_event_type() -> None:
+    assert PLATFORM_EVENTS.model("case-allocated") is CaseAllocated
+
+
+def test_registry_refuses_an_unknown_event_type_as_undecodable() -> None:
+    with pytest.raises(UndecodableEvent, match="weather-report") as caught:
+        PLATFORM_EVENTS.model("weather-report")
+
+    assert caught.value.code == "unexpected_event_type"
+
+
+def test_registry_with_a_model_reads_its_type_with_it_and_leaves_the_original_alone() -> None:
+    registry = PLATFORM_EVENTS.with_model(ReferralReceivedV2)
+
+    assert registry.model("referral-received") is ReferralReceivedV2
+    assert PLATFORM_EVENTS.model("referral-received") is ReferralReceived
+    assert list(registry.types) == list(PLATFORM_EVENTS.types)
+    assert registry.upcasters == PLATFORM_EVENTS.upcasters
+
+
+def test_registry_with_other_upcasters_keeps_its_models_and_leaves_the_original_alone() -> None:
+    registry = PLATFORM_EVENTS.with_upcasters({})
+
+    assert registry.upcasters == {}
+    assert registry.types == PLATFORM_EVENTS.types
+    assert ("case-allocated", 1) in PLATFORM_EVENTS.upcasters
+
+
+def test_registry_cannot_be_changed_in_place() -> None:
+    with pytest.raises(TypeError):
+        PLATFORM_EVENTS.types["case-closed"] = ReferralReceived  # type: ignore[index]
+
+
+def test_registry_refuses_two_models_of_one_event_type() -> None:
+    with pytest.raises(ValueError, match="ReferralReceived and ReferralReceivedV2"):
+        EventRegistry([ReferralReceived, ReferralReceivedV2])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +442,7 @@ def test_decoding_a_submission_with_an_unknown_field_is_undecodable() -> None:
     document["data"]["favourite_colour"] = "blue"
 
     with pytest.raises(UndecodableEvent, match="favourite_colour"):
-        decode(encode(document), ReferralSubmitted)
+        PLATFORM_EVENTS.decode(encode(document), ReferralSubmitted)
 
 
 def test_referral_received_ignores_unknown_fields() -> None:
@@ -385,7 +458,7 @@ def test_decode_of_referral_received_ignores_unknown_fields_and_envelope_extensi
     document = raw_envelope(received(), traceparent="00-abc-def-01")
     document["data"]["added_in_a_later_version"] = {"nested": True}
 
-    event, decoded = decode(encode(document), ReferralReceived)
+    event, decoded = PLATFORM_EVENTS.decode(encode(document), ReferralReceived)
 
     assert decoded == received()
     assert event.id == "evt-1"

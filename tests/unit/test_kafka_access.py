@@ -43,7 +43,7 @@ def test_the_catalogue_lists_exactly_what_each_service_consumes_and_publishes(
     service: str,
 ) -> None:
     runtime = runtime_of(service)
-    assert set(runtime.handlers) == set(consumed_by(service))
+    assert set(runtime.subscriptions) == set(consumed_by(service))
     assert runtime.produces == set(published_by(service))
 
 

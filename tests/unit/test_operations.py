@@ -6,13 +6,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from shared.consumer import Delivered
 from shared.embedded import free_port
+from shared.events import CaseClosed
 from shared.logs import JsonFormatter, TextFormatter, configure_logging, correlated
 from shared.runtime import build_runtime, service_app
 from shared.settings import ServiceSettings, mongodb_uri_for
@@ -30,7 +32,7 @@ def app() -> FastAPI:
         }
     )
     runtime = build_runtime(settings)
-    runtime.subscribe("case-closed", _ignore)
+    runtime.subscribe(CaseClosed, _ignore)
     app = service_app(runtime, title="unreachable", description="nothing to reach")
 
     @app.get("/cases/{case_id}")
@@ -41,8 +43,8 @@ def app() -> FastAPI:
     return app
 
 
-async def _ignore(_: object) -> None:
-    return None
+async def _ignore(batch: Sequence[Delivered[CaseClosed]]) -> int:
+    return 0
 
 
 @pytest.fixture

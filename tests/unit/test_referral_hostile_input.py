@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from services.referral import domain
 from services.referral.handlers import (
-    MAX_NESTING,
     MAX_REASONS,
     MAX_SUBMISSION_BYTES,
     REASON_TEXT_LIMIT,
@@ -26,23 +25,31 @@ from services.referral.handlers import (
     Origin,
     Outcome,
     Rejected,
-    Unreadable,
-    read_json,
     receive_body,
-    receive_message,
+    receive_record,
     receive_submission,
     rejection_id_for,
 )
 from services.referral.ports import Accepted
-from shared.events import ReferralSubmitted
+from shared.consumer import Record, read_record
+from shared.events import PLATFORM_EVENTS, ReferralSubmitted
+from shared.strict_json import MAX_NESTING, Unreadable, read_json
 from tests.unit.test_referral_handlers import InMemoryReferralStore, submission_document
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 POSITION = Origin("kafka:referral-submitted", "0/42", "corr-position")
+"""The identity ``position_of`` gives the record at offset 42 of partition 0."""
 SAMPLE = FrontDoor.sample()
 T = TypeVar("T")
 
 HOSTILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def receive_kafka_record(raw: bytes, store: InMemoryReferralStore) -> Outcome:
+    """A ``referral-submitted`` record read by the consumer's edge, then answered."""
+    record = Record("referral-submitted", 0, 42, None, raw, {})
+    item = read_record(record, ReferralSubmitted, PLATFORM_EVENTS, max_bytes=MAX_SUBMISSION_BYTES)
+    return run(receive_record(item, store=store, now=NOW, front_door=SAMPLE))
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -335,7 +342,7 @@ def test_the_strict_reader_refuses_what_json_loads_would_crash_on_or_guess(
     raw: bytes, code: str
 ) -> None:
     with pytest.raises(Unreadable) as refused:
-        read_json(raw)
+        read_json(raw, max_bytes=MAX_SUBMISSION_BYTES)
 
     assert refused.value.code == code
 
@@ -406,7 +413,7 @@ kafka_records = st.one_of(
 def test_any_kafka_record_is_answered_once(raw: bytes) -> None:
     store = InMemoryReferralStore()
 
-    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
+    outcome = receive_kafka_record(raw, store)
 
     assert_one_answer(store, outcome)
     if isinstance(outcome, Rejected):
@@ -425,7 +432,7 @@ def test_an_oversize_kafka_record_is_rejected_too_large_with_its_head_kept() -> 
     raw = envelope(submission_document(), padding="x" * 1_000_000)
     store = InMemoryReferralStore()
 
-    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
+    outcome = receive_kafka_record(raw, store)
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("", "too_large")]
@@ -449,7 +456,7 @@ def test_a_valid_submission_in_the_wrong_envelope_is_rejected_with_its_bytes(
     raw = envelope(submission_document(), **changes)
     store = InMemoryReferralStore()
 
-    outcome = run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
+    outcome = receive_kafka_record(raw, store)
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("", code)]
@@ -460,7 +467,7 @@ def test_a_valid_submission_in_the_wrong_envelope_is_rejected_with_its_bytes(
 def test_a_good_record_after_hostile_ones_is_accepted() -> None:
     store = InMemoryReferralStore()
     for raw in (b"[" * 100_000, b"\xff", envelope({"route": 1}), envelope(submission_document())):
-        run(receive_message(raw, position=POSITION, store=store, now=NOW, front_door=SAMPLE))
+        receive_kafka_record(raw, store)
 
     assert len(store.received) == 1
     assert store.received[0].submission_id == "np-2026-0001"

@@ -17,7 +17,6 @@ from services.referral.domain import (
     FamilyHistory,
     KnownFamilies,
     Screened,
-    add_months,
     age_on,
     check_rules,
     district_for,
@@ -673,12 +672,6 @@ def test_a_re_referral_is_within_twelve_months_of_the_last_closure_with_no_open_
     history: FamilyHistory | None, expected: bool
 ) -> None:
     assert is_re_referral(history, RECEIVED) is expected
-
-
-def test_add_months_keeps_the_day_or_takes_the_months_last() -> None:
-    assert add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
-    assert add_months(datetime(2024, 2, 29, tzinfo=UTC), 12) == datetime(2025, 2, 28, tzinfo=UTC)
-    assert add_months(datetime(2026, 11, 5, tzinfo=UTC), 14) == datetime(2028, 1, 5, tzinfo=UTC)
 
 
 def test_erasure_derives_the_same_family_keys_as_matching_for_the_same_family() -> None:

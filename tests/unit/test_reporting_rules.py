@@ -19,18 +19,14 @@ from services.reporting.domain import (
     InvalidWeights,
     MonthFacts,
     flatten,
-    month_end,
-    month_of,
     monthly_report,
-    months_ending,
     parse_weights,
     percentile,
-    shift_month,
     split_funding,
 )
 from services.reporting.handlers import Decoded, FundingPolicy
 from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
-from shared.events import EventData, PerformanceSnapshot, ReferralReceived, decode
+from shared.events import PLATFORM_EVENTS, EventData, PerformanceSnapshot, ReferralReceived
 from tests.factories import referral_received
 from tests.support import service_event
 
@@ -47,15 +43,6 @@ def referral(source: str = "2A", decision: str = "early_help", **changes: Any) -
         "co_working": False,
         **changes,
     }
-
-
-def test_months_are_calendar_months_in_utc() -> None:
-    late_evening_bst = datetime(2026, 10, 31, 23, 30, tzinfo=UTC) - timedelta(hours=1)
-    assert month_of(late_evening_bst) == "2026-10"
-    assert shift_month("2026-11", 2) == "2027-01"
-    assert shift_month("2026-01", -1) == "2025-12"
-    assert month_end("2026-12") == datetime(2027, 1, 1, tzinfo=UTC)
-    assert months_ending("2026-02", 3) == ["2025-12", "2026-01", "2026-02"]
 
 
 def test_requests_outcomes_and_rates_are_counted_from_the_month_s_facts() -> None:
@@ -75,33 +62,33 @@ def test_requests_outcomes_and_rates_are_counted_from_the_month_s_facts() -> Non
 
     report = monthly_report(facts)
 
-    assert report["requests"] == {
+    assert report.requests.model_dump() == {
         "total": 5,
         "by_source": {"2A": 3, "3B": 1, "6": 1},
         "by_route": {"gp": 1, "police": 1, "school": 3},
         "schools": 3,
         "schools_share": 0.6,
     }
-    assert report["outcomes"] == {
+    assert report.outcomes.model_dump() == {
         "accepted_for_early_help": 3,
         "stepped_up": 1,
         "signposted": 1,
         "rejected": 2,
         "rejected_by_reason": {"no_consent": 2, "unknown_route": 1},
     }
-    assert report["re_referrals"] == {"count": 1, "rate": 0.2}
-    assert (report["step_downs"], report["co_working"]) == (1, 1)
+    assert report.re_referrals.model_dump() == {"count": 1, "rate": 0.2}
+    assert (report.step_downs, report.co_working) == (1, 1)
 
 
 def test_an_empty_month_has_zeros_and_no_rates_rather_than_false_zeros() -> None:
     report = monthly_report(MonthFacts(month="2026-11", district="eastmere", now=NOW))
 
-    assert report["requests"]["total"] == 0
-    assert report["requests"]["schools_share"] is None
-    assert report["re_referrals"]["rate"] is None
-    assert report["allocations"]["median_hours"] is None
-    assert report["caseload"]["utilisation"] is None
-    assert report["teams"] == []
+    assert report.requests.total == 0
+    assert report.requests.schools_share is None
+    assert report.re_referrals.rate is None
+    assert report.allocations.median_hours is None
+    assert report.caseload.utilisation is None
+    assert report.teams == []
 
 
 def test_allocations_waiting_times_caseload_closures_and_teams() -> None:
@@ -125,15 +112,22 @@ def test_allocations_waiting_times_caseload_closures_and_teams() -> None:
 
     report = monthly_report(facts)
 
-    assert report["allocations"] == {
+    assert report.allocations.model_dump() == {
         "count": 5,
         "median_hours": 3.0,
         "p90_hours": 7.6,
         "queued_at_month_end": 2,
     }
-    assert report["caseload"] == {"open_at_month_end": 3, "capacity": 27, "utilisation": 0.1111}
-    assert report["closures"] == {"total": 3, "by_outcome": {"moved_away": 1, "needs_met": 2}}
-    assert report["teams"] == [
+    assert report.caseload.model_dump() == {
+        "open_at_month_end": 3,
+        "capacity": 27,
+        "utilisation": 0.1111,
+    }
+    assert report.closures.model_dump() == {
+        "total": 3,
+        "by_outcome": {"moved_away": 1, "needs_met": 2},
+    }
+    assert [team.model_dump() for team in report.teams] == [
         {
             "team_id": "nv-a",
             "district": "northvale",
@@ -162,7 +156,12 @@ def test_audits_due_completed_overdue_and_graded() -> None:
 
     report = monthly_report(MonthFacts(month="2026-11", district=None, audits=audits, now=NOW))
 
-    assert report["audits"] == {"due": 4, "completed": 2, "overdue": 1, "grades": {"good": 2}}
+    assert report.audits.model_dump() == {
+        "due": 4,
+        "completed": 2,
+        "overdue": 1,
+        "grades": {"good": 2},
+    }
 
 
 @pytest.mark.parametrize(
@@ -388,11 +387,6 @@ class FakeAppliedEvents:
             await apply(self.uow, fresh)
         return len(fresh)
 
-    async def apply_once(
-        self, event: Any, apply: Callable[[ReportingUnitOfWork], Awaitable[None]]
-    ) -> bool:
-        return await self.apply_new([event], lambda uow, _: apply(uow)) == 1
-
     async def forget_all(self) -> None:
         self.applied.clear()
         self.forgotten += 1
@@ -400,7 +394,8 @@ class FakeAppliedEvents:
 
 def delivered(name: str) -> Decoded:
     data = referral_received(referral_id=f"ref-{name}", received_at=NOW)
-    return decode(service_event(data, service="test", event_id=f"ev-{name}"), ReferralReceived)
+    raw = service_event(data, service="test", event_id=f"ev-{name}")
+    return PLATFORM_EVENTS.decode(raw, ReferralReceived)
 
 
 async def test_only_events_not_applied_before_are_projected_at_the_time_given() -> None:
@@ -408,7 +403,7 @@ async def test_only_events_not_applied_before_are_projected_at_the_time_given() 
     first, second = delivered("a"), delivered("b")
 
     assert await handlers.project_new_events([first, first], applied=applied, now=NOW) == 1
-    assert await handlers.project_new_event(*first, applied=applied, now=NOW) is False
+    assert await handlers.project_new_events([first], applied=applied, now=NOW) == 0
     assert await handlers.project_new_events([first, second], applied=applied, now=NOW) == 1
 
     assert applied.uow.projections.projected == [(first[1], NOW), (second[1], NOW)]
@@ -444,10 +439,10 @@ async def test_a_due_snapshot_is_staged_once_with_its_version_and_the_current_fi
     north, county = (snapshot for snapshot, _, _ in staged)
     assert isinstance(north, PerformanceSnapshot)
     assert isinstance(county, PerformanceSnapshot)
-    assert (north.version, north.generated_at, north.figures["district"]) == (3, NOW, "northvale")
-    assert north.figures["requests"]["total"] == 1
-    assert (county.district, county.figures["district"]) == (ALL_DISTRICTS, None)
-    assert county.figures["requests"]["total"] == 2
+    assert (north.version, north.generated_at, north.figures.district) == (3, NOW, "northvale")
+    assert north.figures.requests.total == 1
+    assert (county.district, county.figures.district) == (ALL_DISTRICTS, None)
+    assert county.figures.requests.total == 2
     # Taken meanwhile (by this replica or another): nothing is staged twice.
     assert await publish() == 0
 

@@ -39,10 +39,8 @@ from services.audit.app.views import (
     draw_view,
 )
 from services.audit.domain import (
-    MONTH_PATTERN,
     Auditor,
     AuditStatus,
-    CaseState,
     Conflict,
     DrawPolicy,
     DrawRecord,
@@ -53,15 +51,15 @@ from services.audit.domain import (
     Refused,
     Submission,
 )
-from services.audit.ports import AuditUnitOfWork
 from services.audit.sample import sample_auditors
 from services.audit.settings import AuditSettings
 from services.audit.store import MongoAuditUnitOfWork, ensure_indexes
 from shared import topics
 from shared.auth import SignedIn, protect
 from shared.clock import utc_now
-from shared.consumer import IncomingMessage
-from shared.events import CaseAllocated, CaseClosed, RawEvent, decode
+from shared.consumer import Delivered
+from shared.events import CaseAllocated, CaseClosed
+from shared.months import MONTH_PATTERN
 from shared.runtime import build_runtime, service_app
 
 log = logging.getLogger(__name__)
@@ -160,48 +158,17 @@ def create_app(
 
     # -- the case population, from case-allocated and case-closed -------------------------
 
-    async def project(
-        changes: Sequence[CaseAllocated | CaseClosed], uow: AuditUnitOfWork
-    ) -> list[dict[str, Any]]:
-        """The cases' new states, as the processed-events record keeps them."""
-        cases = await handlers.project_case_events(changes, uow=uow)
-        return [_effect(case) for case in cases]
+    async def on_case_changes(batch: Sequence[Delivered[CaseAllocated | CaseClosed]]) -> int:
+        """Allocations or closures, once each, with one read, one bulk write and one commit."""
 
-    async def project_one(
-        change: CaseAllocated | CaseClosed, uow: AuditUnitOfWork
-    ) -> dict[str, Any]:
-        [effect] = await project([change], uow)
-        return effect
+        async def project(session: Any, fresh: list[int]) -> None:
+            changes = [batch[index].event for index in fresh]
+            await handlers.project_case_events(changes, uow=units(session=session))
 
-    async def on_case_allocated(message: IncomingMessage) -> None:
-        event, allocation = decode(message.value, CaseAllocated)
-        await runtime.processed.process_once(
-            event, lambda session: project_one(allocation, units(session=session))
-        )
+        return await runtime.processed.process_many([item.envelope for item in batch], project)
 
-    async def on_case_closed(message: IncomingMessage) -> None:
-        event, closure = decode(message.value, CaseClosed)
-        await runtime.processed.process_once(
-            event, lambda session: project_one(closure, units(session=session))
-        )
-
-    def change_of(message: IncomingMessage) -> tuple[RawEvent, CaseAllocated | CaseClosed]:
-        if message.topic == runtime.topic(topics.CASE_ALLOCATED):
-            return decode(message.value, CaseAllocated)
-        return decode(message.value, CaseClosed)
-
-    async def project_many(messages: list[IncomingMessage]) -> int:
-        """Many allocations or closures with one read, one bulk write and one commit."""
-        changes = [change_of(message) for message in messages]
-        return await runtime.processed.process_many(
-            [event for event, _ in changes],
-            lambda session, fresh: project(
-                [changes[index][1] for index in fresh], units(session=session)
-            ),
-        )
-
-    runtime.subscribe(topics.CASE_ALLOCATED, on_case_allocated, many=project_many)
-    runtime.subscribe(topics.CASE_CLOSED, on_case_closed, many=project_many)
+    runtime.subscribe(CaseAllocated, on_case_changes)
+    runtime.subscribe(CaseClosed, on_case_changes)
 
     # -- the monthly draw ------------------------------------------------------------------
 
@@ -414,10 +381,6 @@ def create_app(
         return audit_view(completed)
 
     return app
-
-
-def _effect(case: CaseState) -> dict[str, Any]:
-    return {"case_id": case.case_id, "status": case.status}
 
 
 def _refusal(status: int, problems: list[Problem]) -> JSONResponse:

@@ -9,7 +9,6 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from services.audit.domain import (
-    MONTH_PATTERN,
     AuditAsOf,
     Auditor,
     AuditorRole,
@@ -18,6 +17,7 @@ from services.audit.domain import (
 )
 from services.audit.handlers import MonthCompliance
 from shared.events import LevelOfNeed, OfstedGrade
+from shared.months import MONTH_PATTERN
 
 AUDITOR_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 

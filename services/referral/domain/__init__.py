@@ -6,7 +6,6 @@ council's postcode table is an argument: the sample county's is in ``sample.py``
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import re
 import unicodedata
@@ -24,6 +23,7 @@ from shared.events import (
     RejectionReason,
     ScreeningDecision,
 )
+from shared.months import add_months
 
 # ---------------------------------------------------------------------------------------------
 # What a use case can refuse with; ``app.py`` gives each its HTTP status
@@ -220,14 +220,19 @@ def parse_submission(document: Any) -> ReferralSubmitted | list[RejectionReason]
     try:
         return ReferralSubmitted.model_validate(document)
     except ValidationError as error:
-        return [
-            RejectionReason(
-                field=".".join(str(part) for part in item["loc"]),
-                code=item["type"],
-                message=item["msg"],
-            )
-            for item in error.errors()
-        ]
+        return reasons_of(error)
+
+
+def reasons_of(error: ValidationError) -> list[RejectionReason]:
+    """One reason per schema problem, with the field's dotted path."""
+    return [
+        RejectionReason(
+            field=".".join(str(part) for part in item["loc"]),
+            code=item["type"],
+            message=item["msg"],
+        )
+        for item in error.errors()
+    ]
 
 
 def check_rules(
@@ -491,14 +496,6 @@ def is_re_referral(history: FamilyHistory | None, received_at: datetime) -> bool
     if history is None or history.open_cases or history.last_closed_at is None:
         return False
     return history.last_closed_at <= received_at < add_months(history.last_closed_at, 12)
-
-
-def add_months(moment: datetime, months: int) -> datetime:
-    """The same day ``months`` later, or the month's last day when it has fewer days."""
-    month_index = moment.month - 1 + months
-    year, month = moment.year + month_index // 12, month_index % 12 + 1
-    last_day = calendar.monthrange(year, month)[1]
-    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
 
 
 def normalise_name(name: str) -> str:

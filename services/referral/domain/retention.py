@@ -8,16 +8,16 @@ then erases with ``POST /families/{id}/erasure``.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from shared.months import add_months
+
 
 def years_before(moment: datetime, years: int) -> datetime:
-    year = moment.year - years
-    day = min(moment.day, calendar.monthrange(year, moment.month)[1])
-    return moment.replace(year=year, day=day)
+    """The same day ``years`` earlier, or the month's last day (29 February's 28th)."""
+    return add_months(moment, -12 * years)
 
 
 def due_for_review(family: Mapping[str, Any], now: datetime, years: int) -> bool:

@@ -10,7 +10,7 @@ import base64
 import functools
 import hashlib
 import json
-import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,15 +19,16 @@ from typing import Any
 from services.referral import domain, sample
 from services.referral.directory import DirectoryService, find_services
 from services.referral.ports import Accepted, Decided, Lookups, ReferralBatches, ReferralStore
+from shared.consumer import Delivered, Record, Refused
 from shared.events import (
+    RawEvent,
     ReferralReceived,
     ReferralRejected,
     ReferralSubmitted,
     RejectionReason,
     ScreeningDecision,
-    UndecodableEvent,
-    read_envelope,
 )
+from shared.strict_json import Unreadable, read_json
 
 MAX_SIGNPOSTS = 5
 """Services offered to a signposted family: enough to choose from, few enough to read."""
@@ -38,10 +39,6 @@ STORED_SUBMISSION_LIMIT = 4_000_000
 
 MAX_SUBMISSION_BYTES = 256 * 1024
 """A submission is a few kilobytes; a quarter of a megabyte leaves room for long notes."""
-
-MAX_NESTING = 64
-"""Deepest JSON nesting read. A submission nests four levels; Python's parser fails near
-1000, so anything deeper is refused before it can exhaust the stack."""
 
 MAX_REASONS = 50
 REASON_TEXT_LIMIT = 1000
@@ -104,6 +101,22 @@ async def receive_submission(
     parsed = domain.parse_submission(document)
     if isinstance(parsed, list):
         return await _reject(document, parsed, origin=origin, store=store, now=now)
+    return await receive_parsed(
+        parsed, document, origin=origin, store=store, now=now, front_door=front_door
+    )
+
+
+async def receive_parsed(
+    parsed: ReferralSubmitted,
+    document: Any,
+    *,
+    origin: Origin,
+    store: ReferralStore,
+    now: datetime,
+    front_door: FrontDoor,
+) -> Outcome:
+    """A submission that has its schema's shape: screened, matched and recorded, or
+    rejected with ``document`` (the submission as sent) kept."""
     existing = await store.find_accepted(parsed.partner_id, parsed.submission_id)
     if existing is not None:
         return existing
@@ -223,90 +236,6 @@ async def receive_unreadable(
     )
 
 
-class Unreadable(ValueError):
-    """Bytes the front door will not read as JSON, with the reason code to answer with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def read_json(raw: bytes, *, max_bytes: int = MAX_SUBMISSION_BYTES) -> Any:
-    """Strict JSON from untrusted bytes, or ``Unreadable`` saying why not.
-
-    Stricter than ``json.loads``: UTF-8 only; no NaN or Infinity; no key twice in an object
-    (which value would a person have meant?); no lone surrogate escapes (they cannot be
-    stored or hashed); at most ``MAX_NESTING`` levels; and nothing over ``max_bytes``.
-    """
-    if len(raw) > max_bytes:
-        raise Unreadable(
-            "too_large", f"{len(raw)} bytes is over the limit of {max_bytes} bytes a submission"
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Unreadable("unreadable", f"not UTF-8: {error}") from error
-    try:
-        document = json.loads(
-            text,
-            object_pairs_hook=_object_without_repeats,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-        )
-    except RecursionError as error:
-        raise Unreadable("too_deep", f"nested deeper than {MAX_NESTING} levels") from error
-    except Unreadable:
-        raise
-    except ValueError as error:  # JSONDecodeError, and ints over Python's 4300 digits
-        raise Unreadable("unreadable", f"not JSON: {error}") from error
-    _check_shape(document)
-    return document
-
-
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise Unreadable("unreadable", f"not JSON we accept: key {key[:100]!r} repeated")
-            seen.add(key)
-    return document
-
-
-def _refuse_constant(name: str) -> Any:
-    raise Unreadable("unreadable", f"not JSON: {name} is not a JSON number")
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if value in (float("inf"), float("-inf")):
-        raise Unreadable("unreadable", f"not JSON we accept: {literal[:40]} is out of range")
-    return value
-
-
-def _check_shape(document: Any) -> None:
-    """Depth and lone surrogates, walked without recursion."""
-    pending: list[tuple[Any, int]] = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, str):
-            strings: list[str] = [value]
-        elif isinstance(value, dict | list):
-            if depth > MAX_NESTING:
-                raise Unreadable("too_deep", f"nested deeper than {MAX_NESTING} levels")
-            items = value.values() if isinstance(value, dict) else value
-            pending.extend((item, depth + 1) for item in items)
-            strings = list(value) if isinstance(value, dict) else []
-        else:
-            continue
-        if any(_LONE_SURROGATE.search(text) for text in strings):
-            raise Unreadable("unreadable", "not JSON we accept: a string holds a lone surrogate")
-
-
 async def receive_body(
     raw: bytes,
     *,
@@ -334,29 +263,41 @@ async def receive_body(
     )
 
 
-def lookups_of(raw: bytes, *, max_bytes: int = MAX_SUBMISSION_BYTES) -> Lookups | None:
-    """The look-ups ``receive_message`` will make for these bytes, when they hold a valid
-    submission (None otherwise): so a batch can make them all at once beforehand."""
-    try:
-        read_json(raw, max_bytes=max_bytes)
-        event = read_envelope(raw)
-    except (Unreadable, UndecodableEvent):
-        return None
-    if event.type != ReferralSubmitted.event_type:
-        return None
-    parsed = domain.parse_submission(event.data)
-    if isinstance(parsed, list):
-        return None
+def lookups_for(submission: ReferralSubmitted) -> Lookups:
+    """The look-ups answering ``submission`` will make, so a batch can make them all at
+    once beforehand."""
     return Lookups(
-        referral_id=domain.referral_id_for(parsed.partner_id, parsed.submission_id),
-        family_keys=domain.family_keys(parsed),
+        referral_id=domain.referral_id_for(submission.partner_id, submission.submission_id),
+        family_keys=domain.family_keys(submission),
     )
 
 
-async def receive_message(
-    raw: bytes,
+UNREADABLE_CODES = frozenset({"too_large", "too_deep", "unreadable"})
+"""The strict reader's reasons, answered as they are; any other envelope problem is
+``unreadable``."""
+
+
+SubmittedRecord = Delivered[ReferralSubmitted] | Refused
+"""A ``referral-submitted`` record as the consumer's edge read it."""
+
+
+def position_of(record: Record) -> Origin:
+    """Where a record sits in the log: the identity of bytes too broken to have their own,
+    so a redelivery gives the same rejection."""
+    return Origin(
+        source=f"kafka:{record.topic}",
+        event_id=f"{record.partition}/{record.offset}",
+        correlation_id=str(uuid.uuid4()),
+    )
+
+
+def _origin_of(event: RawEvent) -> Origin:
+    return Origin(source=event.source, event_id=event.id, correlation_id=event.correlationid)
+
+
+async def receive_record(
+    item: SubmittedRecord,
     *,
-    position: Origin,
     store: ReferralStore,
     now: datetime,
     front_door: FrontDoor,
@@ -364,45 +305,37 @@ async def receive_message(
 ) -> Outcome:
     """A ``referral-submitted`` record: whatever its bytes, exactly one answer.
 
-    Bytes that are not a readable CloudEvent are answered as from ``position`` (the record's
-    place in the log, so a redelivery gives the same rejection); an envelope of another type
-    or a newer schema is refused as from the envelope's own source and id, with its bytes.
+    Bytes that are not a readable CloudEvent are answered as from their position in the log;
+    an envelope whose data is not a valid submission is rejected with a reason per problem
+    and its data kept; an envelope of another type or a newer schema is refused as from the
+    envelope's own source and id, with its bytes.
     """
-    try:
-        read_json(raw, max_bytes=max_bytes)
-        event = read_envelope(raw)
-    except (Unreadable, UndecodableEvent) as problem:
-        code = problem.code if isinstance(problem, Unreadable) else "unreadable"
+    if isinstance(item, Delivered):
+        return await receive_parsed(
+            item.event,
+            item.envelope.data,
+            origin=_origin_of(item.envelope),
+            store=store,
+            now=now,
+            front_door=front_door,
+        )
+    error = item.error
+    if item.envelope is None:
         return await receive_unreadable(
-            raw,
-            str(problem),
-            code=code,
+            item.record.value,
+            str(error),
+            code=error.code if error.code in UNREADABLE_CODES else "unreadable",
             keep_bytes=max_bytes,
-            origin=position,
+            origin=position_of(item.record),
             store=store,
             now=now,
         )
-    origin = Origin(source=event.source, event_id=event.id, correlation_id=event.correlationid)
-    misaddressed: tuple[str, str] | None = None
-    if event.type != ReferralSubmitted.event_type:
-        misaddressed = (
-            "unexpected_event_type",
-            f"type {event.type[:100]!r} on the referral-submitted topic; expected"
-            f" {ReferralSubmitted.event_type!r}",
-        )
-    elif event.schemaversion != ReferralSubmitted.schema_version:
-        misaddressed = (
-            "unsupported_schema_version",
-            f"schema version {event.schemaversion} of referral-submitted; this front door"
-            f" reads version {ReferralSubmitted.schema_version}",
-        )
-    if misaddressed is not None:
-        code, message = misaddressed
-        return await receive_unreadable(
-            raw, message, code=code, origin=origin, store=store, now=now
-        )
-    return await receive_submission(
-        event.data, origin=origin, store=store, now=now, front_door=front_door
+    origin = _origin_of(item.envelope)
+    if error.validation is not None:
+        reasons = domain.reasons_of(error.validation)
+        return await _reject(item.envelope.data, reasons, origin=origin, store=store, now=now)
+    return await receive_unreadable(
+        item.record.value, str(error), code=error.code, origin=origin, store=store, now=now
     )
 
 
@@ -466,30 +399,25 @@ def _storable(document: Any) -> dict[str, Any]:
     }
 
 
-async def receive_messages(
-    messages: Sequence[tuple[bytes, Origin]],
+async def receive_records(
+    items: Sequence[SubmittedRecord],
     *,
     store: ReferralBatches,
     now: datetime,
     front_door: FrontDoor,
     max_bytes: int = MAX_SUBMISSION_BYTES,
 ) -> int:
-    """A poll's ``referral-submitted`` records (bytes and position) in one transaction: a
-    few reads each, a few writes in all. The new answers, duplicates not counted."""
-    lookups = [lookups_of(raw, max_bytes=max_bytes) for raw, _ in messages]
+    """A poll's ``referral-submitted`` records in one transaction: a few reads each, a few
+    writes in all. The new answers, duplicates not counted."""
+    lookups = [lookups_for(item.event) for item in items if isinstance(item, Delivered)]
 
     async def receive_all(batch: ReferralStore) -> int:
         fresh = 0
-        for raw, position in messages:
-            outcome = await receive_message(
-                raw,
-                position=position,
-                store=batch,
-                now=now,
-                front_door=front_door,
-                max_bytes=max_bytes,
+        for item in items:
+            outcome = await receive_record(
+                item, store=batch, now=now, front_door=front_door, max_bytes=max_bytes
             )
             fresh += not (isinstance(outcome, Accepted) and outcome.duplicate)
         return fresh
 
-    return await store.in_batch([found for found in lookups if found is not None], receive_all)
+    return await store.in_batch(lookups, receive_all)
