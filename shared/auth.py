@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.clock import utc_now
 from shared.mongo import Database
+from shared.problems import document_problems, problem
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -362,8 +363,6 @@ class AccessControl:
         reason: str,
         principal: Principal | None,
     ) -> None:
-        from fastapi.responses import JSONResponse
-
         await self._refusals.record(
             method=request.method,
             path=request.url.path,
@@ -373,8 +372,7 @@ class AccessControl:
             client=request.client.host if request.client else None,
         )
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        response = JSONResponse({"detail": reason}, status_code=status, headers=headers)
-        await response(scope, receive, send)
+        await problem(status, reason, headers=headers)(scope, receive, send)
 
 
 def current_principal(request: Request) -> Principal:
@@ -411,6 +409,12 @@ def protect(
         }
         return await refusals.recent(limit, **filters)
 
+    def refusable(method: str, path: str) -> set[int]:
+        """401 and 403 wherever a caller can be refused: every route but the open ones."""
+        rule = OPEN if path in OPEN_PATHS else policy.get((method, path), ADMIN_ONLY)
+        return set() if rule.open else {401, 403}
+
+    document_problems(app, refusable)
     app.add_middleware(
         AccessControl,
         service=app,

@@ -45,6 +45,7 @@ from shared.logs import correlated
 from shared.metrics import Metrics
 from shared.mongo import Database, MongoClient, create_mongo_client
 from shared.outbox import Outbox, OutboxRelay
+from shared.problems import document_problems, install_problem_handlers
 from shared.settings import ServiceSettings
 from shared.strict_json import MAX_RECORD_BYTES
 from shared.topics import dead_letter_topic, topic_name
@@ -292,6 +293,8 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     app = FastAPI(title=title, description=description, lifespan=lifespan)
     app.state.runtime = runtime
+    install_problem_handlers(app)
+    document_problems(app)
     app.add_middleware(ObservedRequests, metrics=runtime.metrics)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers (no I/O)")

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.allocation import handlers
@@ -43,6 +42,7 @@ from shared.events import (
     LevelOfNeed,
     ReferralReceived,
 )
+from shared.problems import answer_with
 from shared.runtime import Runtime, build_runtime, service_app
 from shared.unit_of_work import ConcurrentUpdate, retrying
 
@@ -253,23 +253,11 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     )
     protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
 
-    async def not_found(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=404)
-
-    async def conflict(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=409)
-
-    async def overtaken(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"busy: others changed the same records; try again ({error})"[:300]},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-
-    app.add_exception_handler(NotFound, not_found)
-    app.add_exception_handler(ConcurrentUpdate, overtaken)
-    app.add_exception_handler(AlreadyExists, conflict)
-    app.add_exception_handler(CaseNotOpen, conflict)
+    app.add_exception_handler(NotFound, answer_with(404))
+    app.add_exception_handler(AlreadyExists, answer_with(409))
+    app.add_exception_handler(CaseNotOpen, answer_with(409))
+    # Overtaken by other replicas after every retry: busy, not broken.
+    app.add_exception_handler(ConcurrentUpdate, answer_with(503, headers={"Retry-After": "1"}))
 
     # -----------------------------------------------------------------------------------------
     # Teams and workers

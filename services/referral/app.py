@@ -52,14 +52,16 @@ from shared.events import (
     CaseClosed,
     HeadlineOutcome,
     ReferralSubmitted,
-    RejectionReason,
 )
+from shared.problems import FieldProblem, ProblemResponse, answer_with, problem
 from shared.runtime import Runtime, build_runtime, service_app
 from shared.strict_json import MAX_NESTING, Unreadable, read_json
 
 log = logging.getLogger(__name__)
 
 HTTP_SOURCE = "/earlyhelp/referral/http"
+REJECTED_TYPE = "/problems/referral-rejected"
+"""The problem type of a rejected referral: stored, and answered on Kafka too."""
 KEY_HEADER = "x-partner-key"
 
 
@@ -86,21 +88,6 @@ class ReferralAnswer(BaseModel):
         description="Local services offered, for a signpost decision."
     )
     duplicate: bool = Field(description="This submission was accepted before.")
-
-
-class RejectionAnswer(BaseModel):
-    """Why a request cannot be accepted: one reason per problem found."""
-
-    status: str = Field(description="Always rejected.", examples=["rejected"])
-    rejection_id: str = Field(description="The stored rejection's id.")
-    reasons: list[RejectionReason] = Field(description="One per problem: field, code, message.")
-
-
-class RefusalAnswer(BaseModel):
-    """A request refused unread (too large, or not JSON): nothing was stored."""
-
-    status: str = Field(description="Always refused.", examples=["refused"])
-    reasons: list[RejectionReason] = Field(description="Why: field, code, message.")
 
 
 class RouteEntry(BaseModel):
@@ -267,7 +254,7 @@ def create_app(
         f"nested at most {MAX_NESTING} levels.",
     )
     for error, status_code in ERROR_STATUS.items():
-        app.add_exception_handler(error, _status_of(status_code))
+        app.add_exception_handler(error, answer_with(status_code))
 
     refusals = protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
 
@@ -366,10 +353,14 @@ def create_app(
                 status_code=202,
                 headers={"location": f"/referrals/{outcome.referral_id}"},
             )
-        rejected = RejectionAnswer(
-            status="rejected", rejection_id=outcome.rejection_id, reasons=outcome.reasons
+        return problem(
+            422,
+            f"the referral is rejected, stored as {outcome.rejection_id}: see problems",
+            title="Referral rejected",
+            type=REJECTED_TYPE,
+            problems=[FieldProblem(**reason.model_dump()) for reason in outcome.reasons],
+            rejection_id=outcome.rejection_id,
         )
-        return JSONResponse(rejected.model_dump(mode="json"), status_code=422)
 
     @app.post(
         "/referrals",
@@ -386,9 +377,12 @@ def create_app(
         "rejected as unreadable.",
         responses={
             202: {"model": ReferralAnswer, "description": "Accepted (or accepted before)"},
-            413: {"model": RefusalAnswer, "description": f"Over {limit} bytes, refused unread"},
-            415: {"model": RefusalAnswer, "description": "Not application/json, refused unread"},
-            422: {"model": RejectionAnswer, "description": "Rejected, one reason per problem"},
+            413: {"description": f"Over {limit} bytes, refused unread"},
+            415: {"description": "Not application/json, refused unread"},
+            422: {
+                "description": "Rejected and stored, one problem per reason, with the"
+                " rejection's id as `rejection_id`"
+            },
         },
         openapi_extra={
             "requestBody": {
@@ -533,11 +527,11 @@ async def _body_within(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def _refusal(status_code: int, code: str, message: str) -> JSONResponse:
-    refused = RefusalAnswer(
-        status="refused", reasons=[RejectionReason(field="", code=code, message=message)]
+def _refusal(status_code: int, code: str, message: str) -> ProblemResponse:
+    """A submission refused unread: nothing was stored."""
+    return problem(
+        status_code, message, problems=[FieldProblem(field="", code=code, message=message)]
     )
-    return JSONResponse(refused.model_dump(mode="json"), status_code=status_code)
 
 
 def _front_door(settings: ReferralSettings) -> FrontDoor:
@@ -596,13 +590,6 @@ def _check_reference_data(
     checks["postcode_districts"] = postcode_districts
     checks["directory"] = directory
     on_start.append(warn)
-
-
-def _status_of(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def answer(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=status_code)
-
-    return answer
 
 
 async def _record_refusal(

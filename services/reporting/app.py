@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query, Response
 from pydantic import BaseModel
 
 from services.reporting import domain, handlers
@@ -34,6 +33,7 @@ from shared.auth import protect
 from shared.consumer import Delivered
 from shared.events import EventData, MonthlyReport
 from shared.months import Month
+from shared.problems import answer_with
 from shared.runtime import build_runtime, service_app
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     )
     add_dashboard(app)
 
-    @app.exception_handler(domain.InvalidWeights)
-    async def invalid_weights(_: Request, error: domain.InvalidWeights) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+    app.add_exception_handler(domain.InvalidWeights, answer_with(422))
 
     @app.get("/reports/months", tags=["reports"], summary="Months that have figures")
     async def months() -> list[str]:

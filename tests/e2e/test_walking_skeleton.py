@@ -117,7 +117,7 @@ async def test_a_request_flows_from_the_front_door_to_the_monthly_figures(
 
         invalid = await post(submission("h-2", route="carrier-pigeon", consent={"given": False}))
         assert invalid.status_code == 422
-        codes = {reason["code"] for reason in invalid.json()["reasons"]}
+        codes = {reason["code"] for reason in invalid.json()["problems"]}
         assert codes == {"unknown_route", "no_consent"}
 
         # A partner system publishes the same kind of request on Kafka.

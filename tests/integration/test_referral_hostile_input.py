@@ -190,13 +190,13 @@ async def test_every_hostile_body_gets_a_4xx_with_reasons(
         assert "partner" in answer["detail"] or "route" in answer["detail"], answer
         await still_serves(front_door)
         return
-    assert answer["reasons"], answer
-    assert all(reason["code"] and reason["message"] for reason in answer["reasons"])
+    assert answer["problems"], answer
+    assert all(reason["code"] and reason["message"] for reason in answer["problems"])
     if content_type in WRONG_TYPES:
         assert response.status_code == 415
     elif len(content) > MAX_SUBMISSION_BYTES:
         assert response.status_code == 413
-        assert answer["reasons"][0]["code"] == "too_large"
+        assert answer["problems"][0]["code"] == "too_large"
     else:
         assert response.status_code == 422
         stored = await front_door.http.get(f"/rejections/{answer['rejection_id']}")
@@ -220,7 +220,7 @@ async def test_an_endless_body_is_refused_without_being_read_to_the_end(
     )
 
     assert response.status_code == 413
-    assert response.json()["reasons"][0]["code"] == "too_large"
+    assert response.json()["problems"][0]["code"] == "too_large"
     assert pulled <= MAX_SUBMISSION_BYTES // 65_536 + 2
     await still_serves(front_door)
 

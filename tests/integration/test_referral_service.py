@@ -216,7 +216,7 @@ async def test_an_unknown_route_is_rejected_with_the_list_of_valid_routes(
     response = await front_door.post(request(route="carrier_pigeon"))
 
     assert response.status_code == 422
-    [reason] = response.json()["reasons"]
+    [reason] = response.json()["problems"]
     assert (reason["field"], reason["code"]) == ("route", "unknown_route")
     assert all(route.id in reason["message"] for route in ROUTE_CATALOGUE)
 
@@ -310,9 +310,11 @@ async def test_each_rejection_reason_is_answered_stored_and_published(
     for name, document, expected in REJECTIONS:
         response = await front_door.post(document)
         assert response.status_code == 422, name
+        assert response.headers["content-type"] == "application/problem+json", name
         answer = response.json()
-        assert {(r["field"], r["code"]) for r in answer["reasons"]} == expected, name
-        assert all(reason["message"] for reason in answer["reasons"]), name
+        assert (answer["type"], answer["status"]) == ("/problems/referral-rejected", 422), name
+        assert {(r["field"], r["code"]) for r in answer["problems"]} == expected, name
+        assert all(reason["message"] for reason in answer["problems"]), name
         answers[answer["rejection_id"]] = (name, document)
 
     def published(events: list[ReferralRejected]) -> dict[str, ReferralRejected]:
@@ -344,7 +346,7 @@ async def test_a_body_that_is_not_json_gets_a_422_and_is_kept(front_door: FrontD
 
     assert response.status_code == 422
     answer = response.json()
-    assert [reason["code"] for reason in answer["reasons"]] == ["unreadable"]
+    assert [reason["code"] for reason in answer["problems"]] == ["unreadable"]
     stored = (await front_door.http.get(f"/rejections/{answer['rejection_id']}")).json()
     assert base64.b64decode(stored["raw_base64"]) == b"\xff{partner_id: oops"
 

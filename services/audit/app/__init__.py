@@ -17,9 +17,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from services.audit import domain, handlers
 from services.audit.access import POLICY
@@ -60,6 +58,7 @@ from shared.clock import utc_now
 from shared.consumer import Delivered
 from shared.events import CaseAllocated, CaseClosed
 from shared.months import MONTH_PATTERN
+from shared.problems import FieldProblem, ProblemResponse, problem
 from shared.runtime import build_runtime, service_app
 
 log = logging.getLogger(__name__)
@@ -67,23 +66,8 @@ log = logging.getLogger(__name__)
 __all__ = ["create_app"]
 
 
-# The refusal bodies are defined here rather than in views: another RefusalView exists, so
-# the OpenAPI document names this one by its module's path, and partners build against it.
-class ProblemView(BaseModel):
-    field: str = Field(description="Dotted path of the offending field, e.g. scores.plan_quality.")
-    code: str = Field(description="Machine-readable reason, e.g. unknown_standard.")
-    message: str = Field(description="What is wrong, for a person.")
-
-
-class RefusalView(BaseModel):
-    """Why a request was refused: nothing was changed."""
-
-    detail: str = Field(description="A one-line summary.")
-    problems: list[ProblemView] = Field(description="One entry per problem found.")
-
-
 REFUSALS: dict[int | str, dict[str, Any]] = {
-    status: {"model": RefusalView, "description": meaning}
+    status: {"description": meaning}
     for status, meaning in (
         (403, "Not the assigned auditor"),
         (404, "Unknown audit or auditor"),
@@ -91,12 +75,15 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
         (422, "Invalid request, one problem per field"),
     )
 }
+"""The refusals an audit operation may answer, each a problem with one entry per reason."""
 
 
-def refusal(problems: list[Problem]) -> RefusalView:
-    return RefusalView(
-        detail="; ".join(f"{p.field}: {p.message}" for p in problems),
-        problems=[ProblemView(field=p.field, code=p.code, message=p.message) for p in problems],
+def refusal(status: int, problems: list[Problem]) -> ProblemResponse:
+    """The rules' refusal as a problem, with every reason found."""
+    return problem(
+        status,
+        "; ".join(f"{p.field}: {p.message}" for p in problems),
+        problems=[FieldProblem(field=p.field, code=p.code, message=p.message) for p in problems],
     )
 
 
@@ -197,20 +184,8 @@ def create_app(
     protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
 
     @app.exception_handler(Refused)
-    async def refused(_: Request, error: Refused) -> JSONResponse:
-        return _refusal(refusal_status(error), error.problems)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [
-            Problem(
-                ".".join(str(part) for part in item["loc"][1:]) or str(item["loc"][0]),
-                str(item["type"]),
-                str(item["msg"]),
-            )
-            for item in error.errors()
-        ]
-        return _refusal(422, problems)
+    async def refused(_: Request, error: Refused) -> ProblemResponse:
+        return refusal(refusal_status(error), error.problems)
 
     def shown(auditor: Auditor) -> AuditorView:
         return auditor_view(auditor, default_per_month=settings.audits_per_month)
@@ -381,10 +356,6 @@ def create_app(
         return audit_view(completed)
 
     return app
-
-
-def _refusal(status: int, problems: list[Problem]) -> JSONResponse:
-    return JSONResponse(refusal(problems).model_dump(mode="json"), status_code=status)
 
 
 def _fresh_seed() -> int:

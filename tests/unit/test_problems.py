@@ -1,0 +1,134 @@
+"""One error shape: every error a service answers is an RFC 9457 problem, and its OpenAPI
+document says so for each status an operation can answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel
+
+from shared.problems import (
+    PROBLEM_JSON,
+    PROBLEM_REF,
+    answer_with,
+    document_problems,
+    install_problem_handlers,
+)
+
+
+class Busy(Exception):
+    pass
+
+
+class Draw(BaseModel):
+    month: str
+    count: int
+
+
+def problem_app() -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+    document_problems(app, lambda method, path: {401} if path == "/draws" else set())
+    app.add_exception_handler(Busy, answer_with(503, headers={"Retry-After": "1"}))
+
+    @app.post("/draws", responses={409: {"description": "Drawn already"}})
+    async def draw(request: Draw) -> dict[str, str]:
+        if request.count == 0:
+            raise HTTPException(409, "drawn already", headers={"X-Drawn": request.month})
+        if request.count == 1:
+            raise Busy("others drew at the same time")
+        raise RuntimeError("a bug")
+
+    @app.get("/months")
+    async def months(limit: Annotated[int, Query(ge=1)] = 1) -> list[str]:
+        return ["2026-11"][:limit]
+
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=problem_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://problems") as client:
+        yield client
+
+
+async def test_an_invalid_request_names_each_field_with_its_code(client: httpx.AsyncClient) -> None:
+    response = await client.post("/draws", json={"month": 7})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body = response.json()
+    assert (body["type"], body["title"], body["status"]) == (
+        "about:blank",
+        "Unprocessable Entity",
+        422,
+    )
+    assert {(item["field"], item["code"]) for item in body["problems"]} == {
+        ("month", "string_type"),
+        ("count", "missing"),
+    }
+
+
+async def test_an_http_exception_keeps_its_status_detail_and_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/draws", json={"month": "2026-11", "count": 0})
+
+    assert (response.status_code, response.headers["x-drawn"]) == (409, "2026-11")
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "drawn already",
+        "problems": [],
+    }
+
+
+async def test_a_domain_error_is_answered_with_its_status_and_message(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/draws", json={"month": "2026-11", "count": 1})
+
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    assert response.json()["detail"] == "others drew at the same time"
+
+
+async def test_an_unexpected_error_is_a_problem_that_tells_nothing_of_the_code(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/draws", json={"month": "2026-11", "count": 2})
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert "a bug" not in response.text
+
+
+async def test_an_unknown_route_and_a_wrong_method_are_problems_and_405_says_what_is_allowed(
+    client: httpx.AsyncClient,
+) -> None:
+    missing = await client.get("/nowhere")
+    wrong = await client.delete("/months")
+
+    assert (missing.status_code, missing.json()["title"]) == (404, "Not Found")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET")
+    assert wrong.headers["content-type"] == PROBLEM_JSON
+
+
+def test_the_document_gives_each_problem_status_in_problem_json() -> None:
+    document = problem_app().openapi()
+
+    draws = document["paths"]["/draws"]["post"]["responses"]
+    months = document["paths"]["/months"]["get"]["responses"]
+    assert sorted(draws) == ["200", "401", "409", "422"]
+    assert sorted(months) == ["200", "422"]
+    for status in ("401", "409", "422"):
+        assert draws[status]["content"] == {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
+    assert draws["409"]["description"] == "Drawn already"
+    schemas = document["components"]["schemas"]
+    assert {"Problem", "FieldProblem"} <= set(schemas)
+    assert "HTTPValidationError" not in schemas
