@@ -213,7 +213,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
 
     runtime.reference_checks["teams"] = teams_check
 
-    async def on_referrals_received(batch: Sequence[Delivered[ReferralReceived]]) -> int:
+    async def on_referral_received(batch: Sequence[Delivered[ReferralReceived]]) -> int:
         """A poll's referrals placed in order in one transaction (a batch of one is the same
         path); overtaken by another replica, the batch is decided again."""
         wanted = [item for item in batch if is_for_allocation(item.event)]
@@ -238,7 +238,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             await handlers.allocate_queue(new_uow, district, now=runtime.clock())
         return placed + len(batch) - len(wanted)
 
-    runtime.subscribe(ReferralReceived, on_referrals_received)
+    runtime.subscribe(ReferralReceived, on_referral_received)
 
     async def allocate_queues() -> None:
         await handlers.allocate_all_queues(new_uow, now=runtime.clock())

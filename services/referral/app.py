@@ -217,7 +217,7 @@ def create_app(
 
     limit = settings.max_submission_bytes
 
-    async def on_referral_records(batch: Sequence[SubmittedRecord]) -> int:
+    async def on_referral_submitted(batch: Sequence[SubmittedRecord]) -> int:
         """Submissions and records that are none, each answered once."""
         return await receive_records(
             batch, store=store, now=runtime.clock(), front_door=front_door, max_bytes=limit
@@ -225,24 +225,24 @@ def create_app(
 
     runtime.subscribe(
         ReferralSubmitted,
-        on_referral_records,
-        answer_refused=on_referral_records,
+        on_referral_submitted,
+        answer_refused=on_referral_submitted,
         max_bytes=limit,
     )
 
-    async def on_cases_allocated(batch: Sequence[Delivered[CaseAllocated]]) -> int:
+    async def on_case_allocated(batch: Sequence[Delivered[CaseAllocated]]) -> int:
         cases = [(item.event.family_id, item.event.case_id) for item in batch]
         await note_cases_open(cases, store=store)
         return len(batch)
 
-    async def on_cases_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
+    async def on_case_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
         for item in batch:
             closed = item.event
             await note_case_closed(closed.family_id, closed.case_id, closed.closed_at, store=store)
         return len(batch)
 
-    runtime.subscribe(CaseAllocated, on_cases_allocated)
-    runtime.subscribe(CaseClosed, on_cases_closed)
+    runtime.subscribe(CaseAllocated, on_case_allocated)
+    runtime.subscribe(CaseClosed, on_case_closed)
 
     app = service_app(
         runtime,

@@ -56,13 +56,13 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     funding_policy = FundingPolicy(settings.funding_amount, dict(settings.funding_weights))
     runtime.on_start.append(lambda _: read_models.ensure_indexes())
 
-    async def on_events(batch: Sequence[Delivered[EventData]]) -> int:
+    async def on_projected_event(batch: Sequence[Delivered[EventData]]) -> int:
         """Any projected event type: the facts it states, once each."""
         decoded = [(item.envelope, item.event) for item in batch]
         return await handlers.project_new_events(decoded, applied=applied, now=clock())
 
     for model in PROJECTED:
-        runtime.subscribe(model, on_events)
+        runtime.subscribe(model, on_projected_event)
 
     async def snapshots() -> None:
         await handlers.publish_due_snapshots(

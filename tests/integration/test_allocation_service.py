@@ -338,19 +338,20 @@ async def test_without_capacity_cases_queue_step_downs_first_then_need_then_olde
     await service.publish(holder)
     [held] = await service.allocations_for(holder.referral_id)
     queued_places = {}
-    for waiting in (newer_level_2, older_level_2, level_3, step_down):
+    for waiting in (step_down, level_3, newer_level_2, older_level_2):
         await service.publish(waiting)
         [queued] = await service.allocations_for(waiting.referral_id)
         assert queued.status is AllocationStatus.QUEUED
         assert (queued.worker_id, queued.time_to_allocation_seconds) == (None, None)
         queued_places[waiting.referral_id] = queued.queue_position
 
-    # Each was told its place on arrival, among those queued by then.
+    # Each was told its place on arrival, among those queued by then: behind a higher
+    # priority, and the older level 2 ahead of the newer one that came before it.
     assert queued_places == {
-        newer_level_2.referral_id: 1,
-        older_level_2.referral_id: 1,
-        level_3.referral_id: 1,
         step_down.referral_id: 1,
+        level_3.referral_id: 2,
+        newer_level_2.referral_id: 3,
+        older_level_2.referral_id: 3,
     }
     queue = await service.queue(district)
     assert [(entry["place"], entry["family_id"]) for entry in queue] == [

@@ -32,7 +32,7 @@ from services.referral.handlers import (
 )
 from services.referral.ports import Accepted
 from shared.consumer import Record, read_record
-from shared.events import PLATFORM_EVENTS, ReferralSubmitted
+from shared.events import PLATFORM_EVENTS, ReferralSubmitted, UndecodableEvent, read_envelope
 from shared.strict_json import MAX_NESTING, Unreadable, read_json
 from tests.unit.test_referral_handlers import InMemoryReferralStore, submission_document
 
@@ -362,7 +362,12 @@ def test_any_bytes_over_http_are_answered_once_and_kept(raw: bytes) -> None:
     assert isinstance(outcome, Rejected)
     assert_one_answer(store, outcome)
     stored = store.rejections[outcome.rejection_id].document
-    assert stored.get("submission_json") is not None or stored_raw(store, outcome) == raw
+    try:
+        document = read_json(raw, max_bytes=MAX_SUBMISSION_BYTES)
+    except Unreadable:  # kept as the bytes that came
+        assert stored_raw(store, outcome) == raw
+    else:  # read, then refused by the rules: kept as the JSON it was
+        assert json.loads(stored["submission_json"]) == document
 
 
 @HOSTILE
@@ -416,16 +421,25 @@ def test_any_kafka_record_is_answered_once(raw: bytes) -> None:
     outcome = receive_kafka_record(raw, store)
 
     assert_one_answer(store, outcome)
-    if isinstance(outcome, Rejected):
-        stored = store.rejections[outcome.rejection_id].document
-        if stored.get("raw_truncated"):  # over the size limit: the head, size and digest
-            assert raw.startswith(stored_raw(store, outcome))
-            assert stored["raw_size"] == len(raw)
-        elif "raw_base64" in stored:
-            assert stored_raw(store, outcome) == raw
-        else:  # a readable envelope: its data is kept as JSON text
-            assert outcome.rejection_id == rejection_id_for(ENVELOPE_ORIGIN)
-            assert json.loads(stored["submission_json"]) == json.loads(raw)["data"]
+    if not isinstance(outcome, Rejected):
+        return
+    stored = store.rejections[outcome.rejection_id].document
+    if len(raw) > MAX_SUBMISSION_BYTES:  # the head, the size and the digest
+        assert outcome.rejection_id == rejection_id_for(POSITION)
+        assert stored_raw(store, outcome) == raw[:MAX_SUBMISSION_BYTES]
+        assert (stored["raw_size"], stored["raw_truncated"]) == (len(raw), True)
+        return
+    try:
+        sent = read_envelope(raw, max_bytes=MAX_SUBMISSION_BYTES)
+    except UndecodableEvent:  # no envelope: answered as from its place in the log
+        assert outcome.rejection_id == rejection_id_for(POSITION)
+        assert stored_raw(store, outcome) == raw
+        return
+    assert outcome.rejection_id == rejection_id_for(ENVELOPE_ORIGIN)
+    if (sent.type, sent.schemaversion) == (ReferralSubmitted.event_type, 1):
+        assert json.loads(stored["submission_json"]) == sent.data  # the data, as JSON text
+    else:  # another type or version: the bytes whole
+        assert stored_raw(store, outcome) == raw
 
 
 def test_an_oversize_kafka_record_is_rejected_too_large_with_its_head_kept() -> None:

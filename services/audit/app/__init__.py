@@ -145,17 +145,23 @@ def create_app(
 
     # -- the case population, from case-allocated and case-closed -------------------------
 
-    async def on_case_changes(batch: Sequence[Delivered[CaseAllocated | CaseClosed]]) -> int:
+    async def project(batch: Sequence[Delivered[CaseAllocated | CaseClosed]]) -> int:
         """Allocations or closures, once each, with one read, one bulk write and one commit."""
 
-        async def project(session: Any, fresh: list[int]) -> None:
+        async def work(session: Any, fresh: list[int]) -> None:
             changes = [batch[index].event for index in fresh]
             await handlers.project_case_events(changes, uow=units(session=session))
 
-        return await runtime.processed.process_many([item.envelope for item in batch], project)
+        return await runtime.processed.process_many([item.envelope for item in batch], work)
 
-    runtime.subscribe(CaseAllocated, on_case_changes)
-    runtime.subscribe(CaseClosed, on_case_changes)
+    async def on_case_allocated(batch: Sequence[Delivered[CaseAllocated]]) -> int:
+        return await project(batch)
+
+    async def on_case_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
+        return await project(batch)
+
+    runtime.subscribe(CaseAllocated, on_case_allocated)
+    runtime.subscribe(CaseClosed, on_case_closed)
 
     # -- the monthly draw ------------------------------------------------------------------
 
