@@ -12,10 +12,13 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-MONTH_PATTERN = r"^(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(?:0[1-9]|1[0-2])$"
-"""``YYYY-MM`` in ASCII digits, years 0001 to 9999: year 0000 has no first instant to
-compute with (``datetime`` starts at year 1). Without look-arounds, which pydantic's regex
-engine refuses."""
+MONTH_PATTERN = r"^(?:19|2[0-9])[0-9]{2}-(?:0[1-9]|1[0-2])$"
+"""``YYYY-MM`` in ASCII digits, years 1900 to 2999: every month a council's records or
+reports can be about, with room on both sides for the arithmetic (a month's end, a trend's
+36 months back), which ``datetime`` could not do at years 1 or 9999."""
+
+EARLIEST = "1900-01"
+"""The first month the ``Month`` type takes."""
 
 Month = Annotated[
     str,

@@ -134,8 +134,9 @@ StatusesOf = Callable[[str, str], Iterable[int]]
 
 def document_problems(app: FastAPI, statuses_of: StatusesOf | None = None) -> None:
     """Make ``app``'s OpenAPI document say, for every operation, each problem status it can
-    answer, as ``application/problem+json``: FastAPI's own 422 and the statuses a route
-    declares, plus those ``statuses_of`` gives (the access policy's 401 and 403)."""
+    answer, as ``application/problem+json``: FastAPI's own 400 and 422, 404 for an unknown
+    id in the path, the statuses a route declares, and those ``statuses_of`` gives (the
+    access policy's 401 and 403)."""
     sources: list[StatusesOf] = app.state.__dict__.setdefault("problem_statuses", [])
     if statuses_of is not None:
         sources.append(statuses_of)
@@ -157,6 +158,10 @@ def document_problems(app: FastAPI, statuses_of: StatusesOf | None = None) -> No
             for method, operation in item.items():
                 responses = operation.setdefault("responses", {})
                 statuses = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
+                if "{" in path:
+                    statuses.add(404)  # no such id
+                if "requestBody" in operation:
+                    statuses.add(400)  # a body that is not JSON at all
                 for source in sources:
                     statuses.update(source(method.upper(), path))
                 for status in sorted(statuses):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI, Query, Response
+from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,6 +46,7 @@ from shared.metrics import Metrics
 from shared.mongo import Database, MongoClient, create_mongo_client
 from shared.outbox import Outbox, OutboxRelay
 from shared.problems import document_problems, install_problem_handlers
+from shared.requests import one_value_each
 from shared.settings import ServiceSettings
 from shared.strict_json import MAX_RECORD_BYTES
 from shared.topics import dead_letter_topic, topic_name
@@ -291,7 +292,12 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        lifespan=lifespan,
+        dependencies=[Depends(one_value_each)],
+    )
     app.state.runtime = runtime
     install_problem_handlers(app)
     document_problems(app)
@@ -321,7 +327,13 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
             body["reasons"] = reasons
         return JSONResponse(body, status_code=503 if reasons else 200)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this replica")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics of this replica",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
     async def metrics() -> Response:
         await runtime.refresh_gauges()
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

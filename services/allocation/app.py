@@ -43,6 +43,7 @@ from shared.events import (
     ReferralReceived,
 )
 from shared.problems import answer_with
+from shared.requests import RequestBody
 from shared.runtime import Runtime, build_runtime, service_app
 from shared.unit_of_work import ConcurrentUpdate, retrying
 
@@ -57,7 +58,7 @@ WorkerId = Annotated[str, Path(pattern=KEBAB_CASE, max_length=120, description="
 # Requests
 
 
-class NewTeam(BaseModel):
+class NewTeam(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=KEBAB_CASE, max_length=80, examples=["northvale-north"])
@@ -66,11 +67,14 @@ class NewTeam(BaseModel):
         pattern=KEBAB_CASE, max_length=80, description="District it serves.", examples=["northvale"]
     )
     cap_per_fte: int | None = Field(
-        default=None, ge=1, le=60, description="Families per full-time worker; service default."
+        default=None,
+        ge=1,
+        le=60,
+        description="Families per full-time worker; service default.",
     )
 
 
-class TeamChange(BaseModel):
+class TeamChange(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
@@ -79,7 +83,7 @@ class TeamChange(BaseModel):
     )
 
 
-class NewWorker(BaseModel):
+class NewWorker(RequestBody):
     """A lead practitioner joining a team."""
 
     model_config = ConfigDict(extra="forbid")
@@ -95,14 +99,14 @@ class NewWorker(BaseModel):
     )
 
 
-class WorkerChange(BaseModel):
+class WorkerChange(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     fte: float | None = Field(default=None, gt=0, le=1, description="New full-time equivalent.")
     caseload_cap: int | None = Field(default=None, ge=0, le=60, description="New own cap.")
 
 
-class CloseCase(BaseModel):
+class CloseCase(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     outcome: CaseOutcome = Field(description="Why the case ends.")
@@ -176,6 +180,11 @@ class Departure(BaseModel):
 
 # ---------------------------------------------------------------------------------------------
 # The service
+
+
+BUSY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Overtaken by other writes after every retry; try again (Retry-After)"}
+}
 
 
 def create_app(settings: AllocationSettings | None = None) -> FastAPI:
@@ -266,7 +275,13 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     async def list_teams(district: str | None = None) -> list[TeamView]:
         return [TeamView.model_validate(team) for team in await views.list_teams(district)]
 
-    @app.post("/teams", tags=["teams"], status_code=201, summary="Create a locality team")
+    @app.post(
+        "/teams",
+        tags=["teams"],
+        status_code=201,
+        summary="Create a locality team",
+        responses={409: {"description": "A team with this id exists"}, **BUSY},
+    )
     async def create_team(request: NewTeam) -> TeamView:
         team = Team(
             request.id,
@@ -283,7 +298,12 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     async def get_team(team_id: TeamId) -> TeamView:
         return await _team(team_id)
 
-    @app.patch("/teams/{team_id}", tags=["teams"], summary="Rename a team or change its cap")
+    @app.patch(
+        "/teams/{team_id}",
+        tags=["teams"],
+        summary="Rename a team or change its cap",
+        responses=BUSY,
+    )
     async def change_team(team_id: TeamId, request: TeamChange) -> TeamView:
         await handlers.change_team(
             new_uow,
@@ -300,6 +320,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         tags=["teams"],
         status_code=201,
         summary="A worker joins the team; the district's queue is allocated to them",
+        responses={409: {"description": "A worker with this id exists"}, **BUSY},
     )
     async def add_worker(team_id: TeamId, request: NewWorker) -> WorkerDetail:
         now = runtime.clock()
@@ -320,7 +341,12 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     async def get_worker(worker_id: WorkerId) -> WorkerDetail:
         return await _worker(worker_id)
 
-    @app.patch("/workers/{worker_id}", tags=["teams"], summary="Change a worker's FTE or own cap")
+    @app.patch(
+        "/workers/{worker_id}",
+        tags=["teams"],
+        summary="Change a worker's FTE or own cap",
+        responses=BUSY,
+    )
     async def change_worker(worker_id: WorkerId, request: WorkerChange) -> WorkerDetail:
         await handlers.change_worker(
             new_uow,
@@ -336,6 +362,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         "/workers/{worker_id}/leave",
         tags=["teams"],
         summary="A worker leaves; their open cases are reallocated or queued",
+        responses=BUSY,
     )
     async def worker_leaves(worker_id: WorkerId) -> Departure:
         moved = await handlers.worker_leaves(
@@ -401,7 +428,12 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             raise HTTPException(404, f"no case {case_id}")
         return _case_view(case)
 
-    @app.post("/cases/{case_id}/close", tags=["cases"], summary="Close a case with its outcome")
+    @app.post(
+        "/cases/{case_id}/close",
+        tags=["cases"],
+        summary="Close a case with its outcome",
+        responses={409: {"description": "The case is closed already"}, **BUSY},
+    )
     async def close_case(case_id: str, request: CloseCase) -> dict[str, Any]:
         closed = await handlers.close_case(new_uow, case_id, request.outcome, now=runtime.clock())
         return closed.model_dump(mode="json")

@@ -11,14 +11,13 @@ from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.referral import domain, sample
 from services.referral.access import POLICY, REASON_MAX, REASON_MIN
 from services.referral.directory import DIRECTORY, DirectoryService, find_services
-from services.referral.domain.partners import PartnerKeyRecord
+from services.referral.domain.partners import KNOWN_ROUTES, PartnerKeyRecord
 from services.referral.handlers import (
     MAX_REASONS,
     FrontDoor,
@@ -54,6 +53,7 @@ from shared.events import (
     ReferralSubmitted,
 )
 from shared.problems import FieldProblem, ProblemResponse, answer_with, problem
+from shared.requests import RequestBody
 from shared.runtime import Runtime, build_runtime, service_app
 from shared.strict_json import MAX_NESTING, Unreadable, read_json
 
@@ -97,13 +97,17 @@ class RouteEntry(BaseModel):
     referral_source_description: str = Field(description="What the census code means.")
 
 
-class NewPartnerKey(BaseModel):
+KnownRoute = Annotated[str, Field(json_schema_extra={"enum": sorted(KNOWN_ROUTES)})]
+"""A route id; one the front door does not know is refused with the list of those it does."""
+
+
+class NewPartnerKey(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     partner_id: str = Field(
         min_length=1, max_length=200, description="The partner whose system will use the key."
     )
-    routes: list[str] = Field(
+    routes: list[KnownRoute] = Field(
         min_length=1, description="Routes the partner may submit on (see GET /routes)."
     )
     name: str | None = Field(
@@ -136,7 +140,7 @@ class AccessRecord(BaseModel):
     reason: str = Field(description="Why, as the caller stated it.")
 
 
-class ErasureRequest(BaseModel):
+class ErasureRequest(RequestBody):
     reason: str = Field(
         min_length=5, max_length=500, description="Why, e.g. the request's reference (recorded)."
     )
@@ -167,10 +171,20 @@ class RetentionReview(BaseModel):
 def personal_data_access(
     request: Request,
     reason: Annotated[
-        str | None, Query(description="Why you need this family's data (recorded).")
+        str | None,
+        Query(
+            min_length=REASON_MIN,
+            max_length=REASON_MAX,
+            description="Why you need this family's data (recorded).",
+        ),
     ] = None,
     x_access_reason: Annotated[
-        str | None, Header(description="Why, when not given as ?reason= (recorded).")
+        str | None,
+        Header(
+            min_length=REASON_MIN,
+            max_length=REASON_MAX,
+            description="Why, when not given as ?reason= (recorded).",
+        ),
     ] = None,
 ) -> Reader:
     """The caller and their stated reason (``reason`` or ``X-Access-Reason``)."""
@@ -186,6 +200,9 @@ def personal_data_access(
 
 
 PersonalData = Annotated[Reader, Depends(personal_data_access)]
+NO_REASON: dict[int | str, dict[str, Any]] = {
+    400: {"description": "No reason given for reading a family's data"}
+}
 
 ERROR_STATUS: Mapping[type[Exception], int] = {
     domain.NotFound: 404,
@@ -435,14 +452,24 @@ def create_app(
         )
         return answer(outcome)
 
-    @app.get("/referrals/{referral_id}", tags=["referrals"], summary="A referral as received")
+    @app.get(
+        "/referrals/{referral_id}",
+        tags=["referrals"],
+        summary="A referral as received",
+        responses=NO_REASON,
+    )
     async def get_referral(referral_id: str, access: PersonalData) -> dict[str, Any]:
         found = await access_handlers.read_referral(
             unit_of_work(), referral_id, reader=access, now=runtime.clock()
         )
         return _jsonable(found)
 
-    @app.get("/rejections/{rejection_id}", tags=["referrals"], summary="A stored rejection")
+    @app.get(
+        "/rejections/{rejection_id}",
+        tags=["referrals"],
+        summary="A stored rejection",
+        responses=NO_REASON,
+    )
     async def get_rejection(rejection_id: str, access: PersonalData) -> dict[str, Any]:
         found = await access_handlers.read_rejection(
             unit_of_work(), rejection_id, reader=access, now=runtime.clock()
@@ -485,22 +512,19 @@ def create_app(
             district=district,
         )
 
+    documented = app.openapi
+
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
+        """The document, with the submission's schema the request body refers to."""
+        schema = documented()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "ReferralSubmitted" not in components:
             submitted = ReferralSubmitted.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(submitted.pop("$defs", {}))
             components["ReferralSubmitted"] = submitted
-            app.openapi_schema = schema
-        return app.openapi_schema
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Response
 from pydantic import BaseModel
@@ -120,7 +121,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": _attachment(name)},
         )
 
     @app.get("/reports/districts", tags=["reports"], summary="Each district's monthly measures")
@@ -144,7 +145,10 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         ] = None,
         weights: Annotated[
             str | None,
-            Query(description="input:weight,...; e.g. schools_requests:0.5,open_caseload:0.5"),
+            Query(
+                pattern=domain.WEIGHTS_PATTERN,
+                description="input:weight,...; e.g. schools_requests:0.5,open_caseload:0.5",
+            ),
         ] = None,
     ) -> dict[str, Any]:
         split = await handlers.split_funding(
@@ -176,3 +180,10 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         }
 
     return app
+
+
+def _attachment(name: str) -> str:
+    """A download's Content-Disposition (RFC 6266): an ASCII name, and the name as given
+    for clients that read ``filename*``, since a district may be named in any script."""
+    fallback = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -10,6 +10,7 @@ out-of-order events land where they belong and a replay gives the same figures.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -300,24 +301,30 @@ class InvalidWeights(ValueError):
     a finite number >= 0, or none above 0. A ``ValueError``, so settings refuse them too."""
 
 
+_INPUT = "(?:" + "|".join(FUNDING_INPUTS) + ")"
+_POSITIVE = r"(?:[0-9]*[1-9][0-9]*(?:\.[0-9]+)?|[0-9]*\.[0-9]*[1-9][0-9]*)"
+WEIGHTS_PATTERN = rf"^{_INPUT}:{_POSITIVE}(?:, *{_INPUT}:{_POSITIVE})*$"
+"""``input:weight,...``: known inputs, each weight a decimal above 0 (leave an input out to
+give it no weight)."""
+
+
 def parse_weights(text: str) -> dict[str, float]:
-    """``"schools_requests:0.5,accepted_referrals:0.5"`` -> weights, refusing unknown inputs."""
+    """``"schools_requests:0.5,accepted_referrals:0.5"`` -> weights, refusing unknown inputs
+    and weights that are not decimals above 0."""
+    if re.fullmatch(WEIGHTS_PATTERN, text) is None:
+        for part in text.split(","):
+            name, _, value = part.partition(":")
+            if name.strip() not in FUNDING_INPUTS:
+                raise InvalidWeights(
+                    f"unknown funding input {name.strip()!r}; known: {', '.join(FUNDING_INPUTS)}"
+                )
+            if re.fullmatch(_POSITIVE, value) is None:
+                raise InvalidWeights(f"weight of {name} must be a decimal above 0: {value!r}")
+        raise InvalidWeights("weights are input:weight pairs separated by commas")
     weights: dict[str, float] = {}
     for part in text.split(","):
         name, _, value = part.partition(":")
-        name = name.strip()
-        if name not in FUNDING_INPUTS:
-            raise InvalidWeights(
-                f"unknown funding input {name!r}; known: {', '.join(FUNDING_INPUTS)}"
-            )
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise InvalidWeights(f"weight of {name} is not a number: {value!r}") from None
-        if not math.isfinite(weights[name]) or weights[name] < 0:
-            raise InvalidWeights(f"weight of {name} must be a finite number >= 0")
-    if not any(weights.values()):
-        raise InvalidWeights("at least one weight must be above 0")
+        weights[name.strip()] = float(value)
     return weights
 
 

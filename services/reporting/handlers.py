@@ -34,7 +34,7 @@ from shared.events import (
     ReferralRejected,
     TeamCapacityChanged,
 )
-from shared.months import months_ending
+from shared.months import EARLIEST, months_ending
 from shared.unit_of_work import retrying
 
 PROJECTED: tuple[type[EventData], ...] = (
@@ -153,10 +153,12 @@ async def district_figures(
 async def trend(
     month: str, count: int, district: str | None, *, read_models: ReadModels, now: datetime
 ) -> list[MonthlyReport]:
-    """The measures of the ``count`` months ending with ``month``, oldest first."""
+    """The measures of the ``count`` months ending with ``month``, oldest first (none
+    before ``shared.months.EARLIEST``)."""
     return [
         await monthly_figures(each, district, read_models=read_models, now=now)
         for each in months_ending(month, count)
+        if each >= EARLIEST
     ]
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from pydantic import BaseModel
 
 from shared.problems import (
@@ -18,6 +18,7 @@ from shared.problems import (
     document_problems,
     install_problem_handlers,
 )
+from shared.requests import one_value_each
 
 
 class Busy(Exception):
@@ -43,9 +44,12 @@ def problem_app() -> FastAPI:
             raise Busy("others drew at the same time")
         raise RuntimeError("a bug")
 
-    @app.get("/months")
-    async def months(limit: Annotated[int, Query(ge=1)] = 1) -> list[str]:
-        return ["2026-11"][:limit]
+    @app.get("/months", dependencies=[Depends(one_value_each)])
+    async def months(
+        limit: Annotated[int, Query(ge=1)] = 1,
+        district: Annotated[list[str] | None, Query()] = None,
+    ) -> list[str]:
+        return ["2026-11"][:limit] + (district or [])
 
     return app
 
@@ -124,11 +128,22 @@ def test_the_document_gives_each_problem_status_in_problem_json() -> None:
 
     draws = document["paths"]["/draws"]["post"]["responses"]
     months = document["paths"]["/months"]["get"]["responses"]
-    assert sorted(draws) == ["200", "401", "409", "422"]
+    assert sorted(draws) == ["200", "400", "401", "409", "422"]
     assert sorted(months) == ["200", "422"]
-    for status in ("401", "409", "422"):
+    for status in ("400", "401", "409", "422"):
         assert draws[status]["content"] == {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}
     assert draws["409"]["description"] == "Drawn already"
     schemas = document["components"]["schemas"]
     assert {"Problem", "FieldProblem"} <= set(schemas)
     assert "HTTPValidationError" not in schemas
+
+
+async def test_a_query_parameter_given_twice_is_refused_unless_it_takes_many(
+    client: httpx.AsyncClient,
+) -> None:
+    twice = await client.get("/months", params=[("limit", "1"), ("limit", "2")])
+    many = await client.get("/months", params=[("district", "a"), ("district", "b")])
+
+    assert twice.status_code == 422
+    assert [(p["field"], p["code"]) for p in twice.json()["problems"]] == [("limit", "repeated")]
+    assert many.json() == ["2026-11", "a", "b"]

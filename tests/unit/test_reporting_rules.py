@@ -260,10 +260,12 @@ def test_the_parts_always_add_up_to_the_amount_exactly(
     ("text", "message"),
     [
         ("schools_requests:1,happiness:2", "unknown funding input 'happiness'"),
-        ("schools_requests:lots", "not a number"),
-        ("schools_requests:-1", ">= 0"),
-        ("schools_requests:0", "at least one weight"),
-        ("open_caseload:nan", "finite"),
+        ("schools_requests:lots", "decimal above 0: 'lots'"),
+        ("schools_requests:-1", "decimal above 0: '-1'"),
+        ("schools_requests:0", "decimal above 0: '0'"),
+        ("open_caseload:nan", "decimal above 0: 'nan'"),
+        ("open_caseload:1e3", "decimal above 0: '1e3'"),
+        ("open_caseload:1,", "unknown funding input ''"),
     ],
 )
 def test_bad_weights_are_refused_with_the_reason(text: str, message: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.audit.domain import (
     AuditAsOf,
@@ -18,6 +18,7 @@ from services.audit.domain import (
 from services.audit.handlers import MonthCompliance
 from shared.events import LevelOfNeed, OfstedGrade
 from shared.months import MONTH_PATTERN
+from shared.requests import RequestBody
 
 AUDITOR_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -40,7 +41,16 @@ class AuditorView(BaseModel):
     )
 
 
-class NewAuditor(BaseModel):
+class NewAuditor(RequestBody):
+    # A team manager names their team; a head of service covers a district and names none.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"role": {"const": "team_manager"}}},
+            "then": {"required": ["team_id"], "properties": {"team_id": {"type": "string"}}},
+            "else": {"properties": {"team_id": {"type": "null"}}},
+        }
+    )
+
     id: str | None = Field(
         default=None,
         pattern=AUDITOR_ID_PATTERN,
@@ -58,11 +68,14 @@ class NewAuditor(BaseModel):
         " heads of service.",
     )
     audits_per_month: int | None = Field(
-        default=None, ge=0, le=20, description="Their own quota; the service default when unset."
+        default=None,
+        ge=0,
+        le=20,
+        description="Their own quota; the service default when unset.",
     )
 
 
-class AuditorChange(BaseModel):
+class AuditorChange(RequestBody):
     """Only the fields given change; give audits_per_month null to use the default again."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200, description="New name.")
@@ -73,11 +86,14 @@ class AuditorChange(BaseModel):
     team_id: str | None = Field(default=None, max_length=100, description="Team, or null.")
     active: bool | None = Field(default=None, description="False stops new draws for them.")
     audits_per_month: int | None = Field(
-        default=None, ge=0, le=20, description="Their own quota, or null for the default."
+        default=None,
+        ge=0,
+        le=20,
+        description="Their own quota, or null for the default.",
     )
 
 
-class DrawRequest(BaseModel):
+class DrawRequest(RequestBody):
     month: str = Field(pattern=MONTH_PATTERN, description="The month to draw, YYYY-MM.")
     seed: int | None = Field(
         default=None,
@@ -126,7 +142,7 @@ class AuditView(BaseModel):
     learning_points: list[str] = Field(description="What the auditor wants learnt from the case.")
 
 
-class AuditSubmission(BaseModel):
+class AuditSubmission(RequestBody):
     """A completed case audit: every Early Help Quality Standard graded (see GET /standards)."""
 
     model_config = {
