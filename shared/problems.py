@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,16 @@ def _field_of(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location[1:]) or ".".join(map(str, location))
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of ``app`` takes at the request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 ErrorHandler = Callable[[Request, Exception], Awaitable[ProblemResponse]]
 
 
@@ -107,9 +118,13 @@ def answer_with(status: int, *, headers: Mapping[str, str] | None = None) -> Err
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer FastAPI's and Starlette's own errors, and any unhandled one, as problems."""
 
-    async def http_error(_: Request, error: Exception) -> ProblemResponse:
+    async def http_error(request: Request, error: Exception) -> ProblemResponse:
         assert isinstance(error, StarletteHTTPException)
-        return problem(error.status_code, str(error.detail), headers=error.headers)
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Starlette names the methods of the first route of the path; a client needs all.
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+        return problem(error.status_code, str(error.detail), headers=headers)
 
     async def invalid_request(_: Request, error: Exception) -> ProblemResponse:
         assert isinstance(error, RequestValidationError)

@@ -33,10 +33,17 @@ def _scalar_of(annotation: Any) -> type | None:
     if annotation in (int, float, bool):
         return typing.cast(type, annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        kinds = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        kinds = [arg for arg in typing.get_args(annotation) if not _is_none(arg)]
         if len(kinds) == 1 and kinds[0] in (int, float, bool):
             return typing.cast(type, kinds[0])
     return None
+
+
+def _is_none(annotation: Any) -> bool:
+    """``None``, also when annotated (``SkipJsonSchema[None]``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation is type(None)
 
 
 def _right_type(kind: type, value: Any) -> bool:

@@ -22,7 +22,7 @@ POLICY: Policy = {
     ("GET", "/auditors/{auditor_id}"): READ,
     ("POST", "/auditors"): ADMIN_ONLY,
     ("PATCH", "/auditors/{auditor_id}"): ADMIN_ONLY,
-    ("DELETE", "/auditors/{auditor_id}"): ADMIN_ONLY,
+    ("POST", "/auditors/{auditor_id}/deactivation"): ADMIN_ONLY,
     ("POST", "/audits/draws"): Rule(frozenset({Role.HEAD_OF_SERVICE, Role.ADMINISTRATOR})),
     ("GET", "/audits/draws"): READ,
     ("GET", "/audits"): READ,

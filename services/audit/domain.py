@@ -126,6 +126,11 @@ class Conflict(Refused):
     """What the request would do was done already."""
 
 
+class ChangeConflicts(Conflict):
+    """A change that, with what the auditor already is, would make one the rules refuse
+    (a team for a head of service, say): the request is fine, the auditor's state is not."""
+
+
 class AuditorExists(Conflict):
     def __init__(self, auditor_id: str) -> None:
         super().__init__(
@@ -172,7 +177,10 @@ def change_auditor(auditor: Auditor, given: Mapping[str, Any]) -> Auditor:
         if value is None and name not in NULLABLE_AUDITOR_FIELDS:
             raise Invalid([Problem(name, "missing", f"{name} cannot be null")])
     changed = replace(auditor, **given)
-    check_auditor(changed)
+    try:
+        check_auditor(changed)
+    except Invalid as invalid:
+        raise ChangeConflicts(invalid.problems) from None
     return changed
 
 

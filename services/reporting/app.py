@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any
@@ -185,5 +186,5 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
 def _attachment(name: str) -> str:
     """A download's Content-Disposition (RFC 6266): an ASCII name, and the name as given
     for clients that read ``filename*``, since a district may be named in any script."""
-    fallback = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

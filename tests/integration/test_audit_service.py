@@ -413,8 +413,8 @@ async def test_auditors_are_created_changed_and_deactivated_with_specific_errors
     changed = await service.http.patch(
         "/auditors/tm-northvale-central", json={"audits_per_month": 2}
     )
-    deactivated = await service.http.delete("/auditors/tm-northvale-central")
-    unknown = await service.http.delete("/auditors/nobody")
+    deactivated = await service.http.post("/auditors/tm-northvale-central/deactivation")
+    unknown = await service.http.post("/auditors/nobody/deactivation")
 
     assert (no_team.status_code, no_team.json()["problems"][0]["field"]) == (422, "team_id")
     assert (duplicate.status_code, duplicate.json()["problems"][0]["code"]) == (

@@ -25,6 +25,7 @@ from services.audit.domain import (
     AuditRecord,
     AuditStatus,
     CaseState,
+    ChangeConflicts,
     DrawPolicy,
     DrawRecord,
     DrawRound,
@@ -498,8 +499,10 @@ def test_a_change_sets_only_the_given_fields_and_clears_only_the_optional_ones()
     with pytest.raises(Invalid) as nulled:
         change_auditor(auditor, {"district": None})
     assert [(p.field, p.code) for p in nulled.value.problems] == [("district", "missing")]
-    with pytest.raises(Invalid):
+    # A head of service made a team manager without a team: the change conflicts with them.
+    with pytest.raises(ChangeConflicts) as conflicting:
         change_auditor(auditor, {"role": AuditorRole.TEAM_MANAGER})
+    assert [(p.field, p.code) for p in conflicting.value.problems] == [("team_id", "missing")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ def problem_app() -> FastAPI:
             raise Busy("others drew at the same time")
         raise RuntimeError("a bug")
 
+    @app.get("/draws")
+    async def draws() -> list[str]:
+        return []
+
     @app.get("/months", dependencies=[Depends(one_value_each)])
     async def months(
         limit: Annotated[int, Query(ge=1)] = 1,
@@ -116,10 +120,10 @@ async def test_an_unknown_route_and_a_wrong_method_are_problems_and_405_says_wha
     client: httpx.AsyncClient,
 ) -> None:
     missing = await client.get("/nowhere")
-    wrong = await client.delete("/months")
+    wrong = await client.delete("/draws")
 
     assert (missing.status_code, missing.json()["title"]) == (404, "Not Found")
-    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, POST")
     assert wrong.headers["content-type"] == PROBLEM_JSON
 
 

@@ -250,8 +250,8 @@ def create_app(
         )
         return shown(changed)
 
-    @app.delete(
-        "/auditors/{auditor_id}",
+    @app.post(
+        "/auditors/{auditor_id}/deactivation",
         tags=["auditors"],
         summary="Deactivate an auditor",
         description="The record and their audits are kept; they are drawn no new audits.",

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from services.audit.domain import (
     AuditAsOf,
@@ -76,15 +77,20 @@ class NewAuditor(RequestBody):
 
 
 class AuditorChange(RequestBody):
-    """Only the fields given change; give audits_per_month null to use the default again."""
+    """Only the fields given change; give audits_per_month null to use the default again,
+    and team_id null for none. The other fields cannot be null: leave them out."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, description="New name.")
-    role: AuditorRole | None = Field(default=None, description="New role.")
-    district: str | None = Field(
-        default=None, min_length=1, max_length=100, description="District."
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = Field(
+        default=None, description="New name."
+    )
+    role: AuditorRole | SkipJsonSchema[None] = Field(default=None, description="New role.")
+    district: Annotated[str, Field(min_length=1, max_length=100)] | SkipJsonSchema[None] = Field(
+        default=None, description="District."
     )
     team_id: str | None = Field(default=None, max_length=100, description="Team, or null.")
-    active: bool | None = Field(default=None, description="False stops new draws for them.")
+    active: bool | SkipJsonSchema[None] = Field(
+        default=None, description="False stops new draws for them."
+    )
     audits_per_month: int | None = Field(
         default=None,
         ge=0,
@@ -98,7 +104,7 @@ class DrawRequest(RequestBody):
     seed: int | None = Field(
         default=None,
         ge=0,
-        le=2**62,
+        le=2**31 - 1,
         description="Makes the draw reproducible; the month's recorded seed (or a new one) when"
         " left out.",
     )
