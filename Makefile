@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: kafka run simulate test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay republish clean
+.PHONY: kafka run simulate test lint typecheck unit bench campaign schemas rebuild-reporting dead-letters replay purge republish clean
 
 # The dashboard's browser tests drive Debian's Chromium; installed once, only when missing.
 CHROMIUM := /usr/bin/chromium
@@ -64,13 +64,20 @@ campaign: $(INSTALLED) kafka
 rebuild-reporting: $(INSTALLED)
 	$(BIN)/python -m services.reporting.rebuild
 
-## dead-letters: the newest messages the services gave up on
-dead-letters: $(INSTALLED)
-	$(BIN)/python -m shared.operations dead-letters
+# The operations commands open dead letters with the services' key: `make run`'s, unless set.
+DEAD_LETTER_KEY := $(if $(EARLYHELP_DEAD_LETTER_KEY)$(EARLYHELP_DEAD_LETTER_KEY_FILE),,EARLYHELP_DEAD_LETTER_KEY_FILE=data/dead-letter-key)
 
-## replay: publish dead letters again after a fix (make replay ID='group|topic/partition/offset')
+## dead-letters: the newest messages the services gave up on (never what they said)
+dead-letters: $(INSTALLED)
+	$(DEAD_LETTER_KEY) $(BIN)/python -m shared.operations dead-letters
+
+## replay: publish dead letters again after a fix (make replay ID='group:topic:partition:offset')
 replay: $(INSTALLED)
-	$(BIN)/python -m shared.operations replay "$(ID)"
+	$(DEAD_LETTER_KEY) $(BIN)/python -m shared.operations replay "$(ID)"
+
+## purge: delete dead letters no longer wanted (make purge ID='group:topic:partition:offset')
+purge: $(INSTALLED)
+	$(DEAD_LETTER_KEY) $(BIN)/python -m shared.operations purge "$(ID)"
 
 ## republish: send the outboxes' records again (disaster recovery: a broker that lost its data)
 republish: $(INSTALLED)

@@ -41,10 +41,11 @@ from pymongo import AsyncMongoClient
 
 from benchmarks.ceilings import Ceilings, measure
 from shared import topics
-from shared.auth import Role, mint_token, new_secret
+from shared.auth import Role, mint_token
 from shared.embedded import free_port, kafka_bootstrap, mongodb_uri
 from shared.events import AllocationStatus
 from shared.kafka import ensure_topics, topic_partitions
+from shared.secrets import new_secret
 from shared.settings import DEFAULT_FETCH_MAX_WAIT_MS
 from simulator.traffic import Submission, partner_event, traffic
 
@@ -343,6 +344,8 @@ def start_platform(data_dir: str) -> Platform:
         "EARLYHELP_MONGODB_PORT": str(mongodb_port),
         "EARLYHELP_LOG_LEVEL": "WARNING",
         "EARLYHELP_AUTH_SECRET": secret,
+        "EARLYHELP_DEAD_LETTER_KEY": new_secret(),
+        "EARLYHELP_MATCH_KEY_SECRET": new_secret(),
         **{f"EARLYHELP_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
     process = subprocess.Popen(

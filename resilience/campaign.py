@@ -35,8 +35,8 @@ from resilience.client import PlatformClient
 from resilience.invariants import Check, Stores, check_everything
 from resilience.plan import TOPIC, Channel, Plan, Send, make_plan, partner_event
 from resilience.processes import SERVICES, CampaignPlatform
-from shared.auth import new_secret
 from shared.mongo import create_mongo_client
+from shared.secrets import new_secret
 
 log = logging.getLogger("campaign")
 
@@ -125,6 +125,8 @@ async def run_campaign(config: CampaignConfig) -> CampaignResult:
             extra_env={
                 "EARLYHELP_AUDITS_PER_MONTH": str(config.audits_per_month),
                 "EARLYHELP_AUTH_SECRET": secret,
+                "EARLYHELP_DEAD_LETTER_KEY": new_secret(),
+                "EARLYHELP_MATCH_KEY_SECRET": new_secret(),
             },
         )
         try:

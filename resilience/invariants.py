@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from resilience.client import PlatformClient
 from resilience.plan import Plan
-from shared.consumer import DEAD_LETTERS
+from shared.dead_letters import DEAD_LETTERS
 from shared.events import PLATFORM_EVENTS, AllocationStatus, CaseAllocated, read_envelope
 from shared.kafka import topic_partitions
 from shared.mongo import Database, MongoClient

@@ -29,14 +29,20 @@ def openapi_path(service: str) -> Path:
 def current_openapi(service: str) -> dict[str, Any]:
     """What ``create_app().openapi()`` serves at ``/openapi.json``; nothing is connected.
 
-    The document does not depend on the token-signing secret, so a placeholder stands in
-    for it: printing the contract needs no credentials.
+    The document does not depend on the service's secrets, so placeholders stand in for
+    them: printing the contract needs no credentials.
     """
     create_app: Callable[[Any], FastAPI] = import_module(f"services.{service}.app").create_app
+    return create_app(document_only_settings(service)).openapi()
+
+
+def document_only_settings(service: str) -> Any:
+    """The service's settings with placeholder secrets, for an app that never connects."""
     settings_class = getattr(
         import_module(f"services.{service}.settings"), f"{service.title()}Settings"
     )
-    return create_app(settings_class(auth_secret=DOCUMENT_ONLY_SECRET)).openapi()
+    secrets = ("auth_secret", "dead_letter_key", "match_key_secret")
+    return settings_class.model_validate(dict.fromkeys(secrets, DOCUMENT_ONLY_SECRET))
 
 
 def write_openapi() -> list[Path]:

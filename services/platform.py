@@ -25,7 +25,6 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.auth import new_secret
 from shared.embedded import (
     EmbeddedKafka,
     EmbeddedServer,
@@ -35,6 +34,7 @@ from shared.embedded import (
     mongodb_uri,
 )
 from shared.kafka_access import admin_access, provision_platform, sasl_environment
+from shared.secrets import new_secret
 from shared.serve import PortInUse, ensure_port_free
 from shared.settings import DEFAULT_KAFKA_PORT, DEFAULT_MONGODB_PORT
 
@@ -114,7 +114,9 @@ def run(settings: PlatformSettings) -> None:
         # A local run is a demonstration: the sample county's teams, auditors, postcodes
         # and directory, unless asked otherwise. A deployment's services default to none.
         env.setdefault("EARLYHELP_SAMPLE_DATA", "true")
-        _ensure_auth_secret(settings, env)
+        _ensure_secret(settings, env, "EARLYHELP_AUTH_SECRET", "auth-secret")
+        _ensure_secret(settings, env, "EARLYHELP_DEAD_LETTER_KEY", "dead-letter-key")
+        _ensure_secret(settings, env, "EARLYHELP_MATCH_KEY_SECRET", "match-key-secret")
         # What each process adds to the common environment: its own broker user, if any.
         own: dict[str, dict[str, str]] = {name: {} for name in (*SERVICES, "simulator")}
         if settings.kafka_bootstrap_servers is None:
@@ -190,17 +192,20 @@ def _broker_users(settings: PlatformSettings, kafka: EmbeddedKafka) -> dict[str,
     return own
 
 
-def _ensure_auth_secret(settings: PlatformSettings, env: dict[str, str]) -> None:
+def _ensure_secret(
+    settings: PlatformSettings, env: dict[str, str], variable: str, file_name: str
+) -> None:
     """Without a configured secret, a local run makes one under the data folder (readable by
-    this user only) and points every service at it, so tokens minted from it work."""
-    if env.get("EARLYHELP_AUTH_SECRET") or env.get("EARLYHELP_AUTH_SECRET_FILE"):
+    this user only) and points every service at it, so tokens minted from it work and dead
+    letters sealed under it open after a restart."""
+    if env.get(variable) or env.get(f"{variable}_FILE"):
         return
-    path = (settings.data_dir / "auth-secret").resolve()
+    path = (settings.data_dir / file_name).resolve()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
         path.write_text(new_secret())
-    env["EARLYHELP_AUTH_SECRET_FILE"] = str(path)
+    env[f"{variable}_FILE"] = str(path)
 
 
 def _wait_until_ready(

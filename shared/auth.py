@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,14 +34,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.clock import utc_now
 from shared.mongo import Database
 from shared.problems import document_problems, problem
+from shared.secrets import SecretMissing, new_secret, read_secret
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 ALL_DISTRICTS = "*"
-MIN_SECRET_BYTES = 32
-"""HMAC-SHA256 keys shorter than its 256-bit output weaken it (RFC 7518 3.2)."""
 
 OPEN_PATHS = frozenset(
     {
@@ -52,8 +50,6 @@ OPEN_PATHS = frozenset(
         "/asyncapi.json",
         "/openapi.json",
         "/docs",
-        "/docs/oauth2-redirect",
-        "/redoc",
     }
 )
 
@@ -73,7 +69,7 @@ REPORTING = frozenset({Role.PERFORMANCE_ANALYST, Role.HEAD_OF_SERVICE})
 ADMINISTRATOR = frozenset({Role.ADMINISTRATOR})
 
 
-class AuthError(RuntimeError):
+class AuthError(SecretMissing):
     """The service has no usable signing secret."""
 
 
@@ -128,25 +124,12 @@ def signing_secret(settings: ServiceSettings) -> bytes:
     """The HMAC secret, from ``EARLYHELP_AUTH_SECRET`` or the file ``EARLYHELP_AUTH_SECRET_FILE``
     names (a mounted secret); never from the repository. Without one a service will not start:
     failing closed beats running with a guessable key."""
-    if settings.auth_secret is not None:
-        secret = settings.auth_secret.get_secret_value().encode()
-    elif settings.auth_secret_file is not None:
-        try:
-            secret = settings.auth_secret_file.read_bytes().strip()
-        except OSError as error:
-            raise AuthError(f"cannot read EARLYHELP_AUTH_SECRET_FILE: {error}") from None
-    else:
-        raise AuthError(
-            "no signing secret: set EARLYHELP_AUTH_SECRET or EARLYHELP_AUTH_SECRET_FILE"
-            " (make run creates one under the data folder)"
+    try:
+        return read_secret(
+            settings.auth_secret, settings.auth_secret_file, variable="EARLYHELP_AUTH_SECRET"
         )
-    if len(secret) < MIN_SECRET_BYTES:
-        raise AuthError(f"the signing secret must be at least {MIN_SECRET_BYTES} bytes")
-    return secret
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(48)
+    except SecretMissing as missing:
+        raise AuthError(str(missing)) from None
 
 
 def mint_token(
@@ -384,6 +367,16 @@ def current_principal(request: Request) -> Principal:
 
 
 SignedIn = Annotated[Principal, Depends(current_principal)]
+
+
+DEAD_LETTER_RULES: Policy = {
+    ("GET", "/dead-letters"): ADMIN_ONLY,
+    ("GET", "/dead-letters/{dead_letter_id}"): ADMIN_ONLY,
+    ("DELETE", "/dead-letters/{dead_letter_id}"): ADMIN_ONLY,
+    # What a dead letter said is a family's data: for casework, with a reason, recorded.
+    ("GET", "/dead-letters/{dead_letter_id}/original"): Rule(CASEWORK),
+}
+"""The rules of the dead-letter routes every service has, for each policy to include."""
 
 
 def protect(

@@ -1,5 +1,5 @@
 """Reliable, typed consumption: each record decoded once at the edge, handled in batches,
-committed after the effect, and what cannot be handled dead-lettered with its bytes.
+committed after the effect, and what cannot be handled dead-lettered (``shared.dead_letters``).
 
 A service subscribes an event type to a handler (``Subscription``). Each record of a poll is
 read once here: strict JSON, the CloudEvents envelope, the event's data as its model,
@@ -28,17 +28,12 @@ logged under its correlation id (``shared.logs``). The group membership is watch
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from aiokafka import TopicPartition
@@ -50,18 +45,14 @@ from faststream.kafka.annotations import KafkaMessage as InjectedMessage
 from faststream.kafka.message import KafkaMessage
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from shared.dead_letters import DeadLetters, Failure
 from shared.events import EventData, EventRegistry, RawEvent, UndecodableEvent, read_envelope
 from shared.logs import correlated
 from shared.metrics import DEAD_LETTERED, DUPLICATE, FAILED_ATTEMPT, PROCESSED, Metrics
-from shared.mongo import Database, MongoClient, Session, in_transaction
-from shared.outbox import Outbox, OutgoingMessage
 from shared.strict_json import MAX_RECORD_BYTES
-from shared.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = "dead_letters"
-DEAD_LETTER_KEEP_BYTES = 256 * 1024
 OUTAGE_BACKOFF_MAX_S = 5.0
 """Longest pause between two tries while the database is unreachable."""
 
@@ -191,101 +182,6 @@ class Consumption:
         return lags
 
 
-class DeadLetters:
-    """Records messages a consumer gave up on and stages them for ``<topic>.dlq``."""
-
-    def __init__(
-        self,
-        client: MongoClient,
-        db: Database,
-        outbox: Outbox,
-        *,
-        consumer_group: str,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._client = client
-        self._collection = db[DEAD_LETTERS]
-        self._outbox = outbox
-        self._group = consumer_group
-        self._clock = clock
-
-    async def record(self, record: Record, error: BaseException, attempts: int) -> str:
-        """Store and stage the dead letter; the same record twice gives one dead letter."""
-        dead_letter_id = f"{self._group}|{record.position}"
-        document = dead_letter_document(
-            record, error, attempts=attempts, consumer_group=self._group, failed_at=self._clock()
-        )
-
-        async def store(session: Session) -> None:
-            await self._collection.update_one(
-                {"_id": dead_letter_id}, {"$setOnInsert": document}, upsert=True, session=session
-            )
-            await self._outbox.stage(
-                OutgoingMessage(
-                    id=f"dlq|{dead_letter_id}",
-                    topic=dead_letter_topic(record.topic),
-                    key=record.key,
-                    value=_json_bytes(document),
-                    headers={
-                        **record.headers,
-                        "content-type": "application/json",
-                        "x-dead-letter-error": _one_line(error)[:500],
-                    },
-                ),
-                session=session,
-            )
-
-        await in_transaction(self._client, store)
-        log.warning("dead-lettered %s after %d attempt(s): %s", record.position, attempts, error)
-        return dead_letter_id
-
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest dead letters first, for operators (the traceback stays in the store)."""
-        found = self._collection.find({}, {"traceback": 0}).sort("failed_at", -1).limit(limit)
-        return [{"id": document.pop("_id"), **document} for document in await found.to_list()]
-
-
-def dead_letter_document(
-    record: Record,
-    error: BaseException,
-    *,
-    attempts: int,
-    consumer_group: str,
-    failed_at: datetime,
-) -> dict[str, Any]:
-    """What an operator needs to understand and replay a failed message.
-
-    The bytes are kept whole up to ``DEAD_LETTER_KEEP_BYTES``; beyond that the head is kept
-    with the size and SHA-256 of the whole, so the ``.dlq`` record stays under the broker's
-    1 MB record limit and can never stall the outbox relay behind it.
-    """
-    kept = record.value[:DEAD_LETTER_KEEP_BYTES]
-    truncated = len(kept) < len(record.value)
-    try:
-        original_text: str | None = None if truncated else record.value.decode()
-    except UnicodeDecodeError:
-        original_text = None
-    return {
-        "consumer_group": consumer_group,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "key": record.key.decode(errors="replace") if record.key else None,
-        "headers": record.headers,
-        "error_type": type(error).__name__,
-        "error": _one_line(error),
-        "undecodable": isinstance(error, UndecodableEvent),
-        "traceback": "".join(traceback.format_exception(error))[-4000:],
-        "attempts": attempts,
-        "failed_at": failed_at.isoformat(),
-        "original_base64": base64.b64encode(kept).decode(),
-        "original_text": original_text,
-        "original_size": len(record.value),
-        "original_sha256": hashlib.sha256(record.value).hexdigest(),
-        "original_truncated": truncated,
-    }
-
-
 def is_outage(error: BaseException) -> bool:
     """The database could not be reached (down, restarting, failing over), or a transaction
     kept failing transiently: nothing about the message itself."""
@@ -324,9 +220,26 @@ def subscribe(
     async def passthrough(message: KafkaMessage) -> Any:
         return message.body  # decoded record by record below, so bad bytes reach us too
 
-    async def dead_letter(record: Record, error: BaseException, attempts: int) -> None:
+    async def dead_letter(
+        item: Delivered[Any] | Refused, error: BaseException, attempts: int
+    ) -> None:
+        record = item.record
+        event = item.event if isinstance(item, Delivered) else None
+        family_id = getattr(event, "family_id", None)
+        failure = Failure(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            error=error,
+            attempts=attempts,
+            envelope=item.envelope,
+            family_id=family_id if isinstance(family_id, str) else None,
+        )
         try:
-            await dead_letters.record(record, error, attempts=attempts)
+            await dead_letters.record(failure)
         except Exception:
             counted.errors.labels("dead_letter").inc()
             raise
@@ -374,8 +287,9 @@ def subscribe(
             count(topic, size, fresh)
             return True
 
-    async def alone(record: Record, work: Callable[[], Awaitable[int]]) -> None:
+    async def alone(item: Delivered[Any] | Refused, work: Callable[[], Awaitable[int]]) -> None:
         """A batch of one, tried up to ``max_attempts`` times, then dead-lettered."""
+        record = item.record
         error: BaseException | None = None
         attempt = outage_tries = 0
         while attempt < max_attempts:
@@ -400,7 +314,7 @@ def subscribe(
                 return
         assert error is not None
         try:
-            await dead_letter(record, error, max_attempts)
+            await dead_letter(item, error, max_attempts)
         except Exception:
             # Not committed, so delivered again; pause so an outage is not a hot loop.
             await asyncio.sleep(max(retry_backoff_s, 1.0))
@@ -420,7 +334,7 @@ def subscribe(
             return
         for item in items:
             with correlated(item.envelope.correlationid if item.envelope else None):
-                await alone(item.record, functools.partial(handle, [item]))
+                await alone(item, functools.partial(handle, [item]))
             done(item.record)
 
     async def on_messages(message: InjectedMessage) -> None:
@@ -442,7 +356,7 @@ def subscribe(
                     await deliver(topic, refused, subscription.answer_refused, done)
                 else:
                     for item in refused:
-                        await dead_letter(item.record, item.error, 1)
+                        await dead_letter(item, item.error, 1)
                         done(item.record)
                 if delivered:
                     await deliver(topic, delivered, subscription.handle, done)
@@ -490,11 +404,3 @@ def record_of(raw: Any) -> Record:
         value=raw.value or b"",
         headers={name: value.decode(errors="replace") for name, value in raw.headers},
     )
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}".replace("\n", " ")
-
-
-def _json_bytes(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, default=str).encode()

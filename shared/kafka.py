@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
@@ -16,6 +17,9 @@ from shared.outbox import OutgoingMessage
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+TOPIC_CONFIG = 1
+"""DescribeConfigs' source of a value set on the topic itself (DYNAMIC_TOPIC_CONFIG)."""
 
 
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
@@ -80,8 +84,17 @@ class KafkaPublisher:
             await delivery
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: int) -> None:
-    """Create the topics a service uses, so partitions are as configured, not auto-created."""
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int,
+    retention_ms: Mapping[str, int] | None = None,
+) -> None:
+    """Create the topics a service uses, so partitions are as configured, not auto-created,
+    and set the retention of those in ``retention_ms`` (created or not): topics that may
+    hold personal data are kept a set time, the others as the broker keeps them."""
+    kept = dict(retention_ms or {})
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers, **KafkaSecurity().aiokafka_options()
     )
@@ -89,7 +102,12 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partit
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=topic, num_partitions=partitions, replication_factor=1)
+            NewTopic(
+                name=topic,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": str(kept[topic])} if topic in kept else None,
+            )
             for topic in sorted(set(topics) - existing)
         ]
         if missing:
@@ -97,8 +115,34 @@ async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partit
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
             log.info("created topics %s", [topic.name for topic in missing])
+        if changed := sorted(set(kept) & existing):
+            await admin.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC, topic, {"retention.ms": str(kept[topic])}
+                    )
+                    for topic in changed
+                ]
+            )
     finally:
         await admin.close()
+
+
+async def topic_retention_ms(bootstrap_servers: str, topic: str) -> int | None:
+    """A topic's own ``retention.ms``, or None when it keeps the broker's default."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **KafkaSecurity().aiokafka_options()
+    )
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    for _, _, _, _, entries in response.resources:
+        for name, value, _, source, *_ in entries:
+            if name == "retention.ms":
+                return int(value) if source == TOPIC_CONFIG else None
+    return None
 
 
 async def topic_partitions(bootstrap_servers: str, topics: Iterable[str]) -> list[TopicPartition]:

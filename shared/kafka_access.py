@@ -92,12 +92,14 @@ def service_grants(service: str, namespace: str = "") -> list[Grant]:
     reads, writes = consumed_by(service), published_by(service)
     dead_letters = [dead_letter_topic(name) for name in reads]
     group = topic_name(service, namespace)  # ServiceSettings.consumer_group
-    return [
+    grants = [
         *topics(reads, "READ", "DESCRIBE", "CREATE"),
         *topics([*writes, *dead_letters], "WRITE", "DESCRIBE", "CREATE"),
         Grant(service, "group", group, "READ"),
         Grant(service, "group", group, "DESCRIBE"),
     ]
+    # Once each: a topic a service both publishes and reads (family-erased) is named twice.
+    return list(dict.fromkeys(grants))
 
 
 def partner_grants(partner: str, namespace: str = "") -> list[Grant]:

@@ -12,50 +12,72 @@ consumer in its group; 503 with reasons otherwise), ``/metrics`` (Prometheus) an
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.access_log import AccessEntry, PersonalData, record_access
 from shared.clock import utc_now
 from shared.consumer import (
     Answer,
     Consumption,
-    DeadLetters,
+    Delivered,
     EventT,
     Handle,
     Subscription,
     subscribe,
 )
 from shared.contracts.asyncapi import asyncapi_document
-from shared.events import PLATFORM_EVENTS, EventRegistry
+from shared.dead_letters import (
+    DeadLetters,
+    DeadLetterView,
+    OriginalView,
+    UnknownDeadLetter,
+    dead_letter_sealer,
+)
+from shared.events import PLATFORM_EVENTS, EventRegistry, FamilyErased
+from shared.http_security import (
+    WRITES,
+    SecurityHeaders,
+    TokenBuckets,
+    WriteRateLimit,
+    page_policy,
+)
 from shared.idempotency import ProcessedEvents
 from shared.kafka import KafkaPublisher, create_broker, ensure_topics
 from shared.logs import correlated
 from shared.metrics import Metrics
-from shared.mongo import Database, MongoClient, create_mongo_client
+from shared.mongo import Database, MongoClient, Session, create_mongo_client
 from shared.outbox import Outbox, OutboxRelay
-from shared.problems import document_problems, install_problem_handlers
+from shared.problems import answer_with, document_problems, install_problem_handlers
 from shared.requests import one_value_each
 from shared.settings import ServiceSettings
 from shared.strict_json import MAX_RECORD_BYTES
-from shared.topics import dead_letter_topic, topic_name
+from shared.topics import REFERRAL_SUBMITTED, dead_letter_topic, topic_name
 
 log = logging.getLogger(__name__)
 
 Startup = Callable[["Runtime"], Awaitable[None]]
 
 CORRELATION_HEADER = "x-correlation-id"
+DEAD_LETTER_SWEEP_S = 3600.0
+"""How often dead letters past their retention are purged."""
+SWAGGER_UI_ORIGIN = "https://cdn.jsdelivr.net"
+"""Where FastAPI's OpenAPI page loads Swagger UI from."""
+FAVICON_ORIGIN = "https://fastapi.tiangolo.com"
 
 
 @dataclass
@@ -82,6 +104,8 @@ class Runtime:
     """Extra ``/ready`` checks of the data a service works from (teams, auditors, postcode
     table): "ok" with what is there, or "ok: empty" with how to add it, as an empty
     deployment is still ready for its administrators to fill."""
+    family_erasers: list[Callable[[str, Session], Awaitable[None]]] = field(default_factory=list)
+    """What else a service erases of a family on ``family-erased`` (its personal data)."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     consumption: Consumption | None = None
     stopping: bool = False
@@ -125,16 +149,42 @@ class Runtime:
             max_bytes=max_bytes,
         )
 
+    def erase_families_on_request(self) -> None:
+        """Act on ``family-erased``: this service's dead letters of the family go, and what
+        each of ``family_erasers`` erases, in one transaction with the processed record."""
+
+        async def on_family_erased(batch: Sequence[Delivered[FamilyErased]]) -> int:
+            async def erase(session: Session, fresh: list[int]) -> None:
+                for index in fresh:
+                    family_id = batch[index].event.family_id
+                    erased = await self.dead_letters.erase_family(family_id, session=session)
+                    for eraser in self.family_erasers:
+                        await eraser(family_id, session)
+                    log.info("erased family %s here (%d dead letters)", family_id, erased)
+
+            return await self.processed.process_many([item.envelope for item in batch], erase)
+
+        self.subscribe(FamilyErased, on_family_erased)
+
     async def start(self) -> None:
         topics = {self.topic(event_type) for event_type in self.produces}
         topics |= set(self.subscriptions)
-        topics |= {dead_letter_topic(topic) for topic in self.subscriptions}
+        dead_letter_topics = {dead_letter_topic(topic) for topic in self.subscriptions}
+        topics |= dead_letter_topics
+        # Partners' submissions hold families' details in the clear: the broker keeps them
+        # only as long as it must. Dead-letter topics hold no personal data, but are kept no
+        # longer either, as their letters are.
+        personal = (dead_letter_topics | {self.topic(REFERRAL_SUBMITTED)}) & topics
+        kept_ms = int(timedelta(days=self.settings.personal_topic_retention_days).total_seconds())
         await ensure_topics(
             self.settings.kafka_bootstrap_servers,
             topics,
             partitions=self.settings.kafka_partitions,
+            retention_ms={topic: kept_ms * 1000 for topic in sorted(personal)},
         )
         await self.outbox.ensure_indexes()
+        await self.dead_letters.ensure_indexes()
+        await self.dead_letters.seal_legacy()
         for step in self.on_start:
             await step(self)
         await self.publisher.start()
@@ -272,7 +322,13 @@ def build_runtime(
             metrics=metrics,
         ),
         dead_letters=DeadLetters(
-            client, db, outbox, consumer_group=settings.consumer_group, clock=clock
+            client,
+            db,
+            outbox,
+            consumer_group=settings.consumer_group,
+            clock=clock,
+            sealer=dead_letter_sealer(settings),
+            retention=timedelta(days=settings.dead_letter_retention_days),
         ),
         processed=ProcessedEvents(client, db, consumer=settings.consumer_group, clock=clock),
         metrics=metrics,
@@ -297,11 +353,39 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         description=description,
         lifespan=lifespan,
         dependencies=[Depends(one_value_each)],
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
-    document_problems(app)
+    document_problems(app, lambda method, _: (429,) if method in WRITES else ())
+    buckets = TokenBuckets(runtime.settings.write_rate_per_s, runtime.settings.write_burst)
+    app.add_middleware(WriteRateLimit, buckets=buckets)
     app.add_middleware(ObservedRequests, metrics=runtime.metrics)
+    build_stack = app.build_middleware_stack
+
+    def with_security_headers() -> ASGIApp:
+        # Outside every middleware a service adds later (its access control) and outside
+        # Starlette's own error handling, so refusals and 500s carry the headers too.
+        return SecurityHeaders(build_stack())
+
+    app.build_middleware_stack = with_security_headers  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        """The OpenAPI page, under a policy that lets it load Swagger UI and nothing else."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=app.title)
+        html = bytes(page.body).decode()
+        policy = page_policy(
+            html,
+            sources={
+                "script-src": SWAGGER_UI_ORIGIN,
+                "style-src": SWAGGER_UI_ORIGIN,
+                "img-src": FAVICON_ORIGIN,
+            },
+        )
+        return HTMLResponse(html, headers={"Content-Security-Policy": policy})
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers (no I/O)")
     async def health() -> dict[str, str]:
@@ -338,9 +422,7 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         await runtime.refresh_gauges()
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
-    async def dead_letters(limit: int = Query(default=50, ge=1, le=500)) -> list[dict[str, Any]]:
-        return await runtime.dead_letters.recent(limit)
+    add_dead_letter_routes(app, runtime)
 
     @app.get(
         "/asyncapi.json", tags=["operations"], summary="AsyncAPI document of this service's topics"
@@ -355,6 +437,79 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         )
 
     return app
+
+
+UNKNOWN_LETTER: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such dead letter: never was, purged, or erased"}
+}
+
+
+def add_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
+    """Administrators list and purge dead letters without seeing what they said (replay is
+    the operators' command, whose broker user may write the topics consumed); a caseworker
+    reads one's original with a stated reason, and the look is recorded."""
+    letters = runtime.dead_letters
+
+    @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
+    async def dead_letters(
+        limit: int = Query(default=50, ge=1, le=500),
+    ) -> list[DeadLetterView]:
+        return [DeadLetterView.model_validate(letter) for letter in await letters.recent(limit)]
+
+    @app.get(
+        "/dead-letters/{dead_letter_id}",
+        tags=["operations"],
+        summary="One dead letter: where it came from and why",
+        responses=UNKNOWN_LETTER,
+    )
+    async def dead_letter(dead_letter_id: str) -> DeadLetterView:
+        return DeadLetterView.model_validate(await letters.get(dead_letter_id))
+
+    @app.get(
+        "/dead-letters/{dead_letter_id}/original",
+        tags=["operations"],
+        summary="A dead letter's original record, for a caseworker with a reason (recorded)",
+        responses={**UNKNOWN_LETTER, 400: {"description": "No reason given"}},
+    )
+    async def dead_letter_original(dead_letter_id: str, reader: PersonalData) -> OriginalView:
+        listed, original = await letters.original(dead_letter_id)
+        await record_access(
+            runtime.db,
+            AccessEntry.of(
+                reader, "read_dead_letter", listed.get("family_id"), dead_letter_id, runtime.clock()
+            ),
+        )
+        try:
+            text: str | None = original.value.decode()
+        except UnicodeDecodeError:
+            text = None
+        return OriginalView(
+            dead_letter_id=dead_letter_id,
+            topic=original.topic,
+            key=original.key.decode(errors="replace") if original.key else None,
+            headers=original.headers,
+            value_base64=base64.b64encode(original.value).decode(),
+            value_text=text,
+            error=original.error,
+        )
+
+    @app.delete(
+        "/dead-letters/{dead_letter_id}",
+        tags=["operations"],
+        summary="Purge a dead letter that is no longer wanted",
+        status_code=204,
+        responses=UNKNOWN_LETTER,
+    )
+    async def purge_dead_letter(dead_letter_id: str) -> Response:
+        if not await letters.purge([dead_letter_id]):
+            raise UnknownDeadLetter(f"no dead letter {dead_letter_id!r}")
+        return Response(status_code=204)
+
+    async def purge_expired() -> None:
+        await letters.purge_expired()
+
+    runtime.every(DEAD_LETTER_SWEEP_S, "dead-letter-expiry", purge_expired)
+    app.add_exception_handler(UnknownDeadLetter, answer_with(404))
 
 
 class ObservedRequests:

@@ -93,6 +93,33 @@ class ServiceSettings(BaseSettings):
         default=None, description="A file holding the signing secret, e.g. a mounted secret."
     )
 
+    dead_letter_key: SecretStr | None = Field(
+        default=None,
+        description="Secret the dead letters' stored originals are sealed under (AES-GCM);"
+        " at least 32 bytes, shared by the services and the operations command.",
+    )
+    dead_letter_key_file: Path | None = Field(
+        default=None, description="A file holding the dead-letter secret, e.g. a mounted secret."
+    )
+    dead_letter_retention_days: int = Field(
+        default=30, ge=1, description="Days a dead letter is kept before it is purged."
+    )
+    personal_topic_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="Days the broker keeps referral-submitted (partners' submissions, in the"
+        " clear) and every dead-letter topic; other topics are kept as the broker keeps them.",
+    )
+    write_rate_per_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Writes a second each caller (a partner key, a staff token, else an"
+        " address) may make to one replica, sustained; more are answered 429 with Retry-After.",
+    )
+    write_burst: int = Field(
+        default=40, ge=1, description="Writes each caller may make at once before the rate."
+    )
+
     sample_data: bool = Field(
         default=False,
         description="Load the sample county (its teams, auditors, postcode table and service"

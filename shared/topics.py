@@ -19,6 +19,7 @@ AUDIT_COMPLETED = "audit-completed"
 AUDIT_ASSIGNED = "audit-assigned"
 TEAM_CAPACITY_CHANGED = "team-capacity-changed"
 PERFORMANCE_SNAPSHOT = "performance-snapshot"
+FAMILY_ERASED = "family-erased"
 
 REFERRAL = "referral"
 ALLOCATION = "allocation"
@@ -49,6 +50,8 @@ CATALOGUE = (
     Topic(AUDIT_ASSIGNED, AUDIT, (REPORTING,)),
     Topic(AUDIT_COMPLETED, AUDIT, (REPORTING,)),
     Topic(PERFORMANCE_SNAPSHOT, REPORTING),
+    # Every service erases what it keeps of the family, the referral service included.
+    Topic(FAMILY_ERASED, REFERRAL, (REFERRAL, ALLOCATION, AUDIT, REPORTING)),
 )
 
 ALL_TOPICS = tuple(topic.name for topic in CATALOGUE)

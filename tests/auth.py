@@ -11,6 +11,8 @@ from services.referral.domain import ROUTE_CATALOGUE
 from shared.auth import Policy, Role, mint_token
 
 TEST_SECRET = "test-secret-for-the-test-suite-only-0123456789abcdef"
+TEST_DEAD_LETTER_KEY = "test-dead-letter-key-for-the-test-suite-only-0123456789"
+TEST_MATCH_KEY_SECRET = "test-match-key-secret-for-the-test-suite-only-0123456789"
 ALL_ROUTES = sorted(route.id for route in ROUTE_CATALOGUE)
 
 

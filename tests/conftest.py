@@ -1,10 +1,10 @@
 """Test infrastructure: a real Apache Kafka broker and MongoDB-protocol server.
 
-Where they come from, in order: ``KAFKA_BOOTSTRAP_SERVERS`` and ``MONGODB_URI`` when both
-are set; Docker containers when ``EARLYHELP_TEST_INFRA=docker``; otherwise the embedded
-Apache Kafka (one KRaft node) and SecantusDB processes on free ports, one of each for the
-whole session, stopped at its end however it ends. Each test gets its own topic namespace
-and database prefix.
+Where each comes from, in order: ``KAFKA_BOOTSTRAP_SERVERS`` or ``MONGODB_URI`` when set;
+Docker containers when ``EARLYHELP_TEST_INFRA=docker``; otherwise the embedded Apache Kafka
+(one KRaft node) and SecantusDB processes on free ports, each started when a test first
+needs it, one for the whole session, and stopped at its end however it ends. Each test
+gets its own topic namespace and database prefix.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TypeVar
 import pytest
 
 from shared.settings import ServiceSettings
-from tests.auth import TEST_SECRET
+from tests.auth import TEST_DEAD_LETTER_KEY, TEST_MATCH_KEY_SECRET, TEST_SECRET
 
 KAFKA_IMAGE_VERSION = "4.4.0"
 """The Kafka of the Docker path: the same version as ``deploy/kafka/pom.xml``."""
@@ -56,21 +56,41 @@ class Namespace:
             "consumer_retry_backoff_s": 0.05,
             "outbox_poll_interval_s": 0.2,
             "auth_secret": TEST_SECRET,
+            "dead_letter_key": TEST_DEAD_LETTER_KEY,
+            "match_key_secret": TEST_MATCH_KEY_SECRET,
             "sample_data": True,
+            # Tests write faster than any partner; the write limit's own tests set theirs.
+            "write_rate_per_s": 10_000,
+            "write_burst": 10_000,
             **overrides,
         }
         return settings_class.model_validate(values)
 
 
 @pytest.fixture(scope="session")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    kafka, mongodb = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("MONGODB_URI")
-    if kafka and mongodb:
-        yield Infra(kafka, mongodb)
+def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The database alone: contract suites of the stores need no broker."""
+    if uri := os.environ.get("MONGODB_URI"):
+        yield uri
     elif os.environ.get("EARLYHELP_TEST_INFRA") == "docker":
-        yield from _containers()
+        yield from _mongodb_container()
     else:
-        yield from _embedded(tmp_path_factory.mktemp("infra"))
+        yield from _embedded_mongodb(tmp_path_factory.mktemp("mongodb"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield servers
+    elif os.environ.get("EARLYHELP_TEST_INFRA") == "docker":
+        yield from _kafka_container()
+    else:
+        yield from _embedded_kafka(tmp_path_factory.mktemp("kafka"))
+
+
+@pytest.fixture(scope="session")
+def infra(kafka_bootstrap_servers: str, mongodb_uri: str) -> Infra:
+    return Infra(kafka_bootstrap_servers, mongodb_uri)
 
 
 @pytest.fixture
@@ -79,30 +99,31 @@ def namespace() -> Namespace:
     return Namespace(topics=f"t{token}-", databases=f"t{token}_")
 
 
-def _embedded(run_dir: Path) -> Iterator[Infra]:
-    from shared.embedded import (
-        embedded_kafka,
-        embedded_mongodb,
-        free_port,
-        kafka_bootstrap,
-        mongodb_uri,
-    )
+def _embedded_mongodb(run_dir: Path) -> Iterator[str]:
+    from shared.embedded import embedded_mongodb, free_port, mongodb_uri
 
-    kafka = embedded_kafka(free_port(), run_dir, data_dir=run_dir / "kafka")
     mongodb = embedded_mongodb(free_port(), run_dir, ":memory:")
     try:
-        kafka.start()
         mongodb.start()
-        yield Infra(kafka_bootstrap(kafka.port), mongodb_uri(mongodb.port))
+        yield mongodb_uri(mongodb.port)
     finally:
         mongodb.stop()
+
+
+def _embedded_kafka(run_dir: Path) -> Iterator[str]:
+    from shared.embedded import embedded_kafka, free_port, kafka_bootstrap
+
+    kafka = embedded_kafka(free_port(), run_dir, data_dir=run_dir / "data")
+    try:
+        kafka.start()
+        yield kafka_bootstrap(kafka.port)
+    finally:
         kafka.stop()
 
 
-def _containers() -> Iterator[Infra]:
-    """Apache Kafka (one KRaft node) and a single-node MongoDB replica set (transactions
-    need one). Kafka advertises the host port it is published on, so clients outside the
-    container can reach it."""
+def _kafka_container() -> Iterator[str]:
+    """Apache Kafka, one KRaft node, advertising the host port it is published on so that
+    clients outside the container can reach it."""
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
@@ -126,21 +147,25 @@ def _containers() -> Iterator[Infra]:
     kafka = DockerContainer(f"apache/kafka:{KAFKA_IMAGE_VERSION}").with_bind_ports(9092, kafka_port)
     for name, value in kafka_settings.items():
         kafka = kafka.with_env(name, value)
+    with kafka:
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
+        yield f"localhost:{kafka_port}"
+
+
+def _mongodb_container() -> Iterator[str]:
+    """A single-node MongoDB replica set: transactions need one."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
     with (
-        kafka,
         DockerContainer("mongo:7")
         .with_command("--replSet rs0 --bind_ip_all")
-        .with_exposed_ports(27017) as mongo,
+        .with_exposed_ports(27017) as mongo
     ):
-        wait_for_logs(kafka, "Kafka Server started", timeout=120)
         wait_for_logs(mongo, "Waiting for connections")
         port = mongo.get_exposed_port(27017)
         mongo.exec(
             "mongosh --quiet --eval "
             "\"rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'localhost:27017'}]})\""
         )
-        host = mongo.get_container_host_ip()
-        yield Infra(
-            f"localhost:{kafka_port}",
-            f"mongodb://{host}:{port}/?directConnection=true",
-        )
+        yield f"mongodb://{mongo.get_container_host_ip()}:{port}/?directConnection=true"

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from services.referral.domain import MatchKeys
 from shared.events import HeadlineOutcome, LevelOfNeed, ReferralReceived, ScreeningDecision
+from tests.auth import TEST_MATCH_KEY_SECRET
+
+MATCH_KEYS = MatchKeys(TEST_MATCH_KEY_SECRET.encode())
+"""The front door's family keys under the tests' own secret."""
 
 
 def referral_received(**changes: Any) -> ReferralReceived:

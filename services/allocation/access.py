@@ -3,7 +3,7 @@ the teams and workers. Cases hold ids, never personal data."""
 
 from __future__ import annotations
 
-from shared.auth import ADMIN_ONLY, ADMINISTRATOR, CASEWORK, Policy, Rule
+from shared.auth import ADMIN_ONLY, ADMINISTRATOR, CASEWORK, DEAD_LETTER_RULES, Policy, Rule
 
 READ_TEAMS = Rule(CASEWORK | ADMINISTRATOR)
 CASES = Rule(CASEWORK)
@@ -22,5 +22,5 @@ POLICY: Policy = {
     ("GET", "/cases/{case_id}"): CASES,
     ("POST", "/cases/{case_id}/close"): CASES,
     ("GET", "/refusals"): ADMIN_ONLY,
-    ("GET", "/dead-letters"): ADMIN_ONLY,
+    **DEAD_LETTER_RULES,
 }

@@ -25,12 +25,7 @@ from services.allocation.domain import (
 )
 from services.allocation.sample import sample_county
 from services.allocation.settings import AllocationSettings
-from services.allocation.store import (
-    MongoAllocationUnitOfWork,
-    MongoAllocationViews,
-    ensure_indexes,
-    rebuild_districts,
-)
+from services.allocation.store import MongoAllocationStore
 from shared import topics
 from shared.auth import protect
 from shared.consumer import Delivered
@@ -193,19 +188,18 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         settings,
         produces=(topics.CASE_ALLOCATED, topics.CASE_CLOSED, topics.TEAM_CAPACITY_CHANGED),
     )
-    views = MongoAllocationViews(runtime.db)
-
-    def new_uow(session: Any = None) -> MongoAllocationUnitOfWork:
-        return MongoAllocationUnitOfWork(
-            runtime.client, runtime.db, runtime.outbox, session=session
-        )
+    runtime.erase_families_on_request()
+    store = MongoAllocationStore(runtime.client, runtime.db, runtime.outbox)
+    views = store.views()
 
     async def prepare(_: Runtime) -> None:
-        await ensure_indexes(runtime.db)
-        if built := await rebuild_districts(runtime.client, runtime.db):
+        await store.ensure_indexes()
+        if built := await store.rebuild_districts():
             log.info("built %d district aggregates from the cases", built)
         if settings.sample_data:
-            await handlers.seed(new_uow, *sample_county(runtime.clock()), now=runtime.clock())
+            await handlers.seed(
+                store.unit_of_work, *sample_county(runtime.clock()), now=runtime.clock()
+            )
         elif not await views.count_teams():
             log.warning(
                 "no teams configured: referrals will queue until teams and workers are added"
@@ -230,7 +224,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
 
         async def place_all(session: Any, fresh: list[int]) -> None:
             placed = await handlers.place_referrals(
-                new_uow(session),
+                store.unit_of_work(session),
                 [(wanted[index].event, wanted[index].envelope.correlationid) for index in fresh],
                 now=runtime.clock(),
             )
@@ -244,13 +238,13 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             else 0
         )
         for district in sorted(to_allocate):
-            await handlers.allocate_queue(new_uow, district, now=runtime.clock())
+            await handlers.allocate_queue(store.unit_of_work, district, now=runtime.clock())
         return placed + len(batch) - len(wanted)
 
     runtime.subscribe(ReferralReceived, on_referral_received)
 
     async def allocate_queues() -> None:
-        await handlers.allocate_all_queues(new_uow, now=runtime.clock())
+        await handlers.allocate_all_queues(store.unit_of_work, now=runtime.clock())
 
     runtime.every(settings.queue_sweep_interval_s, "queue-sweep", allocate_queues)
 
@@ -290,7 +284,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             request.cap_per_fte or settings.default_cap_per_fte,
         )
         await handlers.create_team(
-            new_uow, team, now=runtime.clock(), correlation_id=_admin_correlation()
+            store.unit_of_work, team, now=runtime.clock(), correlation_id=_admin_correlation()
         )
         return await _team(request.id)
 
@@ -306,7 +300,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     )
     async def change_team(team_id: TeamId, request: TeamChange) -> TeamView:
         await handlers.change_team(
-            new_uow,
+            store.unit_of_work,
             team_id,
             name=request.name,
             cap_per_fte=request.cap_per_fte,
@@ -334,7 +328,9 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             active=True,
             joined_at=now,
         )
-        await handlers.add_worker(new_uow, worker, now=now, correlation_id=_admin_correlation())
+        await handlers.add_worker(
+            store.unit_of_work, worker, now=now, correlation_id=_admin_correlation()
+        )
         return await _worker(request.id)
 
     @app.get("/workers/{worker_id}", tags=["teams"], summary="One worker and their cases")
@@ -349,7 +345,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     )
     async def change_worker(worker_id: WorkerId, request: WorkerChange) -> WorkerDetail:
         await handlers.change_worker(
-            new_uow,
+            store.unit_of_work,
             worker_id,
             fte=request.fte,
             caseload_cap=request.caseload_cap,
@@ -366,7 +362,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     )
     async def worker_leaves(worker_id: WorkerId) -> Departure:
         moved = await handlers.worker_leaves(
-            new_uow, worker_id, now=runtime.clock(), correlation_id=_admin_correlation()
+            store.unit_of_work, worker_id, now=runtime.clock(), correlation_id=_admin_correlation()
         )
         return Departure(worker_id=worker_id, reallocated=moved)
 
@@ -435,7 +431,9 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         responses={409: {"description": "The case is closed already"}, **BUSY},
     )
     async def close_case(case_id: str, request: CloseCase) -> dict[str, Any]:
-        closed = await handlers.close_case(new_uow, case_id, request.outcome, now=runtime.clock())
+        closed = await handlers.close_case(
+            store.unit_of_work, case_id, request.outcome, now=runtime.clock()
+        )
         return closed.model_dump(mode="json")
 
     return app

@@ -514,6 +514,8 @@ class Placement:
     joined: dict[str, Case] = field(default_factory=dict)
     events: list[tuple[CaseAllocated, str, str]] = field(default_factory=list)
     """(event, correlation id, event id) in the order they were decided."""
+    changed_districts: set[str] = field(default_factory=set)
+    """Districts whose workers or queue changed: those to save."""
 
     @property
     def allocations(self) -> list[CaseAllocated]:
@@ -542,13 +544,25 @@ def bands_to_read(
             )
             district = districts[referral.district]
         elif case.allocation is AllocationStatus.QUEUED:
-            place, district = place_of(case), districts[case.district]
+            place, district = place_of(with_need_of(case, referral)), districts[case.district]
         else:
             continue
         state = district.bands.get(place.band)
         if state is not None and not state.complete and state.newest and place < state.newest[0]:
             needed.add((district.id, place.band))
     return needed
+
+
+def with_need_of(case: Case, referral: ReferralReceived) -> Case:
+    """A case's level of need is the highest its referrals gave.
+
+    A referral showing more need than the case was opened with raises it (and moves a
+    waiting case up the queue); one showing less lowers nothing. So the level does not
+    depend on which of a family's referrals happened to arrive first.
+    """
+    if referral.level_of_need > case.level_of_need:
+        return replace(case, level_of_need=referral.level_of_need)
+    return case
 
 
 def place_referrals(
@@ -559,14 +573,16 @@ def place_referrals(
 ) -> Placement:
     """Each (referral, correlation id) placed in order, as if one at a time.
 
-    Rule 1: a family with an open case keeps it (and its worker, or its place in the queue).
-    Otherwise a new case goes to the district's worker with the most spare capacity, unless
-    cases wait there already: nobody jumps the queue. A later referral sees what an earlier
+    Rule 1: a family with an open case keeps it (and its worker, or its place in the queue,
+    raised when the referral shows more need: ``with_need_of``). Otherwise a new case goes
+    to the district's worker with the most spare capacity, unless cases wait there already:
+    nobody jumps the queue. A later referral sees what an earlier
     one did. ``districts`` holds every district named by a referral or an open case.
     Raises ``BandNeeded`` (see ``bands_to_read``) before deciding anything it cannot tell.
     """
     cases = dict(open_cases)
     opened: set[str] = set()
+    moved: set[str] = set()
     touched: dict[str, Case] = {}
     events: list[tuple[CaseAllocated, str, str]] = []
     for referral, correlation_id in referrals:
@@ -576,9 +592,15 @@ def place_referrals(
             kind = AllocationKind.EXISTING_CASE
             if referral.referral_id not in case.referral_ids:
                 case = replace(case, referral_ids=(*case.referral_ids, referral.referral_id))
-            case = replace(case, version=case.version + 1)
+            joined = replace(with_need_of(case, referral), version=case.version + 1)
             if case.allocation is AllocationStatus.QUEUED:
-                position = districts[case.district].position_of(place_of(case))
+                district = districts[case.district]
+                position = district.position_of(place_of(joined))
+                if place_of(joined) != place_of(case):
+                    district.dequeue(place_of(case))
+                    position = district.enqueue(place_of(joined))
+                    moved.add(case.district)
+            case = joined
         else:
             kind = new_case_kind(referral)
             district = districts[referral.district]
@@ -601,10 +623,12 @@ def place_referrals(
             case, referral_id=referral.referral_id, kind=kind, now=now, queue_position=position
         )
         events.append((event, correlation_id, case.event_id))
+    opened_cases = [case for case_id, case in touched.items() if case_id in opened]
     return Placement(
-        opened=[case for case_id, case in touched.items() if case_id in opened],
+        opened=opened_cases,
         joined={case_id: case for case_id, case in touched.items() if case_id not in opened},
         events=events,
+        changed_districts=moved | {case.district for case in opened_cases},
     )
 
 

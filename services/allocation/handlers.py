@@ -72,7 +72,7 @@ async def place_referrals(
                 wanted.add((needed.district, needed.band))
         await uow.cases.add(placement.opened)
         await uow.cases.save(list(placement.joined.values()))
-        changed = {case.district for case in placement.opened}
+        changed = placement.changed_districts
         for district_id in sorted(changed):
             await uow.districts.save(districts[district_id])
         await uow.events.stage_many(placement.events)

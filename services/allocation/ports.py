@@ -84,17 +84,45 @@ class AllocationUnitOfWork(UnitOfWork, Protocol):
     def events(self) -> OutgoingEvents: ...
 
 
+class AllocationStore(Protocol):
+    """Where the allocation service keeps its records: it hands out units of work."""
+
+    async def ensure_indexes(self) -> None:
+        """Make ready whatever the store needs before the first unit of work; safe to repeat."""
+
+    def unit_of_work(self, session: Any = None) -> AllocationUnitOfWork:
+        """A new unit of work; given ``session`` (a consumer's transaction, opaque here), it
+        joins that transaction and leaves committing to its owner."""
+
+    def views(self) -> AllocationViews:
+        """What managers read of the records the units of work commit."""
+
+
 class AllocationViews(Protocol):
-    """What managers read: teams, workers, the queue and cases, as answer documents."""
+    """What managers read: teams, workers, the queue and cases, as answer documents.
 
-    async def list_teams(self, district: str | None = None) -> list[dict[str, Any]]: ...
+    Committed records only, read outside any unit of work: a view may lag a decision by a
+    moment, never show one half made.
+    """
 
-    async def get_team(self, team_id: str) -> dict[str, Any] | None: ...
+    async def list_teams(self, district: str | None = None) -> list[dict[str, Any]]:
+        """Each team (of ``district``) with its workers' loads, by district then id."""
 
-    async def get_worker(self, worker_id: str) -> dict[str, Any] | None: ...
+    async def get_team(self, team_id: str) -> dict[str, Any] | None:
+        """The team as ``list_teams`` shows it; None when there is none."""
 
-    async def queue(self, district: str | None = None) -> list[dict[str, Any]]: ...
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        """The worker as a team shows them, with ``case_ids``, their open cases' ids."""
 
-    async def list_cases(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
+    async def queue(self, district: str | None = None) -> list[dict[str, Any]]:
+        """Each queued case's document with ``place``, its place in its district's queue
+        (1 is next), by district then allocation order."""
+
+    async def list_cases(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` case documents equal to ``filters`` field by field, newest
+        opened first, ties by id."""
 
     async def get_case(self, case_id: str) -> dict[str, Any] | None: ...
+
+    async def count_teams(self) -> int:
+        """How many teams there are: none means referrals can only queue."""

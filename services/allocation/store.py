@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReplaceOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.allocation.domain import (
     HEAD_SIZE,
@@ -37,7 +37,9 @@ from services.allocation.domain import (
     place_of,
 )
 from services.allocation.ports import (
+    AllocationStore,
     AllocationUnitOfWork,
+    AllocationViews,
     Cases,
     Districts,
     Teams,
@@ -45,6 +47,7 @@ from services.allocation.ports import (
 )
 from shared.events import AllocationKind, AllocationStatus, CaseOutcome, LevelOfNeed
 from shared.mongo import Database, Document, MongoClient, MongoUnitOfWork, Session, in_transaction
+from shared.outbox import Outbox
 from shared.unit_of_work import ConcurrentUpdate
 
 TEAMS = "teams"
@@ -58,29 +61,56 @@ QUEUE_ENTRIES = "queue_entries"
 OPEN = "open"
 CLOSED = "closed"
 
+DUPLICATE_KEY = 11000
+
 CLAIMS_KEPT_S = 86_400
 """How long a district's version claim is kept: far longer than any transaction lasts."""
 
 
-async def ensure_indexes(db: Database) -> None:
-    # One open (allocated or queued) case per family: "one family, one worker".
-    await db[CASES].create_index(
-        "family_id",
-        unique=True,
-        partialFilterExpression={"status": OPEN},
-        name="one_open_case_per_family",
-    )
-    await db[CASES].create_index([("worker_id", 1), ("status", 1)])
-    await db[WORKERS].create_index("team_id")
-    await db[DISTRICT_VERSIONS].create_index(
-        "claimed_at", expireAfterSeconds=CLAIMS_KEPT_S, name="claims_expire"
-    )
-    await db[QUEUE_ENTRIES].create_index("band")
-    await db[QUEUE_ENTRIES].create_index("district")
-    await db[QUEUE_ENTRIES].create_index(
-        [("district", 1), ("priority", 1), ("need_rank", 1), ("referral_received_at", 1)],
-        name="queue_order",
-    )
+class MongoAllocationStore:
+    """The allocation service's database: its indexes, and units of work over it."""
+
+    def __init__(self, client: MongoClient, db: Database, outbox: Outbox) -> None:
+        self._client = client
+        self._db = db
+        self._outbox = outbox
+
+    async def ensure_indexes(self) -> None:
+        db = self._db
+        # One open (allocated or queued) case per family: "one family, one worker".
+        await db[CASES].create_index(
+            "family_id",
+            unique=True,
+            partialFilterExpression={"status": OPEN},
+            name="one_open_case_per_family",
+        )
+        await db[CASES].create_index([("worker_id", 1), ("status", 1)])
+        await db[WORKERS].create_index("team_id")
+        await db[DISTRICT_VERSIONS].create_index(
+            "claimed_at", expireAfterSeconds=CLAIMS_KEPT_S, name="claims_expire"
+        )
+        await db[QUEUE_ENTRIES].create_index("band")
+        await db[QUEUE_ENTRIES].create_index("district")
+        await db[QUEUE_ENTRIES].create_index(
+            [("district", 1), ("priority", 1), ("need_rank", 1), ("referral_received_at", 1)],
+            name="queue_order",
+        )
+
+    def unit_of_work(self, session: Session | None = None) -> MongoAllocationUnitOfWork:
+        return MongoAllocationUnitOfWork(self._client, self._db, self._outbox, session=session)
+
+    def views(self) -> MongoAllocationViews:
+        return MongoAllocationViews(self._db)
+
+    async def rebuild_districts(self) -> int:
+        """Build the district aggregates from the workers and open cases, once, for a
+        database written before they were kept; how many were built (0 when they exist
+        already)."""
+        return await _rebuild_districts(self._client, self._db)
+
+
+def _store_conforms(store: MongoAllocationStore) -> AllocationStore:
+    return store
 
 
 class MongoAllocationUnitOfWork(MongoUnitOfWork):
@@ -285,7 +315,9 @@ class MongoCases:
             await self._cases.insert_many(
                 [case_document(case) for case in cases], session=self._session
             )
-        except DuplicateKeyError as error:
+        except BulkWriteError as error:
+            if any(failed["code"] != DUPLICATE_KEY for failed in error.details["writeErrors"]):
+                raise
             # Another replica opened one of these families' cases first: deciding again
             # joins it.
             raise ConcurrentUpdate("a family's case was opened meanwhile") from error
@@ -512,7 +544,9 @@ class MongoAllocationViews:
         return numbered
 
     async def list_cases(self, filters: dict[str, Any], limit: int) -> list[Document]:
-        return await self._db[CASES].find(filters).sort("opened_at", -1).limit(limit).to_list()
+        # Cases of one batch open at one instant: the id makes the order, and so the limit, total.
+        found = self._db[CASES].find(filters).sort([("opened_at", -1), ("_id", 1)])
+        return await found.limit(limit).to_list()
 
     async def get_case(self, case_id: str) -> Document | None:
         return await self._db[CASES].find_one({"_id": case_id})
@@ -526,6 +560,10 @@ class MongoAllocationViews:
 
     async def count_teams(self) -> int:
         return await self._db[TEAMS].count_documents({})
+
+
+def _views_conform(views: MongoAllocationViews) -> AllocationViews:
+    return views
 
 
 def _worker_view(worker: Document, loads: dict[str, WorkerLoad]) -> Document:
@@ -566,9 +604,7 @@ def _team_view(team: Document, workers: list[Document], loads: dict[str, WorkerL
 # Databases written before districts were kept
 
 
-async def rebuild_districts(client: MongoClient, db: Database) -> int:
-    """Build the district aggregates from the workers and open cases, once, for a database
-    written before they were kept; how many were built (0 when they exist already)."""
+async def _rebuild_districts(client: MongoClient, db: Database) -> int:
     if await db[DISTRICTS].find_one({}, {"_id": 1}) is not None:
         return 0
     workers = await db[WORKERS].find({}).to_list()

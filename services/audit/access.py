@@ -7,6 +7,7 @@ from __future__ import annotations
 from shared.auth import (
     ADMIN_ONLY,
     ADMINISTRATOR,
+    DEAD_LETTER_RULES,
     EVERY_ROLE,
     MANAGERS,
     Policy,
@@ -30,5 +31,5 @@ POLICY: Policy = {
     ("GET", "/audits/compliance"): Rule(MANAGERS | {Role.PERFORMANCE_ANALYST, Role.ADMINISTRATOR}),
     ("POST", "/audits/{audit_id}/completion"): Rule(MANAGERS),
     ("GET", "/refusals"): ADMIN_ONLY,
-    ("GET", "/dead-letters"): ADMIN_ONLY,
+    **DEAD_LETTER_RULES,
 }

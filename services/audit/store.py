@@ -22,9 +22,11 @@ from shared.mongo import (
     BulkWrites,
     Database,
     Document,
+    MongoClient,
     MongoUnitOfWork,
     Session,
 )
+from shared.outbox import Outbox
 
 CASES = "cases"
 AUDITORS = "auditors"
@@ -32,12 +34,27 @@ AUDITS = "audits"
 DRAWS = "draws"
 
 
-async def ensure_indexes(db: Database) -> None:
-    await db[CASES].create_index("first_allocated_at")
-    await db[AUDITS].create_index(
-        [("month", 1), ("case_id", 1)], unique=True, name="one_audit_per_case_a_month"
-    )
-    await db[AUDITS].create_index([("auditor_id", 1), ("month", 1)])
+class MongoAuditStore:
+    """The audit service's database: its indexes, and a unit of work for each use case."""
+
+    def __init__(self, client: MongoClient, db: Database, outbox: Outbox) -> None:
+        self._client = client
+        self._db = db
+        self._outbox = outbox
+
+    async def ensure_indexes(self) -> None:
+        await self._db[CASES].create_index("first_allocated_at")
+        await self._db[AUDITS].create_index(
+            [("month", 1), ("case_id", 1)], unique=True, name="one_audit_per_case_a_month"
+        )
+        await self._db[AUDITS].create_index([("auditor_id", 1), ("month", 1)])
+
+    def unit_of_work(self, session: Session | None = None) -> MongoAuditUnitOfWork:
+        """A transaction of its own, or the consumer's ``session`` joined (its owner commits).
+
+        A new one per use case: a unit of work is never shared by concurrent requests.
+        """
+        return MongoAuditUnitOfWork(self._client, self._db, self._outbox, session=session)
 
 
 class MongoAuditUnitOfWork(MongoUnitOfWork):
@@ -271,7 +288,7 @@ def _audit(document: Document) -> Audit:
 
 
 def _audit_document(audit: Audit) -> Document:
-    """A newly drawn audit, as the audits collection has always held one."""
+    """An audit as the audits collection holds one: its status kept for the queries."""
     return {
         "_id": audit.id,
         "month": audit.month,
@@ -290,6 +307,7 @@ def _audit_document(audit: Audit) -> Document:
         "completed_at": audit.completed_at,
         "scores": audit.scores,
         "overall_grade": audit.overall_grade,
+        "overall_grade_given": audit.overall_grade_given,
         "learning_points": audit.learning_points,
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from shared.auth import (
     ADMIN_ONLY,
     CASEWORK,
+    DEAD_LETTER_RULES,
     EVERY_ROLE,
     PARTNER,
     Policy,
@@ -34,8 +35,5 @@ POLICY: Policy = {
     ("POST", "/families/{family_id}/erasure"): ADMIN_ONLY,
     ("GET", "/retention/review"): ADMIN_ONLY,
     ("GET", "/refusals"): ADMIN_ONLY,
-    ("GET", "/dead-letters"): ADMIN_ONLY,
+    **DEAD_LETTER_RULES,
 }
-
-REASON_MIN, REASON_MAX = 5, 500
-"""Characters of the reason a caseworker must state to read a family's data."""

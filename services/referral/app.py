@@ -10,12 +10,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.referral import domain, sample
-from services.referral.access import POLICY, REASON_MAX, REASON_MIN
+from services.referral.access import POLICY
 from services.referral.directory import DIRECTORY, DirectoryService, find_services
 from services.referral.domain.partners import KNOWN_ROUTES, PartnerKeyRecord
 from services.referral.handlers import (
@@ -24,7 +24,7 @@ from services.referral.handlers import (
     Origin,
     Outcome,
     SubmittedRecord,
-    note_case_closed,
+    note_cases_closed,
     note_cases_open,
     receive_body,
     receive_records,
@@ -33,17 +33,12 @@ from services.referral.handlers import access_log as access_handlers
 from services.referral.handlers import erasure as erasure_handlers
 from services.referral.handlers import partners as partner_handlers
 from services.referral.handlers import retention as retention_handlers
-from services.referral.handlers.access_log import Reader
 from services.referral.ports import Accepted, AccessEntry
-from services.referral.settings import ReferralSettings
-from services.referral.store import (
-    MongoPartnerKeys,
-    MongoReferralStore,
-    MongoReferralUnitOfWork,
-    ensure_data_protection_indexes,
-)
+from services.referral.settings import ReferralSettings, match_keys_of
+from services.referral.store import MongoReferralStore
 from shared import topics
-from shared.auth import Refusals, SignedIn, current_principal, protect
+from shared.access_log import PersonalData
+from shared.auth import Refusals, SignedIn, protect
 from shared.clock import utc_now
 from shared.consumer import Delivered
 from shared.events import (
@@ -168,38 +163,6 @@ class RetentionReview(BaseModel):
     families: list[RetentionItem] = Field(description="Families due for review, oldest first.")
 
 
-def personal_data_access(
-    request: Request,
-    reason: Annotated[
-        str | None,
-        Query(
-            min_length=REASON_MIN,
-            max_length=REASON_MAX,
-            description="Why you need this family's data (recorded).",
-        ),
-    ] = None,
-    x_access_reason: Annotated[
-        str | None,
-        Header(
-            min_length=REASON_MIN,
-            max_length=REASON_MAX,
-            description="Why, when not given as ?reason= (recorded).",
-        ),
-    ] = None,
-) -> Reader:
-    """The caller and their stated reason (``reason`` or ``X-Access-Reason``)."""
-    principal = current_principal(request)
-    stated = (reason or x_access_reason or "").strip()
-    if not REASON_MIN <= len(stated) <= REASON_MAX:
-        raise HTTPException(
-            400,
-            "say why you need this family's data: ?reason= or X-Access-Reason, "
-            f"{REASON_MIN}-{REASON_MAX} characters; it is recorded",
-        )
-    return Reader(principal.sub, principal.role.value, stated)
-
-
-PersonalData = Annotated[Reader, Depends(personal_data_access)]
 NO_REASON: dict[int | str, dict[str, Any]] = {
     400: {"description": "No reason given for reading a family's data"}
 }
@@ -217,19 +180,17 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ReferralSettings()
     runtime = build_runtime(
-        settings, produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED), clock=clock
+        settings,
+        produces=(topics.REFERRAL_RECEIVED, topics.REFERRAL_REJECTED, topics.FAMILY_ERASED),
+        clock=clock,
     )
+    runtime.erase_families_on_request()
     store = MongoReferralStore(runtime.client, runtime.db, runtime.outbox)
-    partner_keys = MongoPartnerKeys(runtime.db)
+    unit_of_work = store.unit_of_work
     front_door = _front_door(settings)
     directory_by_id = {service.id: service for service in front_door.directory}
 
-    def unit_of_work() -> MongoReferralUnitOfWork:
-        """A fresh one per request: it holds its transaction's session while open."""
-        return MongoReferralUnitOfWork(runtime.client, runtime.db)
-
     runtime.on_start.append(lambda _: store.ensure_indexes())
-    runtime.on_start.append(lambda _: ensure_data_protection_indexes(runtime.db))
     _check_reference_data(runtime.reference_checks, runtime.on_start, front_door, settings)
 
     limit = settings.max_submission_bytes
@@ -253,9 +214,10 @@ def create_app(
         return len(batch)
 
     async def on_case_closed(batch: Sequence[Delivered[CaseClosed]]) -> int:
-        for item in batch:
-            closed = item.event
-            await note_case_closed(closed.family_id, closed.case_id, closed.closed_at, store=store)
+        closures = [
+            (item.event.family_id, item.event.case_id, item.event.closed_at) for item in batch
+        ]
+        await note_cases_closed(closures, store=store)
         return len(batch)
 
     runtime.subscribe(CaseAllocated, on_case_allocated)
@@ -336,6 +298,7 @@ def create_app(
             role=admin.role.value,
             reason=request.reason,
             now=runtime.clock(),
+            match_keys=front_door.match_keys,
         )
         return ErasureView(**asdict(erased))
 
@@ -416,7 +379,7 @@ def create_app(
     async def post_referral(request: Request) -> JSONResponse:
         try:
             partner = await partner_handlers.authenticate(
-                partner_keys, request.headers.get(KEY_HEADER)
+                store.partner_keys, request.headers.get(KEY_HEADER)
             )
         except domain.Refused as refused:
             await refuse_partner(request, refused)
@@ -574,7 +537,7 @@ def _front_door(settings: ReferralSettings) -> FrontDoor:
         directory = DIRECTORY.validate_json(settings.directory_file.read_bytes())
     elif settings.sample_data:
         directory = sample.load_sample_directory()
-    return FrontDoor(districts, tuple(directory))
+    return FrontDoor(districts, tuple(directory), match_keys_of(settings))
 
 
 def _check_reference_data(

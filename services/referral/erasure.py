@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from services.referral.domain import Conflict, NotFound
 from services.referral.handlers.erasure import erase_family
-from services.referral.settings import ReferralSettings
+from services.referral.settings import ReferralSettings, match_keys_of
 from services.referral.store import connected
 from shared.clock import utc_now
 
@@ -21,11 +21,20 @@ from shared.clock import utc_now
 async def _main(family_id: str, reason: str, by: str) -> int:
     settings = ReferralSettings()
     async with connected(
-        settings.mongodb_uri, settings.database_name, app_name="referral-erasure"
+        settings.mongodb_uri,
+        settings.database_name,
+        app_name="referral-erasure",
+        topic_namespace=settings.topic_namespace,
     ) as unit_of_work:
         try:
             erased = await erase_family(
-                unit_of_work(), family_id, by=by, role="operator", reason=reason, now=utc_now()
+                unit_of_work(),
+                family_id,
+                by=by,
+                role="operator",
+                reason=reason,
+                now=utc_now(),
+                match_keys=match_keys_of(settings),
             )
         except (NotFound, Conflict) as refused:
             print(refused)

@@ -10,10 +10,13 @@ from typing import Any, Protocol, TypeVar
 from services.referral.domain import FamilyKey, FamilyMatch, FamilyRecord, KnownFamilies
 from services.referral.domain.erasure import StoredRejection
 from services.referral.domain.partners import PartnerKeyRecord
+from shared.access_log import AccessEntry
 from shared.events import ReferralReceived, ReferralRejected, ReferralSubmitted
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
 T = TypeVar("T")
+
+__all__ = ["AccessEntry"]  # the access log's entry, as the ports use it
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,9 @@ class Lookups:
     family_keys: list[FamilyKey]
 
 
-@dataclass(frozen=True)
-class AccessEntry:
-    """One look at (or change to) a family's data: who, when, what and why."""
+class Submissions(Protocol):
+    """Taking submissions in: the store's own transaction for each, or a batch's for many."""
 
-    at: datetime
-    sub: str
-    role: str
-    action: str
-    family_id: str | None
-    resource: str
-    reason: str
-
-
-class ReferralStore(Protocol):
     async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
         """The earlier answer to this partner's submission, if it was accepted."""
 
@@ -82,25 +74,36 @@ class ReferralStore(Protocol):
 
     async def reject(
         self, document: dict[str, Any], event: ReferralRejected, *, correlation_id: str
-    ) -> None:
-        """Store the rejected submission and stage ``referral-rejected``, together."""
-
-    async def note_case_open(self, family_id: str, case_id: str) -> None:
-        """Record an allocated or queued case, unless it is already known to be closed."""
-
-    async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
-        """Record a closed case and keep the family's latest closure time."""
+    ) -> bool:
+        """Store the rejected submission and stage ``referral-rejected``, together; a
+        rejection id stored before keeps its first record and event, and gives False."""
 
 
-class ReferralBatches(Protocol):
+class ReferralStore(Submissions, Protocol):
+    """The front door's records: submissions one at a time or in batches, what it learns of
+    cases, and units of work for the data protection use cases."""
+
+    @property
+    def partner_keys(self) -> PartnerKeys:
+        """The keys outside any transaction: one read on every submission."""
+
     async def in_batch(
-        self, lookups: Sequence[Lookups], work: Callable[[ReferralStore], Awaitable[T]]
+        self, lookups: Sequence[Lookups], work: Callable[[Submissions], Awaitable[T]]
     ) -> T:
-        """Run ``work`` over a store for many submissions in one transaction: ``lookups``
-        read up front, every write sent together when ``work`` is done."""
+        """Run ``work`` over submissions in one transaction: ``lookups`` read up front,
+        every write sent together when ``work`` is done, so a later submission sees what
+        an earlier one in the batch decided."""
 
     async def note_cases_open(self, cases: Sequence[tuple[str, str]]) -> None:
-        """``note_case_open`` for many (family id, case id) at once."""
+        """Record allocated or queued cases, as (family id, case id), together; a case
+        already known to be closed stays closed (case-closed may be read first)."""
+
+    async def note_cases_closed(self, closures: Sequence[tuple[str, str, datetime]]) -> None:
+        """Record closed cases, as (family id, case id, closed at), together, keeping each
+        family's latest closure time; a family unknown here is logged and left unknown."""
+
+    def unit_of_work(self) -> ReferralUnitOfWork:
+        """A new unit of work over the records, for one use case."""
 
 
 class PartnerKeys(Protocol):
@@ -174,3 +177,6 @@ class ReferralUnitOfWork(UnitOfWork, Protocol):
 
     @property
     def access_log(self) -> AccessLog: ...
+
+    @property
+    def events(self) -> OutgoingEvents: ...

@@ -1,14 +1,16 @@
 """MongoDB adapters of the front door: the only module that touches the driver.
 
-``MongoReferralStore`` takes submissions in (its own transactions, or a batch's);
-``MongoReferralUnitOfWork`` hands out the repositories of the data protection use cases
-(partner keys, access log, erasure, retention) over one transaction.
+``MongoReferralStore`` is the entry: it takes submissions in (its own transactions, or a
+batch's), records what case events say, and hands out ``MongoReferralUnitOfWork``, whose
+repositories serve the data protection use cases (partner keys, access log, erasure,
+retention) over one transaction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -35,8 +37,9 @@ from services.referral.ports import (
     AccessEntry,
     Decided,
     Lookups,
-    ReferralStore,
+    Submissions,
 )
+from shared.clock import utc_now
 from shared.events import EventData, ReferralReceived, ReferralRejected, ReferralSubmitted
 from shared.mongo import (
     BulkWrites,
@@ -62,6 +65,8 @@ ACCESS_LOG = "access_log"
 T = TypeVar("T")
 
 KEY_RACE_ATTEMPTS = 5
+REKEY_BATCH = 1000
+"""Keys written per bulk write while the index is rebuilt."""
 
 
 class FamilyKeyTaken(Exception):
@@ -71,11 +76,13 @@ class FamilyKeyTaken(Exception):
 class MongoReferralStore:
     def __init__(self, client: MongoClient, db: Database, outbox: Outbox) -> None:
         self._client = client
+        self._db = db
         self._referrals = db[REFERRALS]
         self._rejections = db[REJECTIONS]
         self._families = db[FAMILIES]
         self._keys = db[FAMILY_KEYS]
         self._outbox = outbox
+        self._partner_keys = MongoPartnerKeys(db)
 
     async def ensure_indexes(self) -> None:
         await self._referrals.create_index(
@@ -84,6 +91,17 @@ class MongoReferralStore:
         await self._referrals.create_index("family_id")
         await self._rejections.create_index([("partner_id", 1), ("submission_id", 1)])
         await self._keys.create_index("family_id")
+        await self._partner_keys.ensure_indexes()
+        await MongoAccessLog(self._db).ensure_indexes()
+
+    @property
+    def partner_keys(self) -> MongoPartnerKeys:
+        return self._partner_keys
+
+    def unit_of_work(self, session: Session | None = None) -> MongoReferralUnitOfWork:
+        """A fresh one per use case: it holds its transaction's session while open (or
+        joins ``session``'s transaction)."""
+        return MongoReferralUnitOfWork(self._client, self._db, self._outbox, session=session)
 
     async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
         # By id, which the submission decides: a look-up by two fields scans on some servers.
@@ -156,28 +174,31 @@ class MongoReferralStore:
 
     async def reject(
         self, document: dict[str, Any], event: ReferralRejected, *, correlation_id: str
-    ) -> None:
+    ) -> bool:
         record = _rejection_document(document, event, correlation_id)
 
-        async def store(session: Session) -> None:
-            await self._rejections.update_one(
+        async def store(session: Session) -> bool:
+            stored = await self._rejections.update_one(
                 {"_id": event.rejection_id}, {"$setOnInsert": record}, upsert=True, session=session
             )
+            if stored.upserted_id is None:
+                return False
             await self._outbox.stage_event(
                 event,
                 session=session,
                 correlation_id=correlation_id,
                 event_id=f"{event.rejection_id}.rejected",
             )
+            return True
 
-        await in_transaction(self._client, store)
+        return await in_transaction(self._client, store)
 
     def batch(self, session: Session) -> ReferralBatch:
         """A store for many submissions in ``session``'s transaction, written at ``flush``."""
         return ReferralBatch(self, session)
 
     async def in_batch(
-        self, lookups: Sequence[Lookups], work: Callable[[ReferralStore], Awaitable[T]]
+        self, lookups: Sequence[Lookups], work: Callable[[Submissions], Awaitable[T]]
     ) -> T:
         async def run(session: Session) -> T:
             batch = self.batch(session)
@@ -188,11 +209,8 @@ class MongoReferralStore:
 
         return await in_transaction(self._client, run)
 
-    async def note_case_open(self, family_id: str, case_id: str) -> None:
-        await self.note_cases_open([(family_id, case_id)])
-
     async def note_cases_open(self, cases: Sequence[tuple[str, str]]) -> None:
-        """``note_case_open`` for many (family id, case id), in one bulk write."""
+        """In one bulk write."""
         writes = BulkWrites()
         for family_id, case_id in cases:
             # A case-closed read first (another topic, so no order between them) wins.
@@ -203,17 +221,27 @@ class MongoReferralStore:
             )
         await writes.send(self._families.database, session=None)
 
-    async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
-        result = await self._families.update_one(
-            {"_id": family_id},
-            {
-                "$pull": {"open_cases": case_id},
-                "$addToSet": {"closed_cases": case_id},
-                "$max": {"last_closed_at": closed_at},
-            },
-        )
-        if result.matched_count == 0:
-            log.warning("case %s closed for family %s, unknown here", case_id, family_id)
+    async def note_cases_closed(self, closures: Sequence[tuple[str, str, datetime]]) -> None:
+        """One read of which families are known (to log the others), then one bulk write."""
+        if not closures:
+            return
+        family_ids = sorted({family_id for family_id, _, _ in closures})
+        found = self._families.find({"_id": {"$in": family_ids}}, {"_id": 1})
+        known = {document["_id"] async for document in found}
+        writes = BulkWrites()
+        for family_id, case_id, closed_at in closures:
+            if family_id not in known:
+                log.warning("case %s closed for family %s, unknown here", case_id, family_id)
+            writes.update_one(
+                FAMILIES,
+                {"_id": family_id},
+                {
+                    "$pull": {"open_cases": case_id},
+                    "$addToSet": {"closed_cases": case_id},
+                    "$max": {"last_closed_at": closed_at},
+                },
+            )
+        await writes.send(self._families.database, session=None)
 
 
 class ReferralBatch:
@@ -236,6 +264,7 @@ class ReferralBatch:
         self._histories: dict[str, FamilyHistory] = {}
         self._writes = BulkWrites()
         self._outgoing: list[tuple[EventData, str, str]] = []
+        self._rejected: set[str] = set()
         # What ``prefetch`` read: absent from the ``found`` maps means not in the database.
         self._fetched_referrals: set[str] = set()
         self._found_referrals: dict[str, Document] = {}
@@ -317,18 +346,19 @@ class ReferralBatch:
 
     async def reject(
         self, document: dict[str, Any], event: ReferralRejected, *, correlation_id: str
-    ) -> None:
+    ) -> bool:
+        # A resent bad request has its rejection already: looked up by id, as answers are.
+        if event.rejection_id in self._rejected or await self._store._rejections.find_one(
+            {"_id": event.rejection_id}, {"_id": 1}, session=self._session
+        ):
+            return False
+        self._rejected.add(event.rejection_id)
         record = _rejection_document(document, event, correlation_id)
         self._writes.update_one(
             REJECTIONS, {"_id": event.rejection_id}, {"$setOnInsert": record}, upsert=True
         )
         self._outgoing.append((event, correlation_id, f"{event.rejection_id}.rejected"))
-
-    async def note_case_open(self, family_id: str, case_id: str) -> None:
-        raise NotImplementedError("case events are not batched with submissions")
-
-    async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
-        raise NotImplementedError("case events are not batched with submissions")
+        return True
 
     async def flush(self) -> None:
         """Write everything the batch decided, in the caller's transaction."""
@@ -575,19 +605,19 @@ class MongoReferralUnitOfWork(MongoUnitOfWork):
         self.access_log = MongoAccessLog(self.db, session)
 
 
-async def ensure_data_protection_indexes(db: Database) -> None:
-    await MongoPartnerKeys(db).ensure_indexes()
-    await MongoAccessLog(db).ensure_indexes()
-
-
 @asynccontextmanager
 async def connected(
-    uri: str, database: str, *, app_name: str
+    uri: str, database: str, *, app_name: str, topic_namespace: str = ""
 ) -> AsyncIterator[Callable[[], MongoReferralUnitOfWork]]:
-    """Units of work over their own connection, for a command run outside the service."""
+    """Units of work over their own connection, for a command run outside the service; what
+    they stage is published by the service's relay, as the service's own events."""
     client = create_mongo_client(uri, app_name=app_name)
+    db = client[database]
+    outbox = Outbox(
+        db, source="/earlyhelp/referral", topic_namespace=topic_namespace, clock=utc_now
+    )
     try:
-        yield lambda: MongoReferralUnitOfWork(client, client[database])
+        yield lambda: MongoReferralUnitOfWork(client, db, outbox)
     finally:
         await client.close()
 
@@ -625,3 +655,57 @@ def _partner_key_record(document: Document) -> PartnerKeyRecord:
         revoked_at=document.get("revoked_at"),
         revoked_by=document.get("revoked_by"),
     )
+
+
+async def rekey_family_index(
+    db: Database, keys_of: Callable[[Any], Sequence[FamilyKey]], *, now: datetime
+) -> tuple[int, int]:
+    """Rebuild the family-match index from the stored submissions, with ``keys_of``.
+
+    Each referral's submission gives its family's keys again, oldest first, so a key two
+    families share stays with the first; then every key of the old index goes. Family ids
+    are random, so they do not change. Returns (keys written, referrals read).
+    """
+    generation = f"{now.isoformat()}-{uuid.uuid4().hex[:8]}"
+    referrals = (
+        db[REFERRALS]
+        .find({"submission": {"$ne": None}}, {"family_id": 1, "submission": 1, "received_at": 1})
+        .sort("received_at", 1)
+    )
+    writes = BulkWrites()
+    written = read = 0
+    async for referral in referrals:
+        read += 1
+        for key in keys_of(referral["submission"]):
+            writes.update_one(
+                FAMILY_KEYS,
+                {"_id": key.value},
+                {
+                    "$setOnInsert": {
+                        "family_id": referral["family_id"],
+                        "rule": key.rule.value,
+                        "registered_at": now,
+                    },
+                    "$set": {"generation": generation},
+                },
+                upsert=True,
+            )
+            written += 1
+        if len(writes) >= REKEY_BATCH:
+            await writes.send(db, session=None)
+            writes = BulkWrites()
+    if len(writes):
+        await writes.send(db, session=None)
+    await db[FAMILY_KEYS].delete_many({"generation": {"$ne": generation}})
+    return written, read
+
+
+async def rekey_families(
+    uri: str, database: str, keys_of: Callable[[Any], Sequence[FamilyKey]], *, now: datetime
+) -> tuple[int, int]:
+    """``rekey_family_index`` over a connection of its own, for the operators' command."""
+    client = create_mongo_client(uri, app_name="referral-rekey")
+    try:
+        return await rekey_family_index(client[database], keys_of, now=now)
+    finally:
+        await client.close()

@@ -5,7 +5,7 @@ the API with the token it is given."""
 
 from __future__ import annotations
 
-from shared.auth import ADMIN_ONLY, OPEN, REPORTING, Policy, Rule
+from shared.auth import ADMIN_ONLY, DEAD_LETTER_RULES, OPEN, REPORTING, Policy, Rule
 
 FIGURES = Rule(REPORTING, by_district=True)
 
@@ -19,5 +19,5 @@ POLICY: Policy = {
     ("GET", "/dashboard"): OPEN,
     ("GET", "/"): OPEN,
     ("GET", "/refusals"): ADMIN_ONLY,
-    ("GET", "/dead-letters"): ADMIN_ONLY,
+    **DEAD_LETTER_RULES,
 }

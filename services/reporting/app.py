@@ -12,7 +12,6 @@ import io
 import logging
 import re
 from collections.abc import Sequence
-from functools import partial
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -24,12 +23,7 @@ from services.reporting.access import POLICY
 from services.reporting.dashboard import add_dashboard
 from services.reporting.handlers import PROJECTED, FundingPolicy
 from services.reporting.settings import ReportingSettings
-from services.reporting.store import (
-    MongoAppliedEvents,
-    MongoReadModels,
-    MongoReportingUnitOfWork,
-    MongoSnapshots,
-)
+from services.reporting.store import MongoReportingStore
 from shared import topics
 from shared.auth import protect
 from shared.consumer import Delivered
@@ -51,26 +45,26 @@ class DistrictFigures(BaseModel):
 def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     settings = settings or ReportingSettings()
     runtime = build_runtime(settings, produces=(topics.PERFORMANCE_SNAPSHOT,))
+    runtime.erase_families_on_request()
     clock = runtime.clock
-    read_models = MongoReadModels(runtime.db)
-    applied = MongoAppliedEvents(runtime.processed, runtime.client, runtime.db, runtime.outbox)
-    unit_of_work = partial(MongoReportingUnitOfWork, runtime.client, runtime.db, runtime.outbox)
+    store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox, runtime.processed)
+    read_models = store.read_models
     funding_policy = FundingPolicy(settings.funding_amount, dict(settings.funding_weights))
-    runtime.on_start.append(lambda _: read_models.ensure_indexes())
+    runtime.on_start.append(lambda _: store.ensure_indexes())
 
     async def on_projected_event(batch: Sequence[Delivered[EventData]]) -> int:
         """Any projected event type: the facts it states, once each."""
         decoded = [(item.envelope, item.event) for item in batch]
-        return await handlers.project_new_events(decoded, applied=applied, now=clock())
+        return await handlers.project_new_events(decoded, applied=store.applied, now=clock())
 
     for model in PROJECTED:
         runtime.subscribe(model, on_projected_event)
 
     async def snapshots() -> None:
         await handlers.publish_due_snapshots(
-            snapshots=MongoSnapshots(runtime.db, None),
+            snapshots=store.snapshots,
             read_models=read_models,
-            unit_of_work=unit_of_work,
+            unit_of_work=store.unit_of_work,
             interval_s=settings.snapshot_interval_s,
             now=clock(),
         )

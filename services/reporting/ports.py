@@ -46,10 +46,11 @@ class ReadModels(Protocol):
         """The facts of ``month`` (the whole county when ``district`` is None)."""
 
     async def months(self) -> list[str]:
-        """Every month with a fact, ascending."""
+        """Every month a referral, rejection, allocation or audit falls in, ascending: the
+        months that have figures of their own, for the dashboard's picker."""
 
     async def districts(self) -> list[str]:
-        """Every district with a fact, ascending."""
+        """Every district a referral, case or team is in, ascending."""
 
 
 class ReadModelStore(Protocol):
@@ -64,11 +65,12 @@ class ReadModelStore(Protocol):
 class Snapshots(Protocol):
     async def due(self, interval_s: float, *, now: datetime) -> list[DueSnapshot]:
         """Month/districts with changes no snapshot covered, whose last snapshot is at least
-        ``interval_s`` old at ``now``."""
+        ``interval_s`` old at ``now`` (a first snapshot is due at once), in no set order."""
 
     async def claim(self, due: DueSnapshot, *, now: datetime) -> int | None:
         """Take ``due`` for publication: its new version, or None when another replica took
-        it first (the version it read having moved on)."""
+        it first (the version it read having moved on); then the unit of work is to be left
+        without commit, as its transaction may have ended."""
 
 
 class ReportingUnitOfWork(UnitOfWork, Protocol):
@@ -101,3 +103,21 @@ class AppliedEvents(Protocol):
 
     async def forget_all(self) -> None:
         """Forget every event applied, so a replay applies them all again."""
+
+
+class ReportingStore(ReadModelStore, Protocol):
+    """Everything the reporting service keeps, as its composition root hands it out: the
+    read side outside any transaction, and units of work for the writes made together."""
+
+    @property
+    def read_models(self) -> ReadModels: ...
+
+    @property
+    def snapshots(self) -> Snapshots:
+        """The snapshots outside any transaction: to find which are ``due``."""
+
+    @property
+    def applied(self) -> AppliedEvents: ...
+
+    def unit_of_work(self) -> ReportingUnitOfWork:
+        """A unit of work of its own transaction."""

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from services.reporting import handlers
 from services.reporting.handlers import PROJECTED, Decoded
 from services.reporting.settings import ReportingSettings
-from services.reporting.store import MongoAppliedEvents, MongoReadModels
+from services.reporting.store import MongoReportingStore
 from shared.consumer import Delivered, read_record, record_of
 from shared.events import EventData, EventRegistry
 from shared.kafka import topic_partitions
@@ -102,14 +102,10 @@ async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Re
     started = time.perf_counter()
     runtime = build_runtime(settings)
     retained = RetainedEvents(settings, batch_size=batch_size, registry=runtime.registry)
+    store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox, runtime.processed)
     try:
         applied = await handlers.rebuild(
-            retained.batches(),
-            read_model_store=MongoReadModels(runtime.db),
-            applied=MongoAppliedEvents(
-                runtime.processed, runtime.client, runtime.db, runtime.outbox
-            ),
-            clock=runtime.clock,
+            retained.batches(), read_model_store=store, applied=store.applied, clock=runtime.clock
         )
     finally:
         await retained.stop()

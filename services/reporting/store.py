@@ -238,10 +238,9 @@ class MongoProjections:
 
 
 class MongoReadModels:
-    """The read models as the reports read them, outside any transaction, and as a whole."""
+    """The read models as the reports read them, outside any transaction."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
         self._referrals = db[REFERRALS]
         self._rejections = db[REJECTIONS]
         self._allocations = db[ALLOCATIONS]
@@ -257,10 +256,6 @@ class MongoReadModels:
         await self._cases.create_index([("district", 1), ("queued_at", 1)])
         await self._cases.create_index("closed_at")
         await self._capacity.create_index([("district", 1), ("changed_at", 1)])
-
-    async def drop_all(self) -> None:
-        for name in READ_MODELS:
-            await self._db.drop_collection(name)
 
     async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
         start, end = month_start(month), month_end(month)
@@ -400,17 +395,12 @@ class MongoAppliedEvents:
     def __init__(
         self,
         processed: ProcessedEvents,
-        client: MongoClient,
         db: Database,
-        outbox: Outbox,
+        joined: Callable[[Session], MongoReportingUnitOfWork],
     ) -> None:
         self._processed = processed
-        self._client = client
         self._db = db
-        self._outbox = outbox
-
-    def _joined(self, session: Session) -> MongoReportingUnitOfWork:
-        return MongoReportingUnitOfWork(self._client, self._db, self._outbox, session=session)
+        self._joined = joined
 
     async def apply_new(
         self,
@@ -424,6 +414,33 @@ class MongoAppliedEvents:
 
     async def forget_all(self) -> None:
         await self._db.drop_collection(PROCESSED_EVENTS)
+
+
+class MongoReportingStore:
+    """Everything the reporting service keeps in its database, built once by the
+    composition root: the read side outside any transaction, units of work for the writes,
+    and the record of applied events that runs the projection's transactions."""
+
+    def __init__(
+        self, client: MongoClient, db: Database, outbox: Outbox, processed: ProcessedEvents
+    ) -> None:
+        self._client = client
+        self._db = db
+        self._outbox = outbox
+        self.read_models = MongoReadModels(db)
+        self.snapshots = MongoSnapshots(db, None)
+        self.applied = MongoAppliedEvents(processed, db, self.unit_of_work)
+
+    def unit_of_work(self, session: Session | None = None) -> MongoReportingUnitOfWork:
+        """A unit of work of its own transaction, or (given ``session``) joined to that one."""
+        return MongoReportingUnitOfWork(self._client, self._db, self._outbox, session=session)
+
+    async def ensure_indexes(self) -> None:
+        await self.read_models.ensure_indexes()
+
+    async def drop_all(self) -> None:
+        for name in READ_MODELS:
+            await self._db.drop_collection(name)
 
 
 def _due(mark: Document, *, first: bool, version: int) -> DueSnapshot:

@@ -23,8 +23,9 @@ from importlib.metadata import version
 from typing import Any
 
 from shared.contracts import event_schema
+from shared.dead_letters import DeadLetterNotice
 from shared.events import CONTENT_TYPE, PLATFORM_EVENTS, CloudEvent, EventData, EventRegistry
-from shared.topics import REFERRAL_SUBMITTED
+from shared.topics import CATALOGUE, REFERRAL_SUBMITTED, dead_letter_topic
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -39,8 +40,8 @@ PLATFORM_DESCRIPTION = (
     "Delivery is at least once: consumers must be idempotent, keyed by the envelope's `source`"
     " and `id`. Family-scoped events are keyed by family id, so one family's events stay in"
     " order. Readers ignore fields they do not know; an event's schema version changes only"
-    " when a change would break them. A consumer that cannot process a record publishes it to"
-    " `<topic>.dlq` with the error and the original bytes."
+    " when a change would break them. A consumer that cannot process a record keeps it, sealed,"
+    " and publishes a notice to `<topic>.dlq`: where it came from and why, never its bytes."
 )
 
 PLATFORM_RECEIVES = frozenset({REFERRAL_SUBMITTED})
@@ -67,6 +68,7 @@ _EXAMPLE_SOURCES = {
     "audit-assigned": "/earlyhelp/audit",
     "audit-completed": "/earlyhelp/audit",
     "performance-snapshot": "/earlyhelp/reporting",
+    "family-erased": "/earlyhelp/referral",
 }
 _EXAMPLE_TIME = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
 _FACT_TIMES = (
@@ -77,6 +79,7 @@ _FACT_TIMES = (
     "assigned_at",
     "completed_at",
     "generated_at",
+    "erased_at",
 )
 """Fields of an example's data whose time is the fact's, so its envelope's time, first found."""
 _DEFS_REF = "#/$defs/"
@@ -98,7 +101,8 @@ def asyncapi_document(
     exactly those. An event type without a model in ``registry`` is refused.
     """
     types = registry.types
-    if sends is None and receives is None:
+    whole_platform = sends is None and receives is None
+    if whole_platform:
         sends = set(types) - PLATFORM_RECEIVES
         receives = set(types) & PLATFORM_RECEIVES
     actions = [("send", event_type) for event_type in sorted(set(sends or ()))]
@@ -117,6 +121,23 @@ def asyncapi_document(
         f"{action}{types[event_type].__name__}": _operation(action, types[event_type])
         for action, event_type in actions
     }
+    # Whoever consumes a topic sends what it gives up on to the topic's dead letters.
+    consumed = sorted(
+        {topic.name for topic in CATALOGUE if topic.consumed_by}
+        if whole_platform
+        else set(receives or ())
+    )
+    if consumed:
+        messages[NOTICE.__name__] = _notice_message(schemas)
+    for event_type in consumed:
+        address = dead_letter_topic(event_type)
+        channels[address] = _dead_letter_channel(types[event_type])
+        operations[f"send{types[event_type].__name__}DeadLetter"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{_escape(address)}"},
+            "summary": f"Publishes what it could not process of {event_type}.",
+            "messages": [{"$ref": f"#/channels/{_escape(address)}/messages/{NOTICE.__name__}"}],
+        }
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -154,6 +175,60 @@ def _channel(model: type[EventData]) -> dict[str, Any]:
         "title": _title(model),
         "description": _docstring(model),
         "messages": {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"}},
+    }
+
+
+NOTICE = DeadLetterNotice
+
+
+def _escape(address: str) -> str:
+    """A channel's name as a JSON pointer token (a dot needs no escape; ``/`` and ``~`` do)."""
+    return address.replace("~", "~0").replace("/", "~1")
+
+
+def _dead_letter_channel(model: type[EventData]) -> dict[str, Any]:
+    return {
+        "address": dead_letter_topic(model.event_type),
+        "title": f"{_title(model)} dead letters",
+        "description": f"A notice for each `{model.event_type}` record a consumer gave up on:"
+        " where it came from, why, its size and SHA-256, and the stored letter's id. Never"
+        " the record's bytes: those stay sealed in the consumer's service, for administrators"
+        " to replay or purge and for caseworkers to read with a reason.",
+        "messages": {NOTICE.__name__: {"$ref": f"#/components/messages/{NOTICE.__name__}"}},
+    }
+
+
+def _notice_message(schemas: dict[str, Any]) -> dict[str, Any]:
+    payload = NOTICE.model_json_schema(ref_template=_SCHEMAS_REF + "{model}")
+    for name, definition in payload.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    return {
+        "name": NOTICE.__name__,
+        "title": "Dead-letter notice",
+        "summary": inspect.cleandoc(NOTICE.__doc__ or "").split("\n\n")[0].replace("\n", " "),
+        "contentType": "application/json",
+        "headers": {
+            "type": "object",
+            "description": "Set on every notice.",
+            "properties": {
+                "content-type": {
+                    "type": "string",
+                    "const": "application/json",
+                    "description": "The value's media type.",
+                },
+                "x-dead-letter-error": {
+                    "type": "string",
+                    "description": "The notice's `error_code`, to route without parsing.",
+                },
+            },
+        },
+        "payload": payload,
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": "The original record's key."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
     }
 
 

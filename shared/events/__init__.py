@@ -22,6 +22,7 @@ from shared.events.envelope import (
     RawEvent,
     envelope,
 )
+from shared.events.families import FamilyErased
 from shared.events.performance import (
     MonthlyReport,
     PerformanceSnapshot,
@@ -60,6 +61,7 @@ PLATFORM_EVENTS = EventRegistry(
         AuditAssigned,
         TeamCapacityChanged,
         PerformanceSnapshot,
+        FamilyErased,
     ],
     {
         ("case-allocated", 1): case_allocated_v1_to_v2,
@@ -86,6 +88,7 @@ __all__ = [
     "EventData",
     "EventRegistry",
     "EventT",
+    "FamilyErased",
     "FamilyMatchRule",
     "HeadlineOutcome",
     "LevelOfNeed",

@@ -20,7 +20,7 @@ import pytest
 
 from shared import topics
 from shared.embedded import free_port
-from tests.auth import TEST_SECRET
+from tests.auth import TEST_DEAD_LETTER_KEY, TEST_MATCH_KEY_SECRET, TEST_SECRET
 from tests.conftest import Infra, Namespace
 from tests.factories import referral_received
 from tests.support import eventually, produce, service_event
@@ -57,6 +57,8 @@ def allocation(infra: Infra, namespace: Namespace, tmp_path: Path) -> Iterator[S
         "EARLYHELP_LOG_FORMAT": "json",
         "EARLYHELP_LOG_LEVEL": "DEBUG",
         "EARLYHELP_AUTH_SECRET": TEST_SECRET,
+        "EARLYHELP_DEAD_LETTER_KEY": TEST_DEAD_LETTER_KEY,
+        "EARLYHELP_MATCH_KEY_SECRET": TEST_MATCH_KEY_SECRET,
     }
     log = tmp_path / "allocation.log"
     with log.open("wb") as output:

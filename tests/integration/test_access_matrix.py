@@ -113,7 +113,14 @@ async def test_without_a_token_only_the_open_endpoints_answer(
 def test_every_route_of_a_service_is_in_its_policy(service: str) -> None:
     create, settings_class, policy = SERVICES[service]
     app = create(
-        settings_class.model_validate({"auth_secret": "x" * 40, "mongodb_uri": "mongodb://h"})
+        settings_class.model_validate(
+            {
+                "auth_secret": "x" * 40,
+                "dead_letter_key": "y" * 40,
+                "match_key_secret": "z" * 40,
+                "mongodb_uri": "mongodb://h",
+            }
+        )
     )
     declared = {
         (method, route.path)

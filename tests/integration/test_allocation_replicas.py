@@ -26,7 +26,7 @@ from services.allocation.access import POLICY
 from shared.embedded import free_port
 from shared.events import AllocationKind, AllocationStatus, CaseAllocated, LevelOfNeed
 from shared.mongo import Database, create_mongo_client
-from tests.auth import TEST_SECRET, AllowedRole
+from tests.auth import TEST_DEAD_LETTER_KEY, TEST_MATCH_KEY_SECRET, TEST_SECRET, AllowedRole
 from tests.conftest import Infra, Namespace
 from tests.factories import referral_received
 from tests.support import TopicReader, eventually, service_event
@@ -87,6 +87,8 @@ def _start_replica(
         "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "EARLYHELP_CONSUMER_RETRY_BACKOFF_S": "0.05",
         "EARLYHELP_AUTH_SECRET": TEST_SECRET,
+        "EARLYHELP_DEAD_LETTER_KEY": TEST_DEAD_LETTER_KEY,
+        "EARLYHELP_MATCH_KEY_SECRET": TEST_MATCH_KEY_SECRET,
     }
     with log_path.open("wb") as log:
         return subprocess.Popen(

@@ -20,7 +20,7 @@ from services.audit import domain
 from services.audit.access import POLICY
 from services.audit.app import create_app
 from services.audit.settings import AuditSettings
-from services.audit.store import MongoAuditUnitOfWork
+from services.audit.store import MongoAuditStore
 from shared.auth import Role
 from shared.events import (
     AllocationKind,
@@ -229,7 +229,8 @@ async def test_a_draw_is_stratified_avoids_own_teams_and_is_reproducible_from_it
     assert all(a["team_id"] != a["auditor_id"].removeprefix("tm-") for a in audits)
     assert {a["status"] for a in audits} == {"overdue"}  # November 2030 is over
     runtime = service.app.state.runtime
-    async with MongoAuditUnitOfWork(runtime.client, runtime.db, runtime.outbox) as uow:
+    store = MongoAuditStore(runtime.client, runtime.db, runtime.outbox)
+    async with store.unit_of_work() as uow:
         population = await uow.cases.get_many({case.case_id for case in cases})
         auditors = await uow.auditors.all()
     expected = domain.draw_audits(

@@ -4,8 +4,7 @@ and idempotent redelivery."""
 
 from __future__ import annotations
 
-import base64
-import json
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -13,7 +12,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from shared.consumer import DEAD_LETTERS, Delivered
+from shared.consumer import Delivered
+from shared.dead_letters import DEAD_LETTERS, DeadLetterNotice
 from shared.events import PLATFORM_EVENTS, CaseClosed, CaseOutcome, envelope
 from shared.mongo import Session
 from shared.runtime import Runtime, build_runtime
@@ -87,16 +87,24 @@ async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_parti
 
     await eventually(lambda: _value(handled), lambda seen: seen == ["case-9"])
     [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
-    dead_letter = json.loads(record.value)
-    assert base64.b64decode(dead_letter["original_base64"]) == garbage
-    assert dead_letter["undecodable"] is True
-    assert dead_letter["error"].startswith("UndecodableEvent: not UTF-8")
-    assert dead_letter["attempts"] == 1
+    notice = DeadLetterNotice.model_validate_json(record.value)
+    assert (notice.error_type, notice.error_code, notice.attempts) == (
+        "UndecodableEvent",
+        "unreadable",
+        1,
+    )
+    assert (notice.size, notice.sha256) == (len(garbage), hashlib.sha256(garbage).hexdigest())
+    assert garbage not in record.value
     assert record.key == b"k"
     assert await runtime.db[DEAD_LETTERS].count_documents({}) == 1
     [listed] = await runtime.dead_letters.recent(10)
-    assert listed["topic"] == topic
-    assert listed["original_text"] is None  # not UTF-8, so only the base64 copy
+    assert (listed["dead_letter_id"], listed["topic"]) == (notice.dead_letter_id, topic)
+    stored = await runtime.db[DEAD_LETTERS].find_one({})
+    assert stored is not None
+    assert garbage not in bytes(stored["sealed"])
+    _, original = await runtime.dead_letters.original(notice.dead_letter_id)
+    assert (original.value, original.key) == (garbage, b"k")
+    assert original.error.startswith("UndecodableEvent: not UTF-8")
 
 
 async def test_an_oversized_poison_message_is_dead_lettered_without_stalling_the_relay(
@@ -115,9 +123,12 @@ async def test_an_oversized_poison_message_is_dead_lettered_without_stalling_the
 
     await eventually(lambda: _value(handled), lambda seen: seen == ["case-next"])
     [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
-    dead_letter = json.loads(record.value)
-    assert (dead_letter["original_size"], dead_letter["original_truncated"]) == (900_000, True)
+    notice = DeadLetterNotice.model_validate_json(record.value)
+    assert notice.size == 900_000
+    assert len(record.value) < 2_000
     assert await runtime.relay.pending_count() == 0
+    _, original = await runtime.dead_letters.original(notice.dead_letter_id)
+    assert original.value == huge, "kept whole, so a replay publishes it exactly"
 
 
 async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_message_processed(
@@ -133,7 +144,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_mess
                 raise RuntimeError("allocation rules exploded")
         return len(batch)
 
-    await start_runtime(
+    runtime = await start_runtime(
         lambda r: r.subscribe(CaseClosed, on_case_closed),
         consumer_max_attempts=3,
         consumer_batch_size=1,
@@ -149,11 +160,12 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_next_mess
     await eventually(lambda: _value(dict(attempts)), lambda seen: "case-after" in seen)
     assert attempts == {"case-poison": 3, "case-after": 1}
     [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
-    dead_letter = json.loads(record.value)
-    assert dead_letter["attempts"] == 3
-    assert dead_letter["error"] == "RuntimeError: allocation rules exploded"
-    original = base64.b64decode(dead_letter["original_base64"])
-    assert PLATFORM_EVENTS.decode(original, CaseClosed)[1].case_id == "case-poison"
+    notice = DeadLetterNotice.model_validate_json(record.value)
+    assert (notice.attempts, notice.error_code) == (3, "handler_failed")
+    assert (notice.event_type, notice.family_id) == ("case-closed", "fam-1")
+    _, original = await runtime.dead_letters.original(notice.dead_letter_id)
+    assert original.error == "RuntimeError: allocation rules exploded"
+    assert PLATFORM_EVENTS.decode(original.value, CaseClosed)[1].case_id == "case-poison"
 
 
 async def test_offsets_are_committed_only_after_the_effect_is_stored(
@@ -274,7 +286,9 @@ async def test_a_poll_is_handled_as_one_batch_and_a_poison_message_in_it_loses_n
     batches.clear()
     poisoned = [closed_event("case-6"), closed_event("case-poison"), closed_event("case-7")]
     await produce(infra.kafka_bootstrap_servers, topic, poisoned, key=b"fam-1")
-    await start_runtime(lambda r: r.subscribe(CaseClosed, on_case_closed), consumer_max_attempts=2)
+    runtime = await start_runtime(
+        lambda r: r.subscribe(CaseClosed, on_case_closed), consumer_max_attempts=2
+    )
     await eventually(lambda: _value(list(effects)), lambda seen: "case-7" in seen)
     [record] = await read_topic(infra.kafka_bootstrap_servers, dead_letter_topic(topic), count=1)
     assert effects == ["case-6", "case-7"]
@@ -285,7 +299,9 @@ async def test_a_poll_is_handled_as_one_batch_and_a_poison_message_in_it_loses_n
         ["case-poison"],
         ["case-7"],
     ]
-    assert json.loads(record.value)["error"] == "RuntimeError: no rule for this closure"
+    notice = DeadLetterNotice.model_validate_json(record.value)
+    _, original = await runtime.dead_letters.original(notice.dead_letter_id)
+    assert original.error == "RuntimeError: no rule for this closure"
 
 
 async def test_an_unreadable_record_in_a_poll_is_refused_at_the_edge_and_the_batch_goes_on(
@@ -308,9 +324,10 @@ async def test_an_unreadable_record_in_a_poll_is_refused_at_the_edge_and_the_bat
         lambda: _value([case for batch in batches for case in batch]), lambda seen: len(seen) >= 2
     )
     assert batches == [["case-8", "case-9"]]
-    dead_letter = json.loads(record.value)
-    assert (dead_letter["offset"], dead_letter["undecodable"]) == (1, True)
-    assert "not a CloudEvents 1.0 envelope" in dead_letter["error"]
+    notice = DeadLetterNotice.model_validate_json(record.value)
+    assert (notice.offset, notice.error_code) == (1, "not_an_envelope")
+    _, original = await runtime.dead_letters.original(notice.dead_letter_id)
+    assert "not a CloudEvents 1.0 envelope" in original.error
     counted = runtime.metrics.messages_consumed
     assert counted.labels(topic, "processed")._value.get() == 2
     assert counted.labels(topic, "dead_lettered")._value.get() == 1

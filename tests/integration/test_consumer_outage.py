@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
 
-from shared.consumer import DEAD_LETTERS, is_outage
+from shared.consumer import is_outage
+from shared.dead_letters import DEAD_LETTERS
 from shared.events import CaseClosed
 from shared.runtime import build_runtime
 from shared.settings import ServiceSettings

@@ -4,8 +4,10 @@ their refusals, the access log, erasure (API and command) and the retention revi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -17,17 +19,28 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from services.referral import domain
 from services.referral.app import create_app
+from services.referral.domain import MatchKeys
+from services.referral.rekey import rekey
 from services.referral.settings import ReferralSettings
 from shared.auth import Role
-from shared.events import EventData
+from shared.events import EventData, ReferralSubmitted
 from shared.mongo import Database, create_mongo_client
-from tests.auth import ADMIN, TEST_SECRET, as_role, partner_key
+from tests.auth import (
+    ADMIN,
+    TEST_DEAD_LETTER_KEY,
+    TEST_MATCH_KEY_SECRET,
+    TEST_SECRET,
+    as_role,
+    partner_key,
+)
 from tests.conftest import Infra, Namespace
 from tests.integration.test_referral_service import allocated, at, child, closed, request
 from tests.privacy import strings
-from tests.support import eventually, produce, service_event
+from tests.support import eventually, produce, read_topic, service_event, topic_sizes
 
 pytestmark = pytest.mark.infra
 
@@ -271,6 +284,16 @@ async def test_erasure_removes_personal_data_keeps_statistics_and_a_new_request_
     assert surname not in json.dumps(rejection, default=str)
     assert [r["code"] for r in rejection["reasons"]] == ["no_consent"]
     assert await door.db["family_keys"].count_documents({"family_id": family_id}) == 0
+    # Every service hears of it, and learns nothing else of the family.
+    erasures = door.namespace.topic("family-erased")
+    servers = door.infra.kafka_bootstrap_servers
+    sizes = await eventually(lambda: topic_sizes(servers, [erasures]), lambda n: n[erasures] > 0)
+    [told] = [
+        event
+        for event in await read_topic(servers, erasures, count=sizes[erasures])
+        if json.loads(event.value)["data"]["family_id"] == family_id
+    ]
+    assert set(json.loads(told.value)["data"]) == {"family_id", "erased_at"}
     log = (
         await door.http.get("/access-log", params={"family_id": family_id}, headers=ADMIN)
     ).json()
@@ -282,6 +305,7 @@ async def test_erasure_removes_personal_data_keeps_statistics_and_a_new_request_
     later = await door.accept(request(**family))
     assert later["family_match"] == "new_family"
     assert later["is_re_referral"] is False
+    assert later["family_id"] != family_id, "a new family's id is drawn afresh"
     assert "personal_data_erased_at" not in await door.family(later["family_id"])
     unknown = await door.http.post(
         "/families/fam-nope/erasure", json={"reason": "erasure request 43"}, headers=ADMIN
@@ -300,6 +324,9 @@ async def test_the_erasure_command_erases_a_closed_family(door: Door) -> None:
         "MONGODB_URI": door.settings.mongodb_uri,
         "EARLYHELP_DATABASE_PREFIX": door.settings.database_prefix,
         "EARLYHELP_AUTH_SECRET": TEST_SECRET,
+        "EARLYHELP_DEAD_LETTER_KEY": TEST_DEAD_LETTER_KEY,
+        "EARLYHELP_MATCH_KEY_SECRET": TEST_MATCH_KEY_SECRET,
+        "EARLYHELP_TOPIC_NAMESPACE": door.settings.topic_namespace,
     }
     result = await asyncio.to_thread(
         subprocess.run,
@@ -316,6 +343,55 @@ async def test_the_erasure_command_erases_a_closed_family(door: Door) -> None:
     assert surname not in json.dumps(stored, default=str)
     family = await door.family(family_id)
     assert family["erasure"] == {"by": "operator", "reason": "ICO case 7"}
+    # Staged by the command, published by the running service's relay.
+    erased = await eventually(
+        lambda: read_topic(
+            door.infra.kafka_bootstrap_servers,
+            door.namespace.topic("family-erased"),
+            count=1,
+        ),
+        lambda events: any(family_id.encode() in event.value for event in events),
+        timeout_s=30,
+    )
+    assert erased
+
+
+# ---------------------------------------------------------------------------------------------
+# Pseudonyms
+
+
+async def test_match_keys_need_the_secret_and_rotating_it_keeps_every_family(door: Door) -> None:
+    surname = f"Keyed{uuid.uuid4().hex[:6]}"
+    document = request(children=[child(surname, "2012-02-02")], address=at("WX3 9DD"))
+    answer = await door.accept(document)
+    family_id = answer["family_id"]
+    submitted = ReferralSubmitted.model_validate(document)
+    under = {
+        name: {key.value for key in domain.family_keys(submitted, MatchKeys(secret))}
+        for name, secret in (("ours", TEST_MATCH_KEY_SECRET.encode()), ("new", b"n" * 40))
+    }
+
+    async def keys_of_family() -> set[str]:
+        found = await door.db["family_keys"].find({"family_id": family_id}).to_list()
+        return {key["_id"] for key in found}
+
+    assert re.fullmatch(r"fam-[0-9a-f]{20}", family_id)
+    assert await keys_of_family() == under["ours"]
+    material = f"surname_dob_postcode:{surname.lower()}|2012-02-02|WX3 9DD".encode()
+    assert hashlib.sha256(material).hexdigest() not in await keys_of_family()
+
+    rotated = door.settings.model_copy(update={"match_key_secret": SecretStr("n" * 40)})
+    counted = await rekey(rotated)
+    assert counted["referrals"] >= 1
+    assert await keys_of_family() == under["new"]
+    assert not under["ours"] & {key["_id"] async for key in door.db["family_keys"].find()}
+
+    await rekey(door.settings)  # and back, to the secret the running service has
+    assert await keys_of_family() == under["ours"]
+    again = await door.accept(
+        request(children=[child(surname, "2012-02-02")], address=at("WX3 9DD"))
+    )
+    assert (again["family_id"], again["family_match"]) == (family_id, "surname_dob_postcode")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from shared.mongo import Database, Session, create_mongo_client, in_transaction
 from shared.outbox import Outbox
 from tests.auth import CASEWORKER, partner_key
 from tests.conftest import Infra, Namespace
+from tests.factories import MATCH_KEYS
 from tests.support import TopicReader, eventually, partner_submission, produce, service_event
 
 pytestmark = pytest.mark.infra
@@ -503,11 +504,11 @@ async def test_a_batch_matches_and_answers_as_one_at_a_time_would(
     async def receive_all(session: Session) -> list[Outcome]:
         batch = store.batch(session)
         await batch.prefetch(
-            [lookups_for(item.event) for item in records if isinstance(item, Delivered)]
+            [lookups_for(item.event, MATCH_KEYS) for item in records if isinstance(item, Delivered)]
         )
         outcomes = [
             await receive_record(
-                item, store=batch, now=utc_now(), front_door=Configuration.sample()
+                item, store=batch, now=utc_now(), front_door=Configuration.sample(MATCH_KEYS)
             )
             for item in records
         ]

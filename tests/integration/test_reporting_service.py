@@ -26,9 +26,7 @@ from services.reporting.access import POLICY
 from services.reporting.app import create_app
 from services.reporting.rebuild import rebuild
 from services.reporting.settings import ReportingSettings
-from services.reporting.store import MongoProjections, MongoReadModels, MongoSnapshots
 from shared.auth import Role
-from shared.clock import utc_now
 from shared.events import (
     AllocationKind,
     AllocationStatus,
@@ -47,7 +45,6 @@ from shared.events import (
     StandardScore,
     TeamCapacityChanged,
 )
-from shared.mongo import create_mongo_client
 from tests.auth import AllowedRole, token
 from tests.browser import parse, render
 from tests.conftest import Infra, Namespace
@@ -476,65 +473,3 @@ async def test_the_dashboard_shows_october_in_a_real_browser(fed: Fed) -> None:
     assert page.by_id("re-referral-rate").text == "16.7%"
     rows = page.by_id("districts").find_all("tr", data_district=None)
     assert {row.attrs["data-district"] for row in rows} == {"eastmere", "northvale"}
-
-
-async def test_a_case_counts_under_its_newest_team_whatever_order_the_events_came_in(
-    infra: Infra, namespace: Namespace
-) -> None:
-    """A reallocation to another team that arrives before the first allocation still wins:
-    the case is open under the newer team at the month's end, in one batch or one by one."""
-    mongo = create_mongo_client(infra.mongodb_uri, app_name="reporting-team-test")
-    db = mongo[f"{namespace.databases}reporting"]
-    first = allocated("t1", "northvale", "nv-a", at(2))
-    moved = allocated("t1", "northvale", "nv-b", at(9), reallocated_from_worker_id="nv-a-w1")
-    other = allocated("t2", "northvale", "nv-a", at(3))
-    try:
-        async with mongo.start_session() as session:
-            # Newest first, in one batch.
-            await MongoProjections(db, session).project([moved, first], now=utc_now())
-        async with mongo.start_session() as session:
-            projections = MongoProjections(db, session)
-            await projections.project([other], now=utc_now())
-            await projections.project([other], now=utc_now())  # a redelivery changes nothing
-        facts = await MongoReadModels(db).month_facts(OCTOBER, "northvale", now=at(31))
-    finally:
-        await mongo.close()
-    teams = {case["_id"]: case["team_id"] for case in facts.open_at_end}
-    assert teams == {"case-t1": "nv-b", "case-t2": "nv-a"}
-
-
-async def test_a_change_committed_while_a_snapshot_is_being_taken_gets_a_snapshot_of_its_own(
-    infra: Infra, namespace: Namespace
-) -> None:
-    """A projection that commits while the snapshot's transaction is still open must leave
-    its month due again, whatever the database's isolation: the projection and the snapshot
-    never write the same document, so neither commit can undo the other."""
-    mongo = create_mongo_client(infra.mongodb_uri, app_name="reporting-snapshot-race")
-    db = mongo[f"{namespace.databases}reporting"]
-    marks = MongoSnapshots(db, None)
-    key = f"{OCTOBER}|northvale"
-    try:
-        async with mongo.start_session() as session:
-            await MongoProjections(db, session).project(
-                [allocated("r1", "northvale", "nv-a", at(2))], now=utc_now()
-            )
-        [due] = [d for d in await marks.due(0, now=utc_now()) if d.key == key]
-
-        async with mongo.start_session() as snapshot:
-            await snapshot.start_transaction()
-            assert await MongoSnapshots(db, snapshot).claim(due, now=utc_now()) == 1
-            async with mongo.start_session() as projection:
-                await projection.start_transaction()
-                await MongoProjections(db, projection).project(
-                    [allocated("r2", "northvale", "nv-a", at(3))], now=utc_now()
-                )
-                await projection.commit_transaction()
-            await snapshot.commit_transaction()
-
-        [again] = [d for d in await marks.due(0, now=utc_now()) if d.key == key]
-        assert again.version == 1
-        async with mongo.start_session() as session:
-            assert await MongoSnapshots(db, session).claim(again, now=utc_now()) == 2
-        assert key not in {d.key for d in await marks.due(0, now=utc_now())}
-    finally:
-        await mongo.close()

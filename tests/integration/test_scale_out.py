@@ -8,8 +8,9 @@ managers close the same families' cases. Every replica must have consumed some o
 service's messages, every event must have taken effect once, and what the two copies made of
 the traffic must be equal. It is compared in terms that do not depend on the order messages
 arrive in, which two replicas change: which submissions were accepted and which families and
-cases they formed, not the generated family and case ids; the month's figures, not the times
-to allocation.
+cases they formed (with each case's level of need, the highest of its referrals'), not the
+generated family and case ids; the month's figures for the county and each district, audits
+included, not the times to allocation.
 """
 
 from __future__ import annotations
@@ -357,14 +358,7 @@ async def _results(platform: Platform, month: str) -> dict[str, Any]:
         params = {"month": month} | ({"district": district} if district else {})
         report = (await reporting.get("/reports/monthly", params=params, headers=analyst)).json()
         rejected = report["outcomes"]["rejected_by_reason"]
-        found = reported_figures(report) | {"rejected_by_reason": rejected}
-        if district is not None:
-            # A family's case takes its id and level of need from whichever of its referrals
-            # arrived first, and the draw works from both: so which districts' cases are
-            # drawn depends on arrival order. How many are drawn and completed does not
-            # (the county's figures keep them).
-            found = {name: value for name, value in found.items() if not name.startswith("audits")}
-        figures[district or "all"] = found
+        figures[district or "all"] = reported_figures(report) | {"rejected_by_reason": rejected}
     return {
         "front door": {key: sorted(found) for key, found in outcomes.items()},
         "families": sorted(sorted(ids) for ids in families.values()),
@@ -372,6 +366,7 @@ async def _results(platform: Platform, month: str) -> dict[str, Any]:
             (
                 referrals_of[case["_id"]],
                 case["district"],
+                case["level_of_need"],
                 case["status"],
                 case["allocation"],
                 case.get("outcome"),

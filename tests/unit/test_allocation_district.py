@@ -377,3 +377,47 @@ def test_a_queued_case_from_storage_keeps_its_place() -> None:
     stored = replace(case, referral_received_at=domain.to_millisecond(case.referral_received_at))
 
     assert place_of(stored) == district.head[0]
+
+
+def test_a_referral_showing_more_need_raises_a_waiting_case_up_the_queue() -> None:
+    district = district_with(amara=0)
+    single = LevelOfNeed.EARLY_HELP_SINGLE_AGENCY
+    first = place(
+        district,
+        referral("fam-1", minutes=0, level_of_need=single),
+        referral("fam-2", minutes=1),
+        referral("fam-3", minutes=2, level_of_need=single),
+    )
+    waiting = {case.family_id: case for case in first.opened}
+
+    raised = place(
+        district,
+        referral("fam-3", minutes=5, level_of_need=LevelOfNeed.STATUTORY),
+        referral("fam-1", minutes=6, level_of_need=LevelOfNeed.UNIVERSAL),
+        open_cases=waiting,
+    )
+
+    assert [event.queue_position for event in raised.allocations] == [1, 3]
+    assert [event.level_of_need for event in raised.allocations] == [
+        LevelOfNeed.STATUTORY,
+        single,
+    ]
+    assert raised.changed_districts == {DISTRICT}
+    district.change_cap("amara", 3)
+    assert [allocation.case_id for allocation in district.allocate_queue()] == [
+        domain.case_id_for(f"ref-fam-{number}") for number in ("3-2", "2-1", "1-0")
+    ]
+
+
+def test_a_case_s_level_is_the_highest_of_its_referrals_in_any_order_of_arrival() -> None:
+    levels = [LevelOfNeed.EARLY_HELP_SINGLE_AGENCY, LevelOfNeed.STATUTORY, LevelOfNeed.UNIVERSAL]
+    seen = set()
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2]):
+        district = district_with(amara=5)
+        arrivals = [referral("fam-1", minutes=m, level_of_need=levels[m]) for m in order]
+        placement = place(district, *arrivals)
+        [case] = [*placement.opened, *placement.joined.values()][-1:]
+        seen.add(case.level_of_need)
+        assert placement.allocations[-1].level_of_need is LevelOfNeed.STATUTORY
+        assert placement.changed_districts == {DISTRICT}
+    assert seen == {LevelOfNeed.STATUTORY}

@@ -32,6 +32,8 @@ from shared.mongo import Database, Session
 from shared.outbox import Outbox
 from shared.runtime import build_runtime, service_app
 from shared.settings import ServiceSettings
+from shared.topics import CATALOGUE
+from tests.auth import TEST_DEAD_LETTER_KEY
 
 Document = dict[str, Any]
 
@@ -141,9 +143,15 @@ def test_platform_document_is_asyncapi_3_with_a_channel_per_event_type() -> None
     assert document["asyncapi"] == "3.0.0"
     assert document["defaultContentType"] == CONTENT_TYPE
     assert document["servers"]["kafka"]["protocol"] == "kafka"
-    assert document["channels"].keys() == PLATFORM_EVENTS.types.keys()
+    consumed = {topic.name for topic in CATALOGUE if topic.consumed_by}
+    assert document["channels"].keys() == PLATFORM_EVENTS.types.keys() | {
+        f"{event_type}.dlq" for event_type in consumed
+    }
     for event_type, channel in document["channels"].items():
         assert channel["address"] == event_type
+        if event_type.endswith(".dlq"):
+            assert message_on(document, event_type)["name"] == "DeadLetterNotice"
+            continue
         assert channel["description"]
         assert (
             message_on(document, event_type)["name"] == PLATFORM_EVENTS.types[event_type].__name__
@@ -157,11 +165,12 @@ def test_platform_receives_submissions_and_sends_every_other_event() -> None:
         op["channel"]["$ref"].removeprefix("#/channels/"): op["action"]
         for op in operations.values()
     }
-    assert len(operations) == len(PLATFORM_EVENTS.types)
+    consumed = {topic.name for topic in CATALOGUE if topic.consumed_by}
+    assert len(operations) == len(PLATFORM_EVENTS.types) + len(consumed)
     assert actions == {
         event_type: "receive" if event_type in PLATFORM_RECEIVES else "send"
         for event_type in PLATFORM_EVENTS.types
-    }
+    } | {f"{event_type}.dlq": "send" for event_type in consumed}
     assert actions["referral-submitted"] == "receive"
     assert operations["receiveReferralSubmitted"]["action"] == "receive"
     assert operations["sendCaseAllocated"]["action"] == "send"
@@ -247,16 +256,19 @@ def test_service_document_has_exactly_its_channels_and_operations() -> None:
         "referral-received",
         "referral-rejected",
         "referral-submitted",
+        "referral-submitted.dlq",
     }
     assert {name: op["action"] for name, op in document["operations"].items()} == {
         "sendReferralReceived": "send",
         "sendReferralRejected": "send",
         "receiveReferralSubmitted": "receive",
+        "sendReferralSubmittedDeadLetter": "send",
     }
     assert document["operations"]["receiveReferralSubmitted"]["channel"] == {
         "$ref": "#/channels/referral-submitted"
     }
     assert document["components"]["messages"].keys() == {
+        "DeadLetterNotice",
         "ReferralReceived",
         "ReferralRejected",
         "ReferralSubmitted",
@@ -269,7 +281,7 @@ def test_a_service_may_send_and_receive_one_topic() -> None:
         title="Echo", description="Both ways.", sends=["case-closed"], receives=["case-closed"]
     )
 
-    assert document["channels"].keys() == {"case-closed"}
+    assert document["channels"].keys() == {"case-closed", "case-closed.dlq"}
     assert {op["action"] for op in document["operations"].values()} == {"send", "receive"}
 
 
@@ -395,7 +407,11 @@ def test_every_real_example_decodes_as_its_event(event_type: str) -> None:
 
 async def test_service_app_serves_the_document_of_its_own_topics() -> None:
     settings = ServiceSettings.model_validate(
-        {"topic_namespace": "test-ns-", "service_name": "allocation"}
+        {
+            "topic_namespace": "test-ns-",
+            "service_name": "allocation",
+            "dead_letter_key": TEST_DEAD_LETTER_KEY,
+        }
     )
     runtime = build_runtime(settings, produces=("case-allocated", "case-closed"))
 
@@ -418,9 +434,11 @@ async def test_service_app_serves_the_document_of_its_own_topics() -> None:
         "case-allocated": "case-allocated",
         "case-closed": "case-closed",
         "referral-received": "referral-received",
+        "referral-received.dlq": "referral-received.dlq",
     }
     assert {name: op["action"] for name, op in document["operations"].items()} == {
         "sendCaseAllocated": "send",
         "sendCaseClosed": "send",
         "receiveReferralReceived": "receive",
+        "sendReferralReceivedDeadLetter": "send",
     }

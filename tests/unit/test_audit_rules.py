@@ -1,20 +1,16 @@
 """Audit rules: the case projection, the register of auditors, the monthly draw, submissions,
-grades and compliance; and the use cases over an in-memory unit of work."""
+grades and compliance (the use cases over them are in ``test_audit_handlers``)."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from collections import Counter
-from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 import pytest
 
-from services.audit import handlers
 from services.audit.domain import (
     QUALITY_STANDARDS,
     AlreadyCompleted,
@@ -23,12 +19,8 @@ from services.audit.domain import (
     Auditor,
     AuditorRole,
     AuditRecord,
-    AuditStatus,
     CaseState,
     ChangeConflicts,
-    DrawPolicy,
-    DrawRecord,
-    DrawRound,
     Invalid,
     NotTheAuditor,
     Submission,
@@ -53,21 +45,17 @@ from services.audit.domain import (
     still_owed,
     stratum_quotas,
 )
-from services.audit.ports import AuditNotOpen
 from shared.events import (
     AllocationKind,
     AllocationStatus,
-    AuditCompleted,
     CaseAllocated,
     CaseClosed,
     CaseOutcome,
-    EventData,
     LevelOfNeed,
     OfstedGrade,
     StandardScore,
 )
 from shared.months import month_end
-from shared.unit_of_work import ConcurrentUpdate
 
 OUT = OfstedGrade.OUTSTANDING
 GOOD = OfstedGrade.GOOD
@@ -611,246 +599,3 @@ def test_a_case_event_is_applied_as_an_allocation_or_a_closure() -> None:
     case = apply_case_event(apply_case_event(None, allocated(T0)), closed(T0 + timedelta(days=1)))
 
     assert (case.first_allocated_at, case.closed_at) == (T0, T0 + timedelta(days=1))
-
-
-# ---------------------------------------------------------------------------------------------
-# The use cases, over an in-memory unit of work
-
-
-class InMemoryAudit:
-    """The repositories and outbox of one in-memory database; a unit of work copies them
-    on entry and keeps the copy only on commit, as a transaction would."""
-
-    def __init__(self) -> None:
-        self.cases: dict[str, CaseState] = {}
-        self.auditors: dict[str, Auditor] = {}
-        self.audits: dict[str, Audit] = {}
-        self.draws: dict[str, DrawRecord] = {}
-        self.staged: dict[str, EventData] = {}
-
-
-class InMemoryCases:
-    def __init__(self, data: InMemoryAudit) -> None:
-        self.data = data
-
-    async def get_many(self, case_ids: Collection[str]) -> dict[str, CaseState]:
-        return {i: self.data.cases[i] for i in case_ids if i in self.data.cases}
-
-    async def save_many(self, cases: Sequence[CaseState]) -> None:
-        self.data.cases.update({case.case_id: case for case in cases})
-
-    async def allocated_before(self, at: datetime) -> list[CaseState]:
-        return [
-            c
-            for c in self.data.cases.values()
-            if c.first_allocated_at is not None and c.first_allocated_at < at
-        ]
-
-
-class InMemoryAuditors:
-    def __init__(self, data: InMemoryAudit) -> None:
-        self.data = data
-
-    async def all(self) -> list[Auditor]:
-        return sorted(self.data.auditors.values(), key=lambda auditor: auditor.id)
-
-    async def get(self, auditor_id: str) -> Auditor | None:
-        return self.data.auditors.get(auditor_id)
-
-    async def add(self, auditor: Auditor, *, now: datetime) -> bool:
-        return self.data.auditors.setdefault(auditor.id, auditor) is auditor
-
-    async def save(self, auditor: Auditor, *, now: datetime) -> None:
-        self.data.auditors[auditor.id] = auditor
-
-    async def count(self) -> int:
-        return len(self.data.auditors)
-
-
-class InMemoryAudits:
-    def __init__(self, data: InMemoryAudit) -> None:
-        self.data = data
-
-    async def get(self, audit_id: str) -> Audit | None:
-        return self.data.audits.get(audit_id)
-
-    async def of_month(self, month: str) -> list[Audit]:
-        return [audit for audit in self.data.audits.values() if audit.month == month]
-
-    async def find(
-        self,
-        *,
-        month: str | None,
-        auditor_id: str | None,
-        status: AuditStatus | None,
-        now: datetime,
-        limit: int,
-    ) -> list[Audit]:
-        return [
-            audit
-            for audit in self.data.audits.values()
-            if month in (None, audit.month) and auditor_id in (None, audit.auditor_id)
-        ][:limit]
-
-    async def assigned_per_auditor(self, month: str) -> dict[str, int]:
-        return dict(Counter(audit.auditor_id for audit in await self.of_month(month)))
-
-    async def cases_drawn(self, months: Sequence[str]) -> set[str]:
-        return {audit.case_id for audit in self.data.audits.values() if audit.month in months}
-
-    async def add(self, audits: Sequence[Audit]) -> None:
-        self.data.audits.update({audit.id: audit for audit in audits})
-
-    async def complete(self, audit: Audit) -> None:
-        if self.data.audits[audit.id].completed_at is not None:
-            raise AuditNotOpen(audit.id)
-        self.data.audits[audit.id] = audit
-
-
-class InMemoryDraws:
-    def __init__(self, data: InMemoryAudit) -> None:
-        self.data = data
-
-    async def get(self, month: str) -> DrawRecord | None:
-        return self.data.draws.get(month)
-
-    async def newest_first(self) -> list[DrawRecord]:
-        return [self.data.draws[month] for month in sorted(self.data.draws, reverse=True)]
-
-    async def add_round(self, month: str, round_: DrawRound) -> DrawRecord:
-        drawn = self.data.draws.get(month) or DrawRecord(month, round_.seed, round_.at)
-        self.data.draws[month] = replace(drawn, rounds=[*drawn.rounds, round_])
-        return self.data.draws[month]
-
-
-class InMemoryOutbox:
-    def __init__(self, data: InMemoryAudit) -> None:
-        self.data = data
-
-    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
-        self.data.staged.setdefault(event_id, event)
-
-    async def stage_many(self, events: Sequence[tuple[EventData, str, str]]) -> None:
-        for event, correlation_id, event_id in events:
-            await self.stage(event, correlation_id=correlation_id, event_id=event_id)
-
-
-class InMemoryUnitOfWork:
-    def __init__(self, stored: InMemoryAudit, *, conflicts: int = 0) -> None:
-        self.stored = stored
-        self.conflicts = conflicts  # commits to fail, as if another writer came first
-
-    async def __aenter__(self) -> Self:
-        working = InMemoryAudit()
-        working.__dict__ = {name: dict(value) for name, value in self.stored.__dict__.items()}
-        self.working = working
-        self.cases = InMemoryCases(working)
-        self.auditors = InMemoryAuditors(working)
-        self.audits = InMemoryAudits(working)
-        self.draws = InMemoryDraws(working)
-        self.events = InMemoryOutbox(working)
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        del self.working
-
-    async def commit(self) -> None:
-        if self.conflicts:
-            self.conflicts -= 1
-            raise ConcurrentUpdate("another writer first")
-        self.stored.__dict__ = self.working.__dict__
-
-
-POLICY = DrawPolicy(audits_per_month=1, closed_within_months=3)
-
-
-async def test_a_draw_that_meets_another_writer_is_run_again_and_assigns_once() -> None:
-    stored = InMemoryAudit()
-    stored.cases = {case.case_id: case for case in (open_case("c-1"), open_case("c-2"))}
-    stored.auditors = {"hos-northvale": head("northvale")}
-
-    drawn = await handlers.draw_month(
-        "2026-10",
-        uow=InMemoryUnitOfWork(stored, conflicts=1),
-        now=T0,
-        policy=POLICY,
-        requested_seed=None,
-        fresh_seed=8,
-    )
-    again = await handlers.draw_month(
-        "2026-10",
-        uow=InMemoryUnitOfWork(stored),
-        now=T0,
-        policy=POLICY,
-        requested_seed=None,
-        fresh_seed=9,
-    )
-
-    [audit] = stored.audits.values()
-    assert (drawn.first_round, drawn.seed, drawn.new_audit_ids) == (True, 8, [audit.id])
-    assert (again.first_round, again.new_audit_ids, [r.seed for r in again.rounds]) == (
-        False,
-        [],
-        [8, 8],
-    )
-    assert list(stored.staged) == [f"{audit.id}.assigned"]
-
-
-async def test_completing_stores_the_grades_and_stages_the_event_together() -> None:
-    stored = InMemoryAudit()
-    audit = an_audit()
-    stored.audits = {audit.id: audit}
-
-    with pytest.raises(NotTheAuditor):
-        await handlers.submit_audit(
-            audit.id,
-            Submission(ALL_GOOD),
-            claimed_auditor_id="hos-eastmere",
-            auditor_id="hos-northvale",
-            uow=InMemoryUnitOfWork(stored),
-            now=T0,
-            correlation_id="c",
-        )
-    assert stored.staged == {}
-    completed = await handlers.submit_audit(
-        audit.id,
-        Submission(ALL_GOOD),
-        claimed_auditor_id=None,
-        auditor_id="hos-northvale",
-        uow=InMemoryUnitOfWork(stored),
-        now=T0,
-        correlation_id="c",
-    )
-
-    assert completed.status is AuditStatus.COMPLETED
-    assert stored.audits[audit.id].overall_grade == "good"
-    [event] = stored.staged.values()
-    assert isinstance(event, AuditCompleted)
-    assert event.audit_id == audit.id
-    with pytest.raises(AlreadyCompleted):
-        await handlers.submit_audit(
-            audit.id,
-            Submission(ALL_GOOD),
-            claimed_auditor_id=None,
-            auditor_id="hos-northvale",
-            uow=InMemoryUnitOfWork(stored),
-            now=T0,
-            correlation_id="c",
-        )
-
-
-async def test_the_sample_auditors_are_added_only_to_an_empty_register() -> None:
-    stored = InMemoryAudit()
-    sample = [head("a"), head("b")]
-
-    first = await handlers.seed_auditors(sample, uow=InMemoryUnitOfWork(stored), now=T0)
-    await handlers.deactivate_auditor("hos-a", uow=InMemoryUnitOfWork(stored), now=T0)
-    second = await handlers.seed_auditors(sample, uow=InMemoryUnitOfWork(stored), now=T0)
-
-    assert (first, second) == (2, 0)
-    assert stored.auditors["hos-a"].active is False

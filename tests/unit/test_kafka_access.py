@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.openapi import DOCUMENT_ONLY_SECRET
+from services.openapi import document_only_settings
 from shared.embedded import KAFKA_HEAP, KAFKA_POM, embedded_kafka
 from shared.kafka_access import (
     OPERATOR,
@@ -28,12 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def runtime_of(service: str) -> Runtime:
-    settings_class = getattr(
-        import_module(f"services.{service}.settings"), f"{service.title()}Settings"
-    )
-    app = import_module(f"services.{service}.app").create_app(
-        settings_class(auth_secret=DOCUMENT_ONLY_SECRET)
-    )
+    app = import_module(f"services.{service}.app").create_app(document_only_settings(service))
     runtime: Runtime = app.state.runtime
     return runtime
 
@@ -70,12 +65,13 @@ def test_allocation_reads_its_inputs_in_its_own_group_and_writes_only_what_it_pu
     reads = {name for kind, name, operation in grants if kind == "topic" and operation == "READ"}
     writes = {name for kind, name, operation in grants if kind == "topic" and operation == "WRITE"}
     groups = {(name, operation) for kind, name, operation in grants if kind == "group"}
-    assert reads == {"ns-referral-received"}
+    assert reads == {"ns-referral-received", "ns-family-erased"}
     assert writes == {
         "ns-case-allocated",
         "ns-case-closed",
         "ns-team-capacity-changed",
         "ns-referral-received.dlq",
+        "ns-family-erased.dlq",
     }
     assert groups == {("ns-allocation", "READ"), ("ns-allocation", "DESCRIBE")}
 
@@ -160,3 +156,11 @@ def test_with_scram_the_embedded_broker_authenticates_every_listener_and_enforce
     assert settings["allow.everyone.if.no.acl.found"] == "false"
     assert settings["super.users"] == "User:admin"
     assert 'password="s3cret"' in settings["listener.name.client.scram-sha-512.sasl.jaas.config"]
+
+
+def test_each_grant_is_asked_for_once_as_the_broker_refuses_duplicates() -> None:
+    grants = platform_grants("ns-", ["northvale-primary"])
+
+    assert len(grants) == len(set(grants))
+    assert Grant("referral", "topic", "ns-family-erased", "WRITE") in grants
+    assert Grant("referral", "topic", "ns-family-erased", "READ") in grants

@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from services.openapi import (
-    DOCUMENT_ONLY_SECRET,
     SERVICES,
     check,
     current_openapi,
+    document_only_settings,
     openapi_path,
 )
 from shared.contracts import load_schema, render
@@ -32,12 +32,7 @@ def test_checked_in_openapi_document_is_current(service: str) -> None:
 async def test_each_service_serves_its_document_with_the_operations_endpoints(
     service: str,
 ) -> None:
-    settings_class = getattr(
-        import_module(f"services.{service}.settings"), f"{service.title()}Settings"
-    )
-    app = import_module(f"services.{service}.app").create_app(
-        settings_class(auth_secret=DOCUMENT_ONLY_SECRET)
-    )
+    app = import_module(f"services.{service}.app").create_app(document_only_settings(service))
     transport = httpx.ASGITransport(app=app)  # no lifespan: nothing connects
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
         served = (await client.get("/openapi.json")).json()

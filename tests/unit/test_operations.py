@@ -18,6 +18,7 @@ from shared.events import CaseClosed
 from shared.logs import JsonFormatter, TextFormatter, configure_logging, correlated
 from shared.runtime import build_runtime, service_app
 from shared.settings import ServiceSettings, mongodb_uri_for
+from tests.auth import TEST_DEAD_LETTER_KEY
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def app() -> FastAPI:
             "MONGODB_URI": mongodb_uri_for("127.0.0.1", free_port()),
             "service_name": "unreachable",
             "readiness_timeout_s": 0.3,
+            "dead_letter_key": TEST_DEAD_LETTER_KEY,
         }
     )
     runtime = build_runtime(settings)
@@ -117,7 +119,11 @@ async def test_requests_are_counted_by_route_template_and_logged_with_their_corr
 
 
 def test_two_apps_in_one_process_keep_separate_registries(app: FastAPI) -> None:
-    other = build_runtime(ServiceSettings(service_name="other"))
+    other = build_runtime(
+        ServiceSettings.model_validate(
+            {"service_name": "other", "dead_letter_key": TEST_DEAD_LETTER_KEY}
+        )
+    )
     assert other.metrics.registry is not app.state.runtime.metrics.registry
 
 

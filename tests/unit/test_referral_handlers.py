@@ -3,42 +3,43 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.referral.domain import FamilyHistory, FamilyKey, KnownFamilies, referral_id_for
+from services.referral.domain import referral_id_for
 from services.referral.handlers import (
     FrontDoor,
     Origin,
     Rejected,
-    note_case_closed,
-    note_case_open,
+    note_cases_closed,
+    note_cases_open,
     receive_submission,
     receive_unreadable,
     rejection_id_for,
+    rejection_id_of_bytes,
 )
-from services.referral.ports import Accepted, Decided, ReferralStore
+from services.referral.ports import Accepted
 from shared.events import (
     FamilyMatchRule,
     HeadlineOutcome,
     LevelOfNeed,
-    ReferralReceived,
-    ReferralRejected,
-    ReferralSubmitted,
     ScreeningDecision,
 )
+from tests.factories import MATCH_KEYS
+
+# Named here too: the hostile-input tests import the fake from this module.
+from tests.fakes.referral import InMemoryReferralStore as InMemoryReferralStore
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 LATER = datetime(2026, 11, 4, 14, 0, tzinfo=UTC)
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "referral.json"
 ORIGIN = Origin(source="/partners/northvale-primary", event_id="evt-1", correlation_id="corr-1")
-SAMPLE = FrontDoor.sample()
+SAMPLE = FrontDoor.sample(MATCH_KEYS)
 
 
 def submission_document() -> dict[str, Any]:
@@ -46,101 +47,9 @@ def submission_document() -> dict[str, Any]:
     return document
 
 
-@dataclass(frozen=True)
-class StoredRejection:
-    document: dict[str, Any]
-    event: ReferralRejected
-    correlation_id: str
-
-
-class InMemoryReferralStore:
-    """The ReferralStore port over dicts, recording every event it stages."""
-
-    def __init__(self) -> None:
-        self.referrals: dict[tuple[str, str], Accepted] = {}
-        self.submissions: dict[str, ReferralSubmitted] = {}
-        self.rejections: dict[str, StoredRejection] = {}
-        self.received: list[ReferralReceived] = []
-        self.rejected: list[ReferralRejected] = []
-        self.correlation_ids: list[str] = []
-        self.family_of_key: dict[str, str] = {}
-        self.histories: dict[str, FamilyHistory] = {}
-
-    async def find_accepted(self, partner_id: str, submission_id: str) -> Accepted | None:
-        found = self.referrals.get((partner_id, submission_id))
-        return None if found is None else replace(found, duplicate=True)
-
-    async def accept(
-        self,
-        submission: ReferralSubmitted,
-        keys: list[FamilyKey],
-        decide: Callable[[KnownFamilies], Decided],
-        *,
-        correlation_id: str,
-        now: datetime,
-    ) -> Accepted:
-        key = (submission.partner_id, submission.submission_id)
-        if key in self.referrals:
-            return replace(self.referrals[key], duplicate=True)
-        by_key = {
-            k.value: self.family_of_key[k.value] for k in keys if k.value in self.family_of_key
-        }
-        known = KnownFamilies(
-            by_key=by_key,
-            histories={f: self.histories[f] for f in by_key.values() if f in self.histories},
-        )
-        event = decide(known).event
-        for family_key in keys:
-            self.family_of_key.setdefault(family_key.value, event.family_id)
-        self.histories.setdefault(event.family_id, FamilyHistory(event.family_id))
-        accepted = Accepted(
-            referral_id=event.referral_id,
-            family_id=event.family_id,
-            district=event.district,
-            decision=event.decision.value,
-            family_match=event.family_match,
-            is_re_referral=event.is_re_referral,
-            family_has_open_case=event.family_has_open_case,
-            screening_reason=event.screening_reason,
-            signposted_services=tuple(event.signposted_services),
-        )
-        self.referrals[key] = accepted
-        self.submissions[event.referral_id] = submission
-        self.received.append(event)
-        self.correlation_ids.append(correlation_id)
-        return accepted
-
-    async def reject(
-        self, document: dict[str, Any], event: ReferralRejected, *, correlation_id: str
-    ) -> None:
-        self.rejections.setdefault(
-            event.rejection_id, StoredRejection(document, event, correlation_id)
-        )
-        self.rejected.append(event)
-        self.correlation_ids.append(correlation_id)
-
-    async def note_case_open(self, family_id: str, case_id: str) -> None:
-        history = self.histories[family_id]
-        self.histories[family_id] = replace(history, open_cases=(*history.open_cases, case_id))
-
-    async def note_case_closed(self, family_id: str, case_id: str, closed_at: datetime) -> None:
-        history = self.histories[family_id]
-        self.histories[family_id] = replace(
-            history,
-            open_cases=tuple(case for case in history.open_cases if case != case_id),
-            last_closed_at=closed_at,
-        )
-
-
 @pytest.fixture
 def store() -> InMemoryReferralStore:
     return InMemoryReferralStore()
-
-
-def test_the_in_memory_store_implements_the_referral_store_port() -> None:
-    port: ReferralStore = InMemoryReferralStore()
-
-    assert callable(port.find_accepted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +87,10 @@ async def test_a_valid_submission_is_accepted_with_one_referral_received(
     assert event.is_step_down is False
     assert event.open_to_social_care is False
     assert event.received_at == NOW
-    assert store.correlation_ids == ["corr-1"]
-    assert store.submissions[event.referral_id].partner_id == "northvale-primary"
+    assert [event.correlation_id for event in store.published.staged] == ["corr-1"]
+    assert store.state.referrals[event.referral_id]["submission"]["partner_id"] == (
+        "northvale-primary"
+    )
 
 
 @pytest.mark.parametrize(
@@ -298,7 +209,7 @@ async def test_an_invalid_submission_is_rejected_with_reasons_and_a_stored_rejec
         "referrer",
         "children.0.date_of_birth",
     }
-    assert outcome.rejection_id == rejection_id_for(ORIGIN)
+    assert outcome.rejection_id == rejection_id_for(document)
     assert store.received == []
     [event] = store.rejected
     assert event.rejection_id == outcome.rejection_id
@@ -327,7 +238,7 @@ async def test_a_submission_breaking_a_rule_is_rejected_and_stored(
     assert [reason.code for reason in outcome.reasons] == ["outside_area", "no_consent"]
     assert store.received == []
     assert [event.partner_id for event in store.rejected] == ["northvale-primary"]
-    assert store.referrals == {}
+    assert store.state.referrals == {}
 
 
 async def test_a_rejected_submission_without_readable_ids_is_stored_without_them(
@@ -369,7 +280,7 @@ async def test_unreadable_bytes_are_stored_as_a_rejection_with_code_unreadable(
         b"\xff{not json", "not JSON: Expecting value", origin=ORIGIN, store=store, now=NOW
     )
 
-    assert outcome.rejection_id == rejection_id_for(ORIGIN)
+    assert outcome.rejection_id == rejection_id_of_bytes(b"\xff{not json")
     assert [(reason.field, reason.code) for reason in outcome.reasons] == [("", "unreadable")]
     assert outcome.reasons[0].message == "not JSON: Expecting value"
     [event] = store.rejected
@@ -395,30 +306,70 @@ async def test_unreadable_bytes_are_kept_whole_with_a_readable_excerpt(
     assert len(stored["raw_text"]) == 20_000
 
 
-async def test_rejection_ids_are_deterministic_for_the_same_origin(
+async def test_the_same_bad_request_resent_is_answered_with_its_first_rejection(
     store: InMemoryReferralStore,
 ) -> None:
-    same = Origin(source=ORIGIN.source, event_id=ORIGIN.event_id, correlation_id="other")
+    document = submission_document()
+    del document["referrer"]
+    resent = Origin(source=ORIGIN.source, event_id="evt-resent", correlation_id="other")
 
-    first = await receive_unreadable(b"?", "bad", origin=ORIGIN, store=store, now=NOW)
-    second = await receive_unreadable(b"?", "bad", origin=same, store=store, now=LATER)
+    first = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
+    second = await receive_submission(
+        copy.deepcopy(document), origin=resent, store=store, now=LATER, front_door=SAMPLE
+    )
+    unreadable = [
+        await receive_unreadable(b"?", "bad", origin=origin, store=store, now=NOW)
+        for origin in (ORIGIN, resent)
+    ]
 
-    assert rejection_id_for(ORIGIN) == rejection_id_for(same)
-    assert first.rejection_id == second.rejection_id == rejection_id_for(ORIGIN)
-    assert first.rejection_id.startswith("rej-")
-    assert len(store.rejections) == 1
+    assert isinstance(first, Rejected)
+    assert isinstance(second, Rejected)
+    assert (first.duplicate, second.duplicate) == (False, True)
+    assert second.rejection_id == first.rejection_id
+    assert [outcome.duplicate for outcome in unreadable] == [False, True]
+    assert unreadable[0].rejection_id == unreadable[1].rejection_id != first.rejection_id
+    assert len(store.rejections) == 2
+    assert [event.rejection_id for event in store.rejected] == [
+        first.rejection_id,
+        unreadable[0].rejection_id,
+    ]
+
+
+async def test_a_resend_wrong_in_a_new_way_is_answered_anew(
+    store: InMemoryReferralStore,
+) -> None:
+    document = submission_document()
+    del document["referrer"]
+    worse = copy.deepcopy(document)
+    worse["children"][0]["date_of_birth"] = "not a date"
+
+    first = await receive_submission(
+        document, origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
+    )
+    second = await receive_submission(
+        worse, origin=ORIGIN, store=store, now=LATER, front_door=SAMPLE
+    )
+
+    assert isinstance(first, Rejected)
+    assert isinstance(second, Rejected)
+    assert second.rejection_id != first.rejection_id
+    assert not second.duplicate
+    assert {reason.field for reason in second.reasons} == {"referrer", "children.0.date_of_birth"}
+    assert len(store.rejected) == 2
 
 
 @pytest.mark.parametrize(
-    "other",
-    [
-        Origin(source="/partners/northvale-primary", event_id="evt-2", correlation_id="corr-1"),
-        Origin(source="/partners/eastmere-gp", event_id="evt-1", correlation_id="corr-1"),
-    ],
-    ids=["other-event-id", "other-source"],
+    "change",
+    [{"partner_id": "eastmere-gp"}, {"submission_id": "np-2026-0002"}, {"route": "health"}],
+    ids=["other-partner", "other-submission", "other-content"],
 )
-def test_rejection_ids_differ_for_another_origin(other: Origin) -> None:
-    assert rejection_id_for(other) != rejection_id_for(ORIGIN)
+def test_rejection_ids_differ_for_another_request(change: dict[str, str]) -> None:
+    document = submission_document()
+
+    assert rejection_id_for(document | change) != rejection_id_for(document)
+    assert rejection_id_for(copy.deepcopy(document)) == rejection_id_for(document)
 
 
 def test_referral_ids_are_deterministic_per_partner_and_submission() -> None:
@@ -465,12 +416,12 @@ async def test_an_open_case_is_flagged_and_a_closure_within_a_year_makes_a_re_re
         child_request("s-1"), origin=ORIGIN, store=store, now=NOW, front_door=SAMPLE
     )
     assert isinstance(first, Accepted)
-    await note_case_open(first.family_id, "case-1", store=store)
+    await note_cases_open([(first.family_id, "case-1")], store=store)
 
     while_open = await receive_submission(
         child_request("s-2"), origin=ORIGIN, store=store, now=LATER, front_door=SAMPLE
     )
-    await note_case_closed(first.family_id, "case-1", LATER, store=store)
+    await note_cases_closed([(first.family_id, "case-1", LATER)], store=store)
     after_closure = await receive_submission(
         child_request("s-3"),
         origin=ORIGIN,
@@ -512,7 +463,7 @@ async def test_a_signposted_request_names_local_services_for_its_needs_ages_and_
     assert event.decision is ScreeningDecision.SIGNPOST
     assert event.signposted_services
     assert list(outcome.signposted_services) == event.signposted_services
-    directory = {service.id: service for service in FrontDoor.sample().directory}
+    directory = {service.id: service for service in FrontDoor.sample(MATCH_KEYS).directory}
     for service_id in event.signposted_services:
         service = directory[service_id]
         assert "northvale" in service.service_areas

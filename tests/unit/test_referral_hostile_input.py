@@ -29,17 +29,19 @@ from services.referral.handlers import (
     receive_record,
     receive_submission,
     rejection_id_for,
+    rejection_id_of_bytes,
 )
 from services.referral.ports import Accepted
 from shared.consumer import Record, read_record
 from shared.events import PLATFORM_EVENTS, ReferralSubmitted, UndecodableEvent, read_envelope
 from shared.strict_json import MAX_NESTING, Unreadable, read_json
+from tests.factories import MATCH_KEYS
 from tests.unit.test_referral_handlers import InMemoryReferralStore, submission_document
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 POSITION = Origin("kafka:referral-submitted", "0/42", "corr-position")
 """The identity ``position_of`` gives the record at offset 42 of partition 0."""
-SAMPLE = FrontDoor.sample()
+SAMPLE = FrontDoor.sample(MATCH_KEYS)
 T = TypeVar("T")
 
 HOSTILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -425,20 +427,21 @@ def test_any_kafka_record_is_answered_once(raw: bytes) -> None:
         return
     stored = store.rejections[outcome.rejection_id].document
     if len(raw) > MAX_SUBMISSION_BYTES:  # the head, the size and the digest
-        assert outcome.rejection_id == rejection_id_for(POSITION)
+        assert outcome.rejection_id == rejection_id_of_bytes(raw)
         assert stored_raw(store, outcome) == raw[:MAX_SUBMISSION_BYTES]
         assert (stored["raw_size"], stored["raw_truncated"]) == (len(raw), True)
         return
     try:
         sent = read_envelope(raw, max_bytes=MAX_SUBMISSION_BYTES)
-    except UndecodableEvent:  # no envelope: answered as from its place in the log
-        assert outcome.rejection_id == rejection_id_for(POSITION)
+    except UndecodableEvent:  # no envelope: answered as for its bytes
+        assert outcome.rejection_id == rejection_id_of_bytes(raw)
         assert stored_raw(store, outcome) == raw
         return
-    assert outcome.rejection_id == rejection_id_for(ENVELOPE_ORIGIN)
     if (sent.type, sent.schemaversion) == (ReferralSubmitted.event_type, 1):
+        assert outcome.rejection_id == rejection_id_for(sent.data)
         assert json.loads(stored["submission_json"]) == sent.data  # the data, as JSON text
     else:  # another type or version: the bytes whole
+        assert outcome.rejection_id == rejection_id_of_bytes(raw)
         assert stored_raw(store, outcome) == raw
 
 
@@ -450,7 +453,7 @@ def test_an_oversize_kafka_record_is_rejected_too_large_with_its_head_kept() -> 
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("", "too_large")]
-    assert outcome.rejection_id == rejection_id_for(POSITION)
+    assert outcome.rejection_id == rejection_id_of_bytes(raw)
     stored = store.rejections[outcome.rejection_id].document
     assert stored_raw(store, outcome) == raw[:MAX_SUBMISSION_BYTES]
     assert (stored["raw_size"], stored["raw_truncated"]) == (len(raw), True)
@@ -474,7 +477,7 @@ def test_a_valid_submission_in_the_wrong_envelope_is_rejected_with_its_bytes(
 
     assert isinstance(outcome, Rejected)
     assert [(r.field, r.code) for r in outcome.reasons] == [("", code)]
-    assert outcome.rejection_id == rejection_id_for(ENVELOPE_ORIGIN)
+    assert outcome.rejection_id == rejection_id_of_bytes(raw)
     assert stored_raw(store, outcome) == raw
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.referral import domain
 from services.referral.domain import (
     CIN_REFERRAL_SOURCES,
     ROUTE_CATALOGUE,
@@ -20,10 +24,8 @@ from services.referral.domain import (
     age_on,
     check_rules,
     district_for,
-    family_keys,
+    erasure,
     is_re_referral,
-    match_family,
-    new_family_id,
     nhs_number_problem,
     normalise_postcode,
     parse_submission,
@@ -31,9 +33,10 @@ from services.referral.domain import (
     screen_submission,
     upn_problem,
 )
-from services.referral.domain.erasure import raw_family_keys
+from services.referral.handlers import new_family_id
 from services.referral.sample import POSTCODE_DISTRICTS
 from shared.events import FamilyMatchRule, LevelOfNeed, ReferralSubmitted, ScreeningDecision
+from tests.factories import MATCH_KEYS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "referral.json"
 
@@ -42,6 +45,26 @@ CENSUS_CODES = {
     "4", "5A", "5B", "5C", "5D", "6", "7", "8", "9", "10",
 }  # fmt: skip
 TODAY = date(2026, 11, 22)
+
+
+def family_keys(request: ReferralSubmitted) -> list[domain.FamilyKey]:
+    return domain.family_keys(request, MATCH_KEYS)
+
+
+def match_family(request: ReferralSubmitted, known: KnownFamilies) -> domain.FamilyMatch:
+    return domain.match_family(family_keys(request), known, new_family_id="fam-new")
+
+
+def raw_family_keys(document: Any) -> set[str]:
+    return erasure.raw_family_keys(document, MATCH_KEYS)
+
+
+def demographic_keys(request: ReferralSubmitted) -> set[str]:
+    return {
+        key.value
+        for key in family_keys(request)
+        if key.rule is FamilyMatchRule.SURNAME_DOB_POSTCODE
+    }
 
 
 def submission_document() -> dict[str, Any]:
@@ -345,7 +368,7 @@ def test_screen_submission_gives_the_reasons_when_a_rule_is_broken() -> None:
 # family matching
 
 
-def test_new_family_id_ignores_name_case_spacing_and_child_order() -> None:
+def test_demographic_keys_ignore_name_case_spacing_and_child_order() -> None:
     document = submission_document()
     first = ReferralSubmitted.model_validate(document)
     children = [dict(child) for child in reversed(document["children"])]
@@ -359,49 +382,64 @@ def test_new_family_id_ignores_name_case_spacing_and_child_order() -> None:
         }
     )
 
-    assert new_family_id(first) == new_family_id(second)
+    assert demographic_keys(first) == demographic_keys(second)
 
 
-def test_new_family_id_differs_for_another_postcode() -> None:
+def test_demographic_keys_differ_for_another_postcode() -> None:
     document = submission_document()
     other = {**document, "address": {**document["address"], "postcode": "WX3 4AC"}}
 
-    assert new_family_id(submission()) != new_family_id(ReferralSubmitted.model_validate(other))
+    assert demographic_keys(submission()) != demographic_keys(
+        ReferralSubmitted.model_validate(other)
+    )
 
 
-def test_new_family_id_differs_for_another_surname_or_birth_date() -> None:
+def test_demographic_keys_differ_for_another_surname_or_birth_date() -> None:
     document = submission_document()
     renamed = [{**child, "family_name": "Hussain"} for child in document["children"]]
     redated = [dict(child) for child in document["children"]]
     redated[0]["date_of_birth"] = "2016-04-13"
 
-    keys = {
-        new_family_id(submission()),
-        new_family_id(submission(children=renamed)),
-        new_family_id(submission(children=redated)),
-    }
-
-    assert len(keys) == 3
-
-
-def test_new_family_id_for_twins_with_different_surnames_does_not_depend_on_child_order() -> None:
-    twins = [
-        {"given_name": "Ali", "family_name": "Hassan", "date_of_birth": "2016-04-12"},
-        {"given_name": "Ada", "family_name": "Hassan-Smith", "date_of_birth": "2016-04-12"},
-    ]
-    twins = [{**child, "gender": "not_known"} for child in twins]
-
-    assert new_family_id(submission(children=twins)) == new_family_id(
-        submission(children=list(reversed(twins)))
+    first, second, third = (
+        demographic_keys(submission()),
+        demographic_keys(submission(children=renamed)),
+        demographic_keys(submission(children=redated)),
     )
 
+    assert first.isdisjoint(second)
+    assert len(first & third) == len(first) - 1, "only the redated child's key differs"
 
-def test_new_family_id_differs_for_different_surnames_in_a_non_latin_script() -> None:
+
+def test_demographic_keys_differ_for_different_surnames_in_a_non_latin_script() -> None:
     document = submission_document()
     first = [{**child, "family_name": "حسن"} for child in document["children"]]
     second = [{**child, "family_name": "王"} for child in document["children"]]
 
-    assert new_family_id(submission(children=first)) != new_family_id(submission(children=second))
+    assert demographic_keys(submission(children=first)).isdisjoint(
+        demographic_keys(submission(children=second))
+    )
+
+
+def test_family_keys_cannot_be_recomputed_without_the_secret() -> None:
+    request = with_children({"family_name": "Hassan", "date_of_birth": "2016-04-12"})
+    [key] = family_keys(request)
+    plain = hashlib.sha256(b"surname_dob_postcode:hassan|2016-04-12|WX3 4AB").hexdigest()
+
+    assert key.value != plain
+    assert key == family_keys(request)[0], "the same secret gives the same key"
+    [other] = domain.family_keys(request, domain.MatchKeys(b"another-secret-" * 3))
+    assert other.value != key.value
+    expected = hmac.new(
+        MATCH_KEYS.secret, b"surname_dob_postcode:hassan|2016-04-12|WX3 4AB", hashlib.sha256
+    )
+    assert key.value == expected.hexdigest()
+
+
+def test_a_new_family_id_is_random_and_says_nothing_of_the_children() -> None:
+    ids = {new_family_id() for _ in range(100)}
+
+    assert len(ids) == 100
+    assert all(re.fullmatch(r"fam-[0-9a-f]{20}", family_id) for family_id in ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,14 +593,14 @@ def known_by(earlier: ReferralSubmitted, family_id: str) -> KnownFamilies:
     return KnownFamilies(by_key={key.value: family_id for key in family_keys(earlier)})
 
 
-def test_a_family_nobody_knows_is_new_with_an_id_from_its_eldest_child() -> None:
+def test_a_family_nobody_knows_is_new_with_the_id_it_was_given() -> None:
     request = submission()
 
     match = match_family(request, KnownFamilies())
 
     assert match.rule is FamilyMatchRule.NEW_FAMILY
     assert match.is_new
-    assert match.family_id == new_family_id(request)
+    assert match.family_id == "fam-new"
 
 
 def test_a_upn_matches_even_when_name_and_address_changed() -> None:

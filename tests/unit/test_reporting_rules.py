@@ -3,11 +3,9 @@ over in-memory fakes of their ports."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,9 +23,9 @@ from services.reporting.domain import (
     split_funding,
 )
 from services.reporting.handlers import Decoded, FundingPolicy
-from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
-from shared.events import PLATFORM_EVENTS, EventData, PerformanceSnapshot, ReferralReceived
+from shared.events import PLATFORM_EVENTS, PerformanceSnapshot, ReferralReceived
 from tests.factories import referral_received
+from tests.fakes.reporting import InMemoryReportingStore
 from tests.support import service_event
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -284,173 +282,91 @@ def test_weights_are_parsed() -> None:
 # The use cases, over in-memory fakes of their ports
 
 
-@dataclass
-class FakeReadModels:
-    """Each district's referrals, as the month's facts; counts what was read."""
-
-    referrals: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    reads: int = 0
-
-    async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
-        self.reads += 1
-        chosen = [district] if district else sorted(self.referrals)
-        found = [fact for name in chosen for fact in self.referrals.get(name, [])]
-        return MonthFacts(month=month, district=district, referrals=found, now=now)
-
-    async def months(self) -> list[str]:
-        return ["2026-11"]
-
-    async def districts(self) -> list[str]:
-        self.reads += 1
-        return sorted(self.referrals)
+NOVEMBER = datetime(2026, 11, 20, tzinfo=UTC)
 
 
-@dataclass
-class FakeSnapshots:
-    """Published versions by key; ``taken`` are claimed by another replica first."""
-
-    published: dict[str, int] = field(default_factory=dict)
-    taken: set[str] = field(default_factory=set)
-    waiting: list[DueSnapshot] = field(default_factory=list)
-
-    async def due(self, interval_s: float, *, now: datetime) -> list[DueSnapshot]:
-        return list(self.waiting)
-
-    async def claim(self, due: DueSnapshot, *, now: datetime) -> int | None:
-        if due.key in self.taken or self.published.get(due.key, 0) != due.version:
-            return None
-        self.published[due.key] = due.version + 1
-        return due.version + 1
-
-
-@dataclass
-class FakeProjections:
-    projected: list[tuple[EventData, datetime]] = field(default_factory=list)
-
-    async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
-        self.projected.extend((event, now) for event in events)
-
-
-@dataclass
-class FakeOutbox:
-    staged: list[tuple[EventData, str, str]] = field(default_factory=list)
-
-    async def stage(self, event: EventData, *, correlation_id: str, event_id: str) -> None:
-        self.staged.append((event, correlation_id, event_id))
-
-    async def stage_many(self, events: Sequence[tuple[EventData, str, str]]) -> None:
-        self.staged.extend(events)
-
-
-@dataclass
-class FakeUnitOfWork:
-    """Keeps what was written only when committed, as a transaction would."""
-
-    projections: FakeProjections = field(default_factory=FakeProjections)
-    snapshots: FakeSnapshots = field(default_factory=FakeSnapshots)
-    events: FakeOutbox = field(default_factory=FakeOutbox)
-    committed: list[FakeOutbox] = field(default_factory=list)
-    _pending: FakeOutbox | None = None
-
-    async def __aenter__(self) -> Self:
-        self._pending = self.events = FakeOutbox()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._pending = None
-
-    async def commit(self) -> None:
-        assert self._pending is not None
-        self.committed.append(self._pending)
-
-
-@dataclass
-class FakeAppliedEvents:
-    uow: FakeUnitOfWork = field(default_factory=FakeUnitOfWork)
-    applied: set[str] = field(default_factory=set)
-    forgotten: int = 0
-
-    async def apply_new(
-        self,
-        events: Sequence[Any],
-        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
-    ) -> int:
-        fresh = []
-        for index, event in enumerate(events):
-            if event.id not in self.applied:
-                self.applied.add(event.id)
-                fresh.append(index)
-        if fresh:
-            await apply(self.uow, fresh)
-        return len(fresh)
-
-    async def forget_all(self) -> None:
-        self.applied.clear()
-        self.forgotten += 1
-
-
-def delivered(name: str) -> Decoded:
-    data = referral_received(referral_id=f"ref-{name}", received_at=NOW)
+def delivered(name: str, district: str = "northvale", source: str = "2A") -> Decoded:
+    data = referral_received(
+        referral_id=f"ref-{name}",
+        district=district,
+        referral_source=source,
+        received_at=datetime(2026, 11, 3, tzinfo=UTC),
+    )
     raw = service_event(data, service="test", event_id=f"ev-{name}")
     return PLATFORM_EVENTS.decode(raw, ReferralReceived)
 
 
+async def referral_ids(store: InMemoryReportingStore, month: str = "2026-11") -> list[str]:
+    facts = await store.read_models.month_facts(month, None, now=NOW)
+    return sorted(referral["_id"] for referral in facts.referrals)
+
+
 async def test_only_events_not_applied_before_are_projected_at_the_time_given() -> None:
-    applied = FakeAppliedEvents()
+    store = InMemoryReportingStore()
     first, second = delivered("a"), delivered("b")
 
-    assert await handlers.project_new_events([first, first], applied=applied, now=NOW) == 1
-    assert await handlers.project_new_events([first], applied=applied, now=NOW) == 0
-    assert await handlers.project_new_events([first, second], applied=applied, now=NOW) == 1
+    assert await handlers.project_new_events([first, first], applied=store.applied, now=NOW) == 1
+    assert await handlers.project_new_events([first], applied=store.applied, now=NOW) == 0
+    assert await handlers.project_new_events([first, second], applied=store.applied, now=NOW) == 1
 
-    assert applied.uow.projections.projected == [(first[1], NOW), (second[1], NOW)]
-    assert len(applied.uow.committed) == 2
+    assert await referral_ids(store) == ["ref-a", "ref-b"]
+    # Projected in December, November's changes also move December's month-end figures.
+    due = await store.snapshots.due(0, now=NOW)
+    assert sorted((each.key, each.changes) for each in due) == [
+        ("2026-11|all", 2),
+        ("2026-11|northvale", 2),
+        ("2026-12|all", 2),
+        ("2026-12|northvale", 2),
+    ]
+
+
+def publish(store: InMemoryReportingStore, now: datetime) -> Awaitable[int]:
+    return handlers.publish_due_snapshots(
+        snapshots=store.snapshots,
+        read_models=store.read_models,
+        unit_of_work=store.unit_of_work,
+        interval_s=60,
+        now=now,
+    )
 
 
 async def test_a_due_snapshot_is_staged_once_with_its_version_and_the_current_figures() -> None:
-    read_models = FakeReadModels({"northvale": [referral()], "eastmere": [referral("6")]})
-    uow = FakeUnitOfWork()
-    uow.snapshots.published = {"2026-11|northvale": 2}
-    uow.snapshots.taken = {"2026-11|eastmere"}
-    uow.snapshots.waiting = [
-        DueSnapshot("2026-11|northvale", "2026-11", "northvale", changes=5, version=2, first=False),
-        DueSnapshot("2026-11|eastmere", "2026-11", "eastmere", changes=1, version=0, first=True),
-        DueSnapshot("2026-11|all", "2026-11", ALL_DISTRICTS, changes=3, version=0, first=True),
-    ]
+    store = InMemoryReportingStore()
+    batch = [delivered("a"), delivered("b", "eastmere", "6")]
+    await handlers.project_new_events(batch, applied=store.applied, now=NOVEMBER)
 
-    def publish() -> Awaitable[int]:
-        return handlers.publish_due_snapshots(
-            snapshots=uow.snapshots,
-            read_models=read_models,
-            unit_of_work=lambda: uow,
-            interval_s=60,
-            now=NOW,
-        )
+    assert await publish(store, NOVEMBER) == 3
+    assert await publish(store, NOVEMBER) == 0
+    await handlers.project_new_events([delivered("c")], applied=store.applied, now=NOVEMBER)
+    assert await publish(store, NOVEMBER + timedelta(seconds=59)) == 0
+    assert await publish(store, NOVEMBER + timedelta(seconds=60)) == 2
 
-    assert await publish() == 2
-    staged = [entry for outbox in uow.committed for entry in outbox.staged]
-    assert [(correlation, event_id) for _, correlation, event_id in staged] == [
-        ("snapshot-2026-11|northvale", "2026-11|northvale.3"),
+    staged = store.published.staged
+    assert sorted((event.correlation_id, event.event_id) for event in staged) == [
         ("snapshot-2026-11|all", "2026-11|all.1"),
+        ("snapshot-2026-11|all", "2026-11|all.2"),
+        ("snapshot-2026-11|eastmere", "2026-11|eastmere.1"),
+        ("snapshot-2026-11|northvale", "2026-11|northvale.1"),
+        ("snapshot-2026-11|northvale", "2026-11|northvale.2"),
     ]
-    north, county = (snapshot for snapshot, _, _ in staged)
+    snapshots = {event.event_id: event.data for event in staged}
+    north, county = snapshots["2026-11|northvale.2"], snapshots["2026-11|all.2"]
     assert isinstance(north, PerformanceSnapshot)
     assert isinstance(county, PerformanceSnapshot)
-    assert (north.version, north.generated_at, north.figures.district) == (3, NOW, "northvale")
-    assert north.figures.requests.total == 1
+    assert (north.version, north.generated_at, north.figures.district) == (
+        2,
+        NOVEMBER + timedelta(seconds=60),
+        "northvale",
+    )
+    assert north.figures.requests.total == 2
     assert (county.district, county.figures.district) == (ALL_DISTRICTS, None)
-    assert county.figures.requests.total == 2
-    # Taken meanwhile (by this replica or another): nothing is staged twice.
-    assert await publish() == 0
+    assert county.figures.requests.total == 3
+    assert county.figures.requests.by_source == {"2A": 2, "6": 1}
 
 
-async def test_funding_weights_that_cannot_be_used_are_refused_before_reading() -> None:
-    read_models = FakeReadModels({"northvale": [referral()]})
+async def test_funding_weights_that_cannot_be_used_are_refused() -> None:
+    store = InMemoryReportingStore()
+    await handlers.project_new_events([delivered("a")], applied=store.applied, now=NOVEMBER)
     policy = FundingPolicy(amount_pounds=10.0, weights={"schools_requests": 1.0})
 
     with pytest.raises(InvalidWeights, match="unknown funding input 'vibes'"):
@@ -459,13 +375,17 @@ async def test_funding_weights_that_cannot_be_used_are_refused_before_reading() 
             amount_pounds=None,
             weights="vibes:1",
             policy=policy,
-            read_models=read_models,
+            read_models=store.read_models,
             now=NOW,
         )
-    assert read_models.reads == 0
 
     split = await handlers.split_funding(
-        "2026-11", amount_pounds=None, weights=None, policy=policy, read_models=read_models, now=NOW
+        "2026-11",
+        amount_pounds=None,
+        weights=None,
+        policy=policy,
+        read_models=store.read_models,
+        now=NOW,
     )
     assert [(share.district, share.amount_pence) for share in split.districts] == [
         ("northvale", 1000)
@@ -473,29 +393,24 @@ async def test_funding_weights_that_cannot_be_used_are_refused_before_reading() 
 
 
 async def test_a_rebuild_forgets_everything_before_reading_then_applies_each_event_once() -> None:
-    applied = FakeAppliedEvents()
-    applied.applied.add("ev-a")  # applied before the rebuild: applied again after it
-    steps: list[str] = []
-
-    @dataclass
-    class Store:
-        async def ensure_indexes(self) -> None:
-            steps.append("indexes")
-
-        async def drop_all(self) -> None:
-            steps.append("drop")
+    store = InMemoryReportingStore()
+    applied = store.applied
+    # Applied before the rebuild: "a" is applied again after it, "z" is not retained.
+    await handlers.project_new_events(
+        [delivered("a"), delivered("z")], applied=applied, now=NOVEMBER
+    )
+    seen_when_read: list[list[str]] = []
 
     async def retained() -> AsyncIterator[list[Decoded]]:
-        steps.append(f"read after {applied.forgotten} forget")
+        seen_when_read.append(await referral_ids(store))
         yield [delivered("a"), delivered("b")]
         yield []
         yield [delivered("a"), delivered("c")]
 
     count = await handlers.rebuild(
-        retained(), read_model_store=Store(), applied=applied, clock=lambda: NOW
+        retained(), read_model_store=store, applied=applied, clock=lambda: NOW
     )
 
     assert count == 3
-    assert steps == ["drop", "indexes", "read after 1 forget"]
-    projected = [data for data, _ in applied.uow.projections.projected]
-    assert projected == [delivered(name)[1] for name in ("a", "b", "c")]
+    assert seen_when_read == [[]]
+    assert await referral_ids(store) == ["ref-a", "ref-b", "ref-c"]

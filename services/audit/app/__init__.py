@@ -1,6 +1,6 @@
 """Audit service: the monthly case audits against the Early Help Quality Standards.
 
-``create_app`` is the composition root: it builds the runtime and the Mongo unit of work,
+``create_app`` is the composition root: it builds the runtime and the Mongo store,
 subscribes the case projection, schedules the monthly draw, and serves the HTTP API, whose
 routes parse a request, call one use case and show its result; refusals of the rules become
 HTTP statuses here and only here.
@@ -13,7 +13,6 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -51,7 +50,7 @@ from services.audit.domain import (
 )
 from services.audit.sample import sample_auditors
 from services.audit.settings import AuditSettings
-from services.audit.store import MongoAuditUnitOfWork, ensure_indexes
+from services.audit.store import MongoAuditStore
 from shared import topics
 from shared.auth import SignedIn, protect
 from shared.clock import utc_now
@@ -114,25 +113,26 @@ def create_app(
     runtime = build_runtime(
         settings, produces=(topics.AUDIT_COMPLETED, topics.AUDIT_ASSIGNED), clock=clock
     )
-    # A new unit of work per use case (they are not shared between concurrent requests), or
-    # units(session=...) to join the transaction a consumer records its events in.
-    units = partial(MongoAuditUnitOfWork, runtime.client, runtime.db, runtime.outbox)
+    runtime.erase_families_on_request()
+    store = MongoAuditStore(runtime.client, runtime.db, runtime.outbox)
     policy = DrawPolicy(
         audits_per_month=settings.audits_per_month,
         closed_within_months=settings.audit_closed_within_months,
     )
 
     async def prepare(_: object) -> None:
-        await ensure_indexes(runtime.db)
+        await store.ensure_indexes()
         if settings.sample_data:
-            await handlers.seed_auditors(sample_auditors(), uow=units(), now=runtime.clock())
-        if not await handlers.count_auditors(uow=units()):
+            await handlers.seed_auditors(
+                sample_auditors(), uow=store.unit_of_work(), now=runtime.clock()
+            )
+        if not await handlers.count_auditors(uow=store.unit_of_work()):
             log.warning(NO_AUDITORS)
 
     runtime.on_start.append(prepare)
 
     async def auditors_check() -> str:
-        count = await handlers.count_auditors(uow=units())
+        count = await handlers.count_auditors(uow=store.unit_of_work())
         if count:
             return f"ok: {count} auditor{'s' if count != 1 else ''}"
         sample = "on" if settings.sample_data else "off"
@@ -150,7 +150,7 @@ def create_app(
 
         async def work(session: Any, fresh: list[int]) -> None:
             changes = [batch[index].event for index in fresh]
-            await handlers.project_case_events(changes, uow=units(session=session))
+            await handlers.project_case_events(changes, uow=store.unit_of_work(session=session))
 
         return await runtime.processed.process_many([item.envelope for item in batch], work)
 
@@ -167,7 +167,7 @@ def create_app(
 
     async def draw_if_due() -> DrawRecord | None:
         return await handlers.draw_current_month_if_due(
-            uow=units(), now=runtime.clock(), policy=policy, fresh_seed=_fresh_seed()
+            uow=store.unit_of_work(), now=runtime.clock(), policy=policy, fresh_seed=_fresh_seed()
         )
 
     async def draw_check() -> None:
@@ -210,12 +210,14 @@ def create_app(
         active: Annotated[bool | None, Query(description="Only active or inactive.")] = None,
         district: Annotated[str | None, Query(description="Only this district.")] = None,
     ) -> list[AuditorView]:
-        found = await handlers.list_auditors(uow=units(), active=active, district=district)
+        found = await handlers.list_auditors(
+            uow=store.unit_of_work(), active=active, district=district
+        )
         return [shown(auditor) for auditor in found]
 
     @app.get("/auditors/{auditor_id}", tags=["auditors"], summary="One auditor", responses=REFUSALS)
     async def get_auditor(auditor_id: str) -> AuditorView:
-        return shown(await handlers.get_auditor(auditor_id, uow=units()))
+        return shown(await handlers.get_auditor(auditor_id, uow=store.unit_of_work()))
 
     @app.post(
         "/auditors",
@@ -233,7 +235,9 @@ def create_app(
             team_id=new.team_id,
             audits_per_month=new.audits_per_month,
         )
-        return shown(await handlers.add_auditor(auditor, uow=units(), now=runtime.clock()))
+        return shown(
+            await handlers.add_auditor(auditor, uow=store.unit_of_work(), now=runtime.clock())
+        )
 
     @app.patch(
         "/auditors/{auditor_id}",
@@ -245,7 +249,7 @@ def create_app(
         changed = await handlers.change_auditor(
             auditor_id,
             change.model_dump(include=change.model_fields_set),
-            uow=units(),
+            uow=store.unit_of_work(),
             now=runtime.clock(),
         )
         return shown(changed)
@@ -259,7 +263,9 @@ def create_app(
     )
     async def deactivate_auditor(auditor_id: str) -> AuditorView:
         return shown(
-            await handlers.deactivate_auditor(auditor_id, uow=units(), now=runtime.clock())
+            await handlers.deactivate_auditor(
+                auditor_id, uow=store.unit_of_work(), now=runtime.clock()
+            )
         )
 
     # -- draws -----------------------------------------------------------------------------
@@ -276,7 +282,7 @@ def create_app(
     async def post_draw(request: DrawRequest) -> JSONResponse:
         drawn = await handlers.draw_month(
             request.month,
-            uow=units(),
+            uow=store.unit_of_work(),
             now=runtime.clock(),
             policy=policy,
             requested_seed=request.seed,
@@ -287,7 +293,7 @@ def create_app(
 
     @app.get("/audits/draws", tags=["draws"], summary="Months drawn, newest first")
     async def list_draws() -> list[DrawView]:
-        return [draw_view(drawn) for drawn in await handlers.list_draws(uow=units())]
+        return [draw_view(drawn) for drawn in await handlers.list_draws(uow=store.unit_of_work())]
 
     # -- audits ----------------------------------------------------------------------------
 
@@ -303,7 +309,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 200,
     ) -> list[AuditView]:
         found = await handlers.find_audits(
-            uow=units(),
+            uow=store.unit_of_work(),
             now=runtime.clock(),
             month=month,
             auditor_id=auditor_id,
@@ -321,13 +327,15 @@ def create_app(
         month: Annotated[str, Query(pattern=MONTH_PATTERN, description="The month, YYYY-MM.")],
     ) -> ComplianceView:
         report = await handlers.month_compliance(
-            month, uow=units(), now=runtime.clock(), policy=policy
+            month, uow=store.unit_of_work(), now=runtime.clock(), policy=policy
         )
         return compliance_view(month, report)
 
     @app.get("/audits/{audit_id}", tags=["audits"], summary="One audit", responses=REFUSALS)
     async def get_audit(audit_id: str) -> AuditView:
-        return audit_view(await handlers.get_audit(audit_id, uow=units(), now=runtime.clock()))
+        return audit_view(
+            await handlers.get_audit(audit_id, uow=store.unit_of_work(), now=runtime.clock())
+        )
 
     @app.post(
         "/audits/{audit_id}/completion",
@@ -355,7 +363,7 @@ def create_app(
             ),
             claimed_auditor_id=submission.auditor_id,
             auditor_id=auditor.sub,
-            uow=units(),
+            uow=store.unit_of_work(),
             now=runtime.clock(),
             correlation_id=x_correlation_id or str(uuid.uuid4()),
         )

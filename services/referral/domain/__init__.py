@@ -7,6 +7,7 @@ council's postcode table is an argument: the sample county's is in ``sample.py``
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -352,10 +353,26 @@ def age_on(born: date, on: date) -> int:
 
 @dataclass(frozen=True)
 class FamilyKey:
-    """One way of recognising a family, hashed so the index holds no identifier in clear."""
+    """One way of recognising a family, keyed so the index holds no identifier in clear."""
 
     value: str
     rule: FamilyMatchRule
+
+
+@dataclass(frozen=True)
+class MatchKeys:
+    """Family keys as HMAC-SHA-256 under the council's secret.
+
+    A plain hash of a surname, a date of birth and a postcode could be recomputed by anyone
+    who knows a child's details (they are small spaces), to confirm the child is known to
+    Early Help; without the secret, nobody can.
+    """
+
+    secret: bytes = field(repr=False)
+
+    def key(self, rule: FamilyMatchRule, material: str) -> FamilyKey:
+        digest = hmac.new(self.secret, f"{rule.value}:{material}".encode(), hashlib.sha256)
+        return FamilyKey(digest.hexdigest(), rule)
 
 
 _RULE_PRIORITY = (
@@ -365,10 +382,11 @@ _RULE_PRIORITY = (
 )
 
 
-def family_keys(submission: ReferralSubmitted) -> list[FamilyKey]:
+def family_keys(submission: ReferralSubmitted, match_keys: MatchKeys) -> list[FamilyKey]:
     """Every child's keys, strongest rule first: UPNs, then NHS numbers, then demographics."""
     per_child = [
         child_family_keys(
+            match_keys,
             upn=child.upn,
             nhs_number=child.nhs_number,
             family_name=child.family_name,
@@ -387,6 +405,7 @@ def family_keys(submission: ReferralSubmitted) -> list[FamilyKey]:
 
 
 def child_family_keys(
+    match_keys: MatchKeys,
     *,
     upn: str | None,
     nhs_number: str | None,
@@ -402,18 +421,13 @@ def child_family_keys(
     address = normalise_postcode(postcode) or postcode
     keys: list[FamilyKey] = []
     if upn:
-        keys.append(family_key(FamilyMatchRule.UPN, normalise_upn(upn)))
+        keys.append(match_keys.key(FamilyMatchRule.UPN, normalise_upn(upn)))
     if nhs_number:
-        keys.append(family_key(FamilyMatchRule.NHS_NUMBER, normalise_nhs_number(nhs_number)))
+        keys.append(match_keys.key(FamilyMatchRule.NHS_NUMBER, normalise_nhs_number(nhs_number)))
     if family_name is not None and date_of_birth is not None:
         material = "|".join((normalise_name(family_name), date_of_birth, address))
-        keys.append(family_key(FamilyMatchRule.SURNAME_DOB_POSTCODE, material))
+        keys.append(match_keys.key(FamilyMatchRule.SURNAME_DOB_POSTCODE, material))
     return keys
-
-
-def family_key(rule: FamilyMatchRule, material: str) -> FamilyKey:
-    """The key of one rule's material, hashed so the index holds no identifier in clear."""
-    return FamilyKey(hashlib.sha256(f"{rule.value}:{material}".encode()).hexdigest(), rule)
 
 
 @dataclass(frozen=True)
@@ -457,17 +471,20 @@ class FamilyMatch:
         return self.rule is FamilyMatchRule.NEW_FAMILY
 
 
-def match_family(submission: ReferralSubmitted, known: KnownFamilies) -> FamilyMatch:
-    """The family this request is for: exact identifiers win over demographics.
+def match_family(
+    keys: Sequence[FamilyKey], known: KnownFamilies, *, new_family_id: str
+) -> FamilyMatch:
+    """The family a request with these keys is for: exact identifiers win over demographics.
 
     Siblings in one request are one family, so the strongest key of any child decides.
-    With no match the family is new, its id derived from the eldest child so that two
-    replicas creating the same family at once converge on one id.
+    With no match the family is new, with the id given: a random one, so it says nothing of
+    the children. Two replicas creating the same family at once still end with one: each
+    registers the family's keys, whose index lets only the first through, and the other
+    matches again and finds it.
     """
-    keys = family_keys(submission)
     found = [(key, known.by_key[key.value]) for key in keys if key.value in known.by_key]
     if not found:
-        return FamilyMatch(new_family_id(submission), FamilyMatchRule.NEW_FAMILY, ())
+        return FamilyMatch(new_family_id, FamilyMatchRule.NEW_FAMILY, ())
     best_key, family_id = found[0]
     others = tuple(dict.fromkeys(other for _, other in found if other != family_id))
     return FamilyMatch(family_id, best_key.rule, others)
@@ -477,18 +494,6 @@ def referral_id_for(partner_id: str, submission_id: str) -> str:
     """Deterministic, so a duplicate submission converges on the same referral."""
     digest = hashlib.sha256(f"{partner_id}\0{submission_id}".encode()).hexdigest()
     return f"ref-{digest[:20]}"
-
-
-def new_family_id(submission: ReferralSubmitted) -> str:
-    eldest = min(
-        submission.children,
-        key=lambda child: (child.date_of_birth, normalise_name(child.family_name)),
-    )
-    postcode = normalise_postcode(submission.address.postcode) or submission.address.postcode
-    material = "|".join(
-        (normalise_name(eldest.family_name), eldest.date_of_birth.isoformat(), postcode)
-    )
-    return "fam-" + hashlib.sha256(material.encode()).hexdigest()[:20]
 
 
 def is_re_referral(history: FamilyHistory | None, received_at: datetime) -> bool:

@@ -61,7 +61,7 @@ class StoredRejection:
     submission: Any
 
 
-def raw_family_keys(document: Any) -> set[str]:
+def raw_family_keys(document: Any, match_keys: domain.MatchKeys) -> set[str]:
     """The family keys a stored submission's children give, read from the raw JSON, so a
     rejected (never validated) request for the same children is found too. Derived by
     ``domain.child_family_keys``, as matching derives them."""
@@ -76,6 +76,7 @@ def raw_family_keys(document: Any) -> set[str]:
         if not isinstance(child, dict):
             continue
         for key in domain.child_family_keys(
+            match_keys,
             upn=_text(child.get("upn")),
             nhs_number=_text(child.get("nhs_number")),
             family_name=_text(child.get("family_name")),
@@ -87,13 +88,16 @@ def raw_family_keys(document: Any) -> set[str]:
 
 
 def concerns_family(
-    rejection: StoredRejection, submissions: Collection[tuple[str, str]], keys: Collection[str]
+    rejection: StoredRejection,
+    submissions: Collection[tuple[str, str]],
+    keys: Collection[str],
+    match_keys: domain.MatchKeys,
 ) -> bool:
     """A rejection is the family's when it rejected one of the family's submissions, or its
     request names one of the family's children."""
     if (rejection.partner_id, rejection.submission_id) in submissions:
         return True
-    return not raw_family_keys(rejection.submission).isdisjoint(keys)
+    return not raw_family_keys(rejection.submission, match_keys).isdisjoint(keys)
 
 
 def _text(value: Any) -> str | None:

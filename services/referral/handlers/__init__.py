@@ -10,6 +10,7 @@ import base64
 import functools
 import hashlib
 import json
+import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 from services.referral import domain, sample
 from services.referral.directory import DirectoryService, find_services
-from services.referral.ports import Accepted, Decided, Lookups, ReferralBatches, ReferralStore
+from services.referral.ports import Accepted, Decided, Lookups, ReferralStore, Submissions
 from shared.consumer import Delivered, Record, Refused
 from shared.events import (
     RawEvent,
@@ -58,29 +59,61 @@ class Origin:
 
 @dataclass(frozen=True)
 class FrontDoor:
-    """The council's configuration the rules work with: its districts and local offer."""
+    """The council's configuration the rules work with: its districts, its local offer,
+    and the keys its families are matched by."""
 
     districts: Mapping[str, str]
     directory: Sequence[DirectoryService]
+    match_keys: domain.MatchKeys
 
     @staticmethod
     @functools.cache
-    def sample() -> FrontDoor:
+    def sample(match_keys: domain.MatchKeys) -> FrontDoor:
         """The sample county's, for demonstrations and tests (``EARLYHELP_SAMPLE_DATA``)."""
-        return FrontDoor(sample.POSTCODE_DISTRICTS, tuple(sample.load_sample_directory()))
+        return FrontDoor(
+            sample.POSTCODE_DISTRICTS, tuple(sample.load_sample_directory()), match_keys
+        )
+
+
+def new_family_id() -> str:
+    """A family id that is random: nothing about the family can be read from it."""
+    return f"fam-{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True)
 class Rejected:
     rejection_id: str
     reasons: list[RejectionReason]
+    duplicate: bool = False
+    """The same request was rejected before: the same answer, and no second event."""
 
 
 Outcome = Accepted | Rejected
 
 
-def rejection_id_for(origin: Origin) -> str:
-    digest = hashlib.sha256(f"{origin.source}\0{origin.event_id}".encode()).hexdigest()
+def rejection_id_for(document: Any) -> str:
+    """One rejection per request: its partner, its submission id and a hash of all it said.
+
+    The same bad request resent is answered with the rejection it had, and no second event;
+    one that is wrong in a new way is a new request, answered anew.
+    """
+
+    def named(name: str) -> str:
+        value = document.get(name) if isinstance(document, dict) else None
+        return value if isinstance(value, str) else ""
+
+    content = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    digest = hashlib.sha256(
+        "\0".join((named("partner_id"), named("submission_id"), content)).encode()
+    ).hexdigest()
+    return f"rej-{digest[:20]}"
+
+
+def rejection_id_of_bytes(raw: bytes) -> str:
+    """One rejection per unreadable body or record: its bytes' SHA-256."""
+    digest = hashlib.sha256(b"unreadable\0" + raw).hexdigest()
     return f"rej-{digest[:20]}"
 
 
@@ -88,7 +121,7 @@ async def receive_submission(
     document: Any,
     *,
     origin: Origin,
-    store: ReferralStore,
+    store: Submissions,
     now: datetime,
     front_door: FrontDoor,
 ) -> Outcome:
@@ -111,7 +144,7 @@ async def receive_parsed(
     document: Any,
     *,
     origin: Origin,
-    store: ReferralStore,
+    store: Submissions,
     now: datetime,
     front_door: FrontDoor,
 ) -> Outcome:
@@ -124,10 +157,10 @@ async def receive_parsed(
     if not isinstance(screened, domain.Screened):
         return await _reject(document, list(screened), origin=origin, store=store, now=now)
     signposts = _signposts(screened, front_door.directory)
-    keys = domain.family_keys(parsed)
+    keys = domain.family_keys(parsed, front_door.match_keys)
 
     def decide(known: domain.KnownFamilies) -> Decided:
-        match = domain.match_family(parsed, known)
+        match = domain.match_family(keys, known, new_family_id=new_family_id())
         history = known.histories.get(match.family_id)
         return Decided(
             event=_referral_received(screened, match, history, signposts, now),
@@ -186,21 +219,18 @@ def _signposts(screened: domain.Screened, directory: Sequence[DirectoryService])
     return tuple(service.id for service in matches[:MAX_SIGNPOSTS])
 
 
-async def note_case_open(family_id: str, case_id: str, *, store: ReferralStore) -> None:
-    """A case was allocated or queued: the family has an open case until it closes."""
-    await store.note_case_open(family_id, case_id)
-
-
-async def note_cases_open(cases: Sequence[tuple[str, str]], *, store: ReferralBatches) -> None:
-    """``note_case_open`` for a poll's (family id, case id), written together."""
+async def note_cases_open(cases: Sequence[tuple[str, str]], *, store: ReferralStore) -> None:
+    """Cases were allocated or queued, as (family id, case id): each family has an open
+    case until it closes."""
     await store.note_cases_open(cases)
 
 
-async def note_case_closed(
-    family_id: str, case_id: str, closed_at: datetime, *, store: ReferralStore
+async def note_cases_closed(
+    closures: Sequence[tuple[str, str, datetime]], *, store: ReferralStore
 ) -> None:
-    """A case closed: a request within 12 months of the last closure is a re-referral."""
-    await store.note_case_closed(family_id, case_id, closed_at)
+    """Cases closed, as (family id, case id, closed at): a request within 12 months of a
+    family's last closure is a re-referral."""
+    await store.note_cases_closed(closures)
 
 
 async def receive_unreadable(
@@ -208,7 +238,7 @@ async def receive_unreadable(
     problem: str,
     *,
     origin: Origin,
-    store: ReferralStore,
+    store: Submissions,
     now: datetime,
     code: str = "unreadable",
     keep_bytes: int | None = None,
@@ -226,6 +256,7 @@ async def receive_unreadable(
         origin=origin,
         store=store,
         now=now,
+        rejection_id=rejection_id_of_bytes(raw),
         stored={
             "raw_base64": base64.b64encode(kept).decode(),
             "raw_text": kept.decode(errors="replace")[:UNREADABLE_TEXT_LIMIT],
@@ -240,7 +271,7 @@ async def receive_body(
     raw: bytes,
     *,
     origin: Origin,
-    store: ReferralStore,
+    store: Submissions,
     now: datetime,
     front_door: FrontDoor,
     max_bytes: int = MAX_SUBMISSION_BYTES,
@@ -263,12 +294,12 @@ async def receive_body(
     )
 
 
-def lookups_for(submission: ReferralSubmitted) -> Lookups:
+def lookups_for(submission: ReferralSubmitted, match_keys: domain.MatchKeys) -> Lookups:
     """The look-ups answering ``submission`` will make, so a batch can make them all at
     once beforehand."""
     return Lookups(
         referral_id=domain.referral_id_for(submission.partner_id, submission.submission_id),
-        family_keys=domain.family_keys(submission),
+        family_keys=domain.family_keys(submission, match_keys),
     )
 
 
@@ -298,7 +329,7 @@ def _origin_of(event: RawEvent) -> Origin:
 async def receive_record(
     item: SubmittedRecord,
     *,
-    store: ReferralStore,
+    store: Submissions,
     now: datetime,
     front_door: FrontDoor,
     max_bytes: int = MAX_SUBMISSION_BYTES,
@@ -344,9 +375,10 @@ async def _reject(
     reasons: list[RejectionReason],
     *,
     origin: Origin,
-    store: ReferralStore,
+    store: Submissions,
     now: datetime,
     stored: dict[str, Any] | None = None,
+    rejection_id: str | None = None,
 ) -> Rejected:
     def read(name: str) -> str | None:
         value = document.get(name) if isinstance(document, dict) else None
@@ -354,19 +386,19 @@ async def _reject(
 
     reasons = _bounded(reasons)
     event = ReferralRejected(
-        rejection_id=rejection_id_for(origin),
+        rejection_id=rejection_id or rejection_id_for(document),
         partner_id=read("partner_id"),
         submission_id=read("submission_id"),
         route=read("route"),
         reasons=reasons,
         received_at=now,
     )
-    await store.reject(
+    new = await store.reject(
         stored if stored is not None else _storable(document),
         event,
         correlation_id=origin.correlation_id,
     )
-    return Rejected(rejection_id=event.rejection_id, reasons=reasons)
+    return Rejected(rejection_id=event.rejection_id, reasons=reasons, duplicate=not new)
 
 
 def _bounded(reasons: list[RejectionReason]) -> list[RejectionReason]:
@@ -402,22 +434,26 @@ def _storable(document: Any) -> dict[str, Any]:
 async def receive_records(
     items: Sequence[SubmittedRecord],
     *,
-    store: ReferralBatches,
+    store: ReferralStore,
     now: datetime,
     front_door: FrontDoor,
     max_bytes: int = MAX_SUBMISSION_BYTES,
 ) -> int:
     """A poll's ``referral-submitted`` records in one transaction: a few reads each, a few
     writes in all. The new answers, duplicates not counted."""
-    lookups = [lookups_for(item.event) for item in items if isinstance(item, Delivered)]
+    lookups = [
+        lookups_for(item.event, front_door.match_keys)
+        for item in items
+        if isinstance(item, Delivered)
+    ]
 
-    async def receive_all(batch: ReferralStore) -> int:
+    async def receive_all(batch: Submissions) -> int:
         fresh = 0
         for item in items:
             outcome = await receive_record(
                 item, store=batch, now=now, front_door=front_door, max_bytes=max_bytes
             )
-            fresh += not (isinstance(outcome, Accepted) and outcome.duplicate)
+            fresh += not outcome.duplicate
         return fresh
 
     return await store.in_batch(lookups, receive_all)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.referral.domain import NotFound
-from services.referral.ports import AccessEntry, ReferralUnitOfWork
-
-
-@dataclass(frozen=True)
-class Reader:
-    """Who is looking, and why, as they stated it."""
-
-    sub: str
-    role: str
-    reason: str
+from services.referral.ports import ReferralUnitOfWork
+from shared.access_log import AccessEntry, Reader
 
 
 async def read_referral(
@@ -28,7 +19,7 @@ async def read_referral(
         if found is None:
             raise NotFound(f"no referral {referral_id}")
         await uow.access_log.record(
-            _entry(reader, "read_referral", found["family_id"], referral_id, now)
+            AccessEntry.of(reader, "read_referral", found["family_id"], referral_id, now)
         )
         await uow.commit()
     return found
@@ -42,7 +33,9 @@ async def read_rejection(
         found = await uow.rejections.get(rejection_id)
         if found is None:
             raise NotFound(f"no rejection {rejection_id}")
-        await uow.access_log.record(_entry(reader, "read_rejection", None, rejection_id, now))
+        await uow.access_log.record(
+            AccessEntry.of(reader, "read_rejection", None, rejection_id, now)
+        )
         await uow.commit()
     return found
 
@@ -52,17 +45,3 @@ async def access_log(
 ) -> list[AccessEntry]:
     async with uow:
         return await uow.access_log.find(family_id, sub, limit)
-
-
-def _entry(
-    reader: Reader, action: str, family_id: str | None, resource: str, now: datetime
-) -> AccessEntry:
-    return AccessEntry(
-        at=now,
-        sub=reader.sub,
-        role=reader.role,
-        action=action,
-        family_id=family_id,
-        resource=resource,
-        reason=reader.reason,
-    )

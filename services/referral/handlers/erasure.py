@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from services.referral.domain import MatchKeys
 from services.referral.domain.erasure import (
     Erased,
     FamilyHasOpenCase,
@@ -11,6 +12,7 @@ from services.referral.domain.erasure import (
     concerns_family,
 )
 from services.referral.ports import AccessEntry, ReferralUnitOfWork
+from shared.events import FamilyErased
 from shared.unit_of_work import retrying
 
 
@@ -22,9 +24,11 @@ async def erase_family(
     role: str,
     reason: str,
     now: datetime,
+    match_keys: MatchKeys,
 ) -> Erased:
-    """Remove the family's personal data and record who did it and why, in one transaction;
-    refuse while a case is open (``FamilyHasOpenCase``)."""
+    """Remove the family's personal data, record who did it and why, and tell every service
+    (``family-erased``), in one transaction; refuse while a case is open
+    (``FamilyHasOpenCase``)."""
 
     async def erase() -> Erased:
         async with uow:
@@ -38,7 +42,7 @@ async def erase_family(
             rejection_ids = [
                 rejection.rejection_id
                 for rejection in await uow.rejections.unerased()
-                if concerns_family(rejection, set(submissions), keys)
+                if concerns_family(rejection, set(submissions), keys, match_keys)
             ]
             await uow.referrals.erase_personal_data(family_id, now=now)
             await uow.rejections.erase_personal_data(rejection_ids, now=now)
@@ -53,6 +57,12 @@ async def erase_family(
                     resource=family_id,
                     reason=reason,
                 )
+            )
+            # Every service erases what it keeps of the family when it reads this.
+            await uow.events.stage(
+                FamilyErased(family_id=family_id, erased_at=now),
+                correlation_id=f"erasure-{family_id}",
+                event_id=f"{family_id}.erased",
             )
             await uow.commit()
             return Erased(family_id, len(submissions), len(rejection_ids), removed, now)
