@@ -372,6 +372,7 @@ SignedIn = Annotated[Principal, Depends(current_principal)]
 DEAD_LETTER_RULES: Policy = {
     ("GET", "/dead-letters"): ADMIN_ONLY,
     ("GET", "/dead-letters/{dead_letter_id}"): ADMIN_ONLY,
+    ("POST", "/dead-letters/{dead_letter_id}/replay"): ADMIN_ONLY,
     ("DELETE", "/dead-letters/{dead_letter_id}"): ADMIN_ONLY,
     # What a dead letter said is a family's data: for casework, with a reason, recorded.
     ("GET", "/dead-letters/{dead_letter_id}/original"): Rule(CASEWORK),

@@ -160,9 +160,17 @@ class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
 class Consumption:
     """The running consumer of one service replica, as operations endpoints see it."""
 
-    def __init__(self, subscriber: Any, membership: GroupMembership) -> None:
+    def __init__(
+        self,
+        subscriber: Any,
+        membership: GroupMembership,
+        redeliver: Callable[[Record], Awaitable[bool]],
+    ) -> None:
         self._subscriber = subscriber
         self.membership = membership
+        self.redeliver = redeliver
+        """Hand a record to this consumer again, by the same path as a poll's, alone:
+        True when it was handled, False when it was dead-lettered again."""
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Per owned partition: the broker's high watermark minus our position.
@@ -287,8 +295,9 @@ def subscribe(
             count(topic, size, fresh)
             return True
 
-    async def alone(item: Delivered[Any] | Refused, work: Callable[[], Awaitable[int]]) -> None:
-        """A batch of one, tried up to ``max_attempts`` times, then dead-lettered."""
+    async def alone(item: Delivered[Any] | Refused, work: Callable[[], Awaitable[int]]) -> bool:
+        """A batch of one, tried up to ``max_attempts`` times, then dead-lettered; whether
+        it was handled."""
         record = item.record
         error: BaseException | None = None
         attempt = outage_tries = 0
@@ -311,7 +320,7 @@ def subscribe(
                     await asyncio.sleep(retry_backoff_s * 2 ** (attempt - 1))
             else:
                 count(record.topic, 1, fresh)
-                return
+                return True
         assert error is not None
         try:
             await dead_letter(item, error, max_attempts)
@@ -319,6 +328,7 @@ def subscribe(
             # Not committed, so delivered again; pause so an outage is not a hot loop.
             await asyncio.sleep(max(retry_backoff_s, 1.0))
             raise
+        return False
 
     async def deliver(
         topic: str,
@@ -373,6 +383,17 @@ def subscribe(
                     message.consumer.seek(partition, offset)
             log.warning("%d record(s) to be delivered again: %r", len(unfinished), failure)
 
+    async def redeliver(record: Record) -> bool:
+        subscription = by_topic[record.topic]
+        item = subscription.read(record, registry)
+        with correlated(item.envelope.correlationid if item.envelope else None):
+            if isinstance(item, Delivered):
+                return await alone(item, functools.partial(subscription.handle, [item]))
+            if subscription.answer_refused is not None:
+                return await alone(item, functools.partial(subscription.answer_refused, [item]))
+            await dead_letter(item, item.error, 1)
+            return False
+
     on_messages.__name__ = f"on_{group_id.replace('-', '_')}_events"
     membership = GroupMembership()
     subscriber = broker.subscriber(
@@ -391,7 +412,7 @@ def subscribe(
         listener=membership,
     )
     subscriber(on_messages)
-    return Consumption(subscriber, membership)
+    return Consumption(subscriber, membership, redeliver)
 
 
 def record_of(raw: Any) -> Record:

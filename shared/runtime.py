@@ -16,9 +16,9 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access_log import AccessEntry, PersonalData, record_access
@@ -37,6 +38,7 @@ from shared.consumer import (
     Delivered,
     EventT,
     Handle,
+    Record,
     Subscription,
     subscribe,
 )
@@ -48,7 +50,8 @@ from shared.dead_letters import (
     UnknownDeadLetter,
     dead_letter_sealer,
 )
-from shared.events import PLATFORM_EVENTS, EventRegistry, FamilyErased
+from shared.events import PLATFORM_EVENTS, EventData, EventRegistry, FamilyErased
+from shared.family_aliases import FamilyAliases
 from shared.http_security import (
     WRITES,
     SecurityHeaders,
@@ -94,6 +97,7 @@ class Runtime:
     relay: OutboxRelay
     dead_letters: DeadLetters
     processed: ProcessedEvents
+    aliases: FamilyAliases
     metrics: Metrics
     registry: EventRegistry = PLATFORM_EVENTS
     produces: set[str] = field(default_factory=set)
@@ -144,10 +148,23 @@ class Runtime:
         self.subscriptions[topic] = Subscription(
             topic,
             model,
-            handle,
+            self._with_current_family_ids(handle),
             answer_refused=answer_refused,
             max_bytes=max_bytes,
         )
+
+    def _with_current_family_ids(self, handle: Handle[EventT]) -> Handle[EventT]:
+        """``handle``, given each event under its family's current id (``family_aliases``):
+        events from before a migration of family ids carry the old ones."""
+
+        async def handle_current(batch: Sequence[Delivered[EventT]]) -> int:
+            old = {family for item in batch if isinstance(family := _family_of(item.event), str)}
+            renamed = await self.aliases.current(old)
+            if renamed:
+                batch = [_renamed(item, renamed) for item in batch]
+            return await handle(batch)
+
+        return handle_current
 
     def erase_families_on_request(self) -> None:
         """Act on ``family-erased``: this service's dead letters of the family go, and what
@@ -185,6 +202,7 @@ class Runtime:
         await self.outbox.ensure_indexes()
         await self.dead_letters.ensure_indexes()
         await self.dead_letters.seal_legacy()
+        await self.aliases.load()
         for step in self.on_start:
             await step(self)
         await self.publisher.start()
@@ -331,6 +349,7 @@ def build_runtime(
             retention=timedelta(days=settings.dead_letter_retention_days),
         ),
         processed=ProcessedEvents(client, db, consumer=settings.consumer_group, clock=clock),
+        aliases=FamilyAliases(db),
         metrics=metrics,
         registry=registry,
         produces=set(produces),
@@ -439,15 +458,26 @@ def service_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
     return app
 
 
+class NotConsuming(RuntimeError):
+    """This replica has no consumer to hand a record to."""
+
+
+class ReplayView(BaseModel):
+    dead_letter_id: str
+    handled: bool = Field(
+        description="True: handled this time, and the letter purged. False: it failed again"
+        " and stays, marked replayed."
+    )
+
+
 UNKNOWN_LETTER: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such dead letter: never was, purged, or erased"}
 }
 
 
 def add_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
-    """Administrators list and purge dead letters without seeing what they said (replay is
-    the operators' command, whose broker user may write the topics consumed); a caseworker
-    reads one's original with a stated reason, and the look is recorded."""
+    """Administrators list, replay and purge dead letters without seeing what they said; a
+    caseworker reads one's original with a stated reason, and the look is recorded."""
     letters = runtime.dead_letters
 
     @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
@@ -493,6 +523,33 @@ def add_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
             error=original.error,
         )
 
+    @app.post(
+        "/dead-letters/{dead_letter_id}/replay",
+        tags=["operations"],
+        summary="Hand a dead letter to this service's consumer again, once its cause is fixed",
+        responses={**UNKNOWN_LETTER, 409: {"description": "This replica is not consuming"}},
+    )
+    async def replay_dead_letter(dead_letter_id: str) -> ReplayView:
+        """Only this service reads it again (no other consumer group sees a replay), by the
+        path a poll takes; handled, the letter is purged, else it stays, marked replayed."""
+        if runtime.consumption is None:
+            raise NotConsuming("this replica is not consuming: replay on a started one")
+        listed, original = await letters.original(dead_letter_id)
+        record = Record(
+            original.topic,
+            listed["partition"],
+            listed["offset"],
+            original.key,
+            original.value,
+            original.headers,
+        )
+        handled = await runtime.consumption.redeliver(record)
+        if handled:
+            await letters.purge([dead_letter_id])
+        else:
+            await letters.mark_replayed(dead_letter_id, runtime.clock())
+        return ReplayView(dead_letter_id=dead_letter_id, handled=handled)
+
     @app.delete(
         "/dead-letters/{dead_letter_id}",
         tags=["operations"],
@@ -510,6 +567,7 @@ def add_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
 
     runtime.every(DEAD_LETTER_SWEEP_S, "dead-letter-expiry", purge_expired)
     app.add_exception_handler(UnknownDeadLetter, answer_with(404))
+    app.add_exception_handler(NotConsuming, answer_with(409))
 
 
 class ObservedRequests:
@@ -557,3 +615,15 @@ class ObservedRequests:
                 self._metrics.http_seconds.labels(method, template).observe(
                     time.perf_counter() - started
                 )
+
+
+def _family_of(event: EventData) -> str | None:
+    family_id = getattr(event, "family_id", None)
+    return family_id if isinstance(family_id, str) else None
+
+
+def _renamed(item: Delivered[EventT], renamed: Mapping[str, str]) -> Delivered[EventT]:
+    family_id = _family_of(item.event)
+    if family_id is None or family_id not in renamed:
+        return item
+    return replace(item, event=item.event.model_copy(update={"family_id": renamed[family_id]}))

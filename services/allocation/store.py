@@ -58,6 +58,10 @@ DISTRICTS = "districts"
 DISTRICT_VERSIONS = "district_versions"
 QUEUE_ENTRIES = "queue_entries"
 
+FAMILY_ID_FIELDS = {CASES: "family_id"}
+"""Where this service's records name a family (``OPEN_CASES`` is keyed by it)."""
+FAMILY_KEYED = (OPEN_CASES,)
+
 OPEN = "open"
 CLOSED = "closed"
 

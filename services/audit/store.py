@@ -33,6 +33,10 @@ AUDITORS = "auditors"
 AUDITS = "audits"
 DRAWS = "draws"
 
+FAMILY_ID_FIELDS = {CASES: "family_id", AUDITS: "family_id"}
+"""Where this service's records name a family."""
+FAMILY_KEYED: tuple[str, ...] = ()
+
 
 class MongoAuditStore:
     """The audit service's database: its indexes, and a unit of work for each use case."""

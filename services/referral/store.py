@@ -62,6 +62,10 @@ FAMILY_KEYS = "family_keys"
 PARTNER_KEYS = "partner_keys"
 ACCESS_LOG = "access_log"
 
+FAMILY_ID_FIELDS = {REFERRALS: "family_id", FAMILY_KEYS: "family_id", ACCESS_LOG: "family_id"}
+"""Where this service's records name a family (``FAMILIES`` is keyed by it)."""
+FAMILY_KEYED = (FAMILIES,)
+
 T = TypeVar("T")
 
 KEY_RACE_ATTEMPTS = 5

@@ -41,6 +41,9 @@ CASES = "case_facts"
 CAPACITY = "capacity_facts"
 AUDITS = "audit_facts"
 SNAPSHOT_MARKS = "snapshot_marks"
+FAMILY_ID_FIELDS: dict[str, str] = {}
+"""Reporting's facts name no family: its figures need none."""
+FAMILY_KEYED: tuple[str, ...] = ()
 """Per month and district, how many projections changed its figures; written by projection only."""
 SNAPSHOTS_PUBLISHED = "snapshots_published"
 """Per month and district, the last snapshot's version and the changes it covered; written by

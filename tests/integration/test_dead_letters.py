@@ -20,7 +20,7 @@ from services.allocation.app import create_app
 from services.allocation.settings import AllocationSettings
 from shared.access_log import ACCESS_LOG
 from shared.auth import Role
-from shared.dead_letters import DEAD_LETTERS, DeadLetterNotice
+from shared.dead_letters import DEAD_LETTERS, DeadLetterNotice, Failure
 from shared.events import FamilyErased
 from shared.kafka import topic_retention_ms
 from shared.mongo import Database, create_mongo_client
@@ -29,6 +29,7 @@ from shared.runtime import Runtime
 from shared.topics import dead_letter_topic
 from tests.auth import ADMIN, as_role
 from tests.conftest import Infra, Namespace
+from tests.factories import referral_received
 from tests.support import eventually, produce, read_topic, service_event, topic_sizes
 
 pytestmark = pytest.mark.infra
@@ -289,3 +290,44 @@ async def test_a_family_s_dead_letters_are_erased_when_the_family_is(service: Se
 
 async def _value(value: float | None) -> float:
     return value or 0.0
+
+
+async def test_an_administrator_replays_a_letter_to_this_service_alone(service: Service) -> None:
+    poison = invalid_referral("fam-dl-9")
+    still_bad = await dead_letter_of(service, poison, b"fam-dl-9")
+    before = await topic_sizes(service.infra.kafka_bootstrap_servers, [service.topic])
+    # A good event that a bug (since fixed) made this consumer give up on.
+    good = referral_received(family_id="fam-dl-10", referral_id="ref-dl-10", district="northvale")
+    fixed_id = await service.runtime.dead_letters.record(
+        Failure(
+            topic=service.topic,
+            partition=0,
+            offset=10_000,
+            key=b"fam-dl-10",
+            value=service_event(good, service="referral", event_id="ref-dl-10.received"),
+            headers={},
+            error=RuntimeError("a bug, since fixed"),
+            attempts=3,
+            family_id="fam-dl-10",
+        )
+    )
+
+    again = await service.http.post(
+        f"/dead-letters/{still_bad.dead_letter_id}/replay", headers=ADMIN
+    )
+    handled = await service.http.post(f"/dead-letters/{fixed_id}/replay", headers=ADMIN)
+    refused = await service.http.post(
+        f"/dead-letters/{fixed_id}/replay", headers=as_role(Role.PRACTITIONER)
+    )
+
+    assert again.json() == {"dead_letter_id": still_bad.dead_letter_id, "handled": False}
+    assert handled.json() == {"dead_letter_id": fixed_id, "handled": True}
+    assert refused.status_code == 403
+    kept = await service.http.get(f"/dead-letters/{still_bad.dead_letter_id}", headers=ADMIN)
+    assert len(kept.json()["replayed_at"]) == 1
+    gone = await service.http.get(f"/dead-letters/{fixed_id}", headers=ADMIN)
+    assert gone.status_code == 404
+    [case] = await service.db["cases"].find({"family_id": "fam-dl-10"}).to_list()
+    assert case["referral_ids"] == ["ref-dl-10"]
+    # Nothing was published again: other consumers of the topic never see a replay.
+    assert await topic_sizes(service.infra.kafka_bootstrap_servers, [service.topic]) == before
