@@ -414,8 +414,10 @@ class District:
 
     def know_band(self, band: Band, places: Iterable[QueuePlace]) -> None:
         """The band as read whole from the store (with what this unit of work changed)."""
-        whole = sorted({*places, *(p for p in self.added.values() if p.band == band)})
-        whole = [place for place in whole if place.case_id not in self.removed]
+        stored = (
+            p for p in places if p.case_id not in self.removed and p.case_id not in self.added
+        )
+        whole = sorted({*stored, *(p for p in self.added.values() if p.band == band)})
         self._whole_bands[band] = whole
         state = self.bands.setdefault(band, BandState())
         state.count, state.newest = len(whole), whole[-BAND_WINDOW:]
@@ -462,7 +464,8 @@ class District:
             # belongs there, and the head stays its first HEAD_SIZE.
             self.head.insert(position - 1, place)
             del self.head[HEAD_SIZE:]
-        self.removed.discard(place.case_id)
+        # A case taken out and queued again in one unit of work (its place moved) stays in
+        # ``removed`` too, so the store replaces its entry rather than adding a second.
         self.added[place.case_id] = place
         return position
 

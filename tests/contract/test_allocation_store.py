@@ -293,6 +293,30 @@ async def test_places_taken_out_of_the_queue_leave_their_band(backend: Backend) 
         assert await uow.districts.band(NORTHVALE, (1, -3)) == expected
 
 
+async def test_a_place_that_moves_within_the_queue_is_kept_once_in_its_new_band(
+    backend: Backend,
+) -> None:
+    places = [place(f"case-{n}", minutes=n) for n in range(3)]
+    await saved(backend.store, district_with(NORTHVALE, places))
+    raised = place("case-1", minutes=1, need_rank=-4)  # more need, as a joining referral says
+
+    async with backend.store.unit_of_work() as uow:
+        district = await uow.districts.get(NORTHVALE)
+        district.dequeue(places[1])
+        district.enqueue(raised)
+        await uow.districts.save(district)
+        await uow.commit()
+
+    async with backend.store.unit_of_work() as uow:
+        assert await uow.districts.band(NORTHVALE, (1, -3)) == [places[0], places[2]]
+        assert await uow.districts.band(NORTHVALE, (1, -4)) == [raised]
+        assert await uow.districts.front(await uow.districts.get(NORTHVALE)) == [
+            raised,
+            places[0],
+            places[2],
+        ]
+
+
 async def test_the_front_is_the_queues_first_places_in_order_enough_for_the_head(
     backend: Backend,
 ) -> None:

@@ -191,6 +191,9 @@ class InMemoryDistricts:
             raise ConcurrentUpdate(f"district {district.id} was saved meanwhile")
         for case_id in district.removed:
             self._state.queue.pop(case_id, None)
+        if queued := sorted(set(district.added) & set(self._state.queue)):
+            # As the adapter's insert does: a case queued once has one entry.
+            raise RuntimeError(f"queue entries already there: {queued}")
         for case_id, place in district.added.items():
             self._state.queue[case_id] = QueueEntry(district.id, place)
         district.version += 1
