@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.allocation import handlers
@@ -381,8 +381,26 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
     # -----------------------------------------------------------------------------------------
     # Queue and cases
 
-    @app.get("/queue", tags=["cases"], summary="Cases waiting for a worker, in allocation order")
-    async def queue(district: str | None = None) -> list[QueueEntry]:
+    @app.get(
+        "/queue",
+        tags=["cases"],
+        summary="Cases waiting for a worker, in allocation order, a page at a time",
+        description="By district, then in the order cases will be allocated; `place` is a"
+        " case's place in its district's queue (1 is next). A full page carries a `Link`"
+        ' header to the next (`rel="next"`).',
+    )
+    async def queue(
+        request: Request,
+        response: Response,
+        district: str | None = None,
+        offset: Annotated[int, Query(ge=0, le=10_000_000, description="Cases to skip.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=500, description="Cases in the page.")] = 100,
+    ) -> list[QueueEntry]:
+        page = await views.queue(district, offset=offset, limit=limit)
+        if len(page) == limit:
+            # Relative, so it holds behind a proxy that adds a host or a path prefix.
+            following = request.url.include_query_params(offset=offset + limit).query
+            response.headers["Link"] = f'<?{following}>; rel="next"'
         return [
             QueueEntry(
                 place=case["place"],
@@ -394,7 +412,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
                 referral_received_at=case["referral_received_at"],
                 waiting_since=case["opened_at"],
             )
-            for case in await views.queue(district)
+            for case in page
         ]
 
     @app.get("/cases", tags=["cases"], summary="Cases, newest first")

@@ -114,9 +114,12 @@ class AllocationViews(Protocol):
     async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
         """The worker as a team shows them, with ``case_ids``, their open cases' ids."""
 
-    async def queue(self, district: str | None = None) -> list[dict[str, Any]]:
+    async def queue(
+        self, district: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Each queued case's document with ``place``, its place in its district's queue
-        (1 is next), by district then allocation order."""
+        (1 is next), by district then allocation order: ``limit`` of them from the
+        ``offset``-th, so a long queue is read a page at a time."""
 
     async def list_cases(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` case documents equal to ``filters`` field by field, newest

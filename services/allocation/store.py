@@ -58,6 +58,15 @@ DISTRICTS = "districts"
 DISTRICT_VERSIONS = "district_versions"
 QUEUE_ENTRIES = "queue_entries"
 
+QUEUE_ORDER = [
+    ("district", 1),
+    ("priority", 1),
+    ("need_rank", 1),
+    ("referral_received_at", 1),
+    ("_id", 1),
+]
+"""The order of ``queue_entries``: each district's queue as ``QueuePlace`` orders it."""
+
 FAMILY_ID_FIELDS = {CASES: "family_id"}
 """Where this service's records name a family (``OPEN_CASES`` is keyed by it)."""
 FAMILY_KEYED = (OPEN_CASES,)
@@ -95,10 +104,8 @@ class MongoAllocationStore:
         )
         await db[QUEUE_ENTRIES].create_index("band")
         await db[QUEUE_ENTRIES].create_index("district")
-        await db[QUEUE_ENTRIES].create_index(
-            [("district", 1), ("priority", 1), ("need_rank", 1), ("referral_received_at", 1)],
-            name="queue_order",
-        )
+        # The whole sort of a page of the queue, the case id last, so MongoDB walks it.
+        await db[QUEUE_ENTRIES].create_index(QUEUE_ORDER, name="queue_pages")
 
     def unit_of_work(self, session: Session | None = None) -> MongoAllocationUnitOfWork:
         return MongoAllocationUnitOfWork(self._client, self._db, self._outbox, session=session)
@@ -533,15 +540,26 @@ class MongoAllocationViews:
         )
         return {**_worker_view(worker, loads), "case_ids": sorted(case["_id"] for case in cases)}
 
-    async def queue(self, district: str | None = None) -> list[Document]:
-        """The waiting cases in the order they will be allocated, numbered per district."""
+    async def queue(
+        self, district: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[Document]:
+        """The waiting cases in the order they will be allocated, numbered per district: a
+        page read in that order from the ``queue_pages`` index, not the whole queue."""
         query = {} if district is None else {"district": district}
-        entries = await self._db[QUEUE_ENTRIES].find(query).to_list()
-        places = sorted((entry["district"], _entry_place(entry)) for entry in entries)
+        page = self._db[QUEUE_ENTRIES].find(query).sort(QUEUE_ORDER).skip(offset)
+        entries = await (page.limit(limit) if limit is not None else page).to_list()
+        if not entries:
+            return []
+        places = [(entry["district"], _entry_place(entry)) for entry in entries]
         found = self._db[CASES].find({"_id": {"$in": [place.case_id for _, place in places]}})
         cases = {case["_id"]: case async for case in found}
+        first = places[0][0]
+        # The page's first place: how far into its district's queue the offset falls.
+        before = offset
+        if district is None and offset:
+            before -= await self._db[QUEUE_ENTRIES].count_documents({"district": {"$lt": first}})
+        counts = {first: before}
         numbered: list[Document] = []
-        counts: dict[str, int] = {}
         for district_id, place in places:
             counts[district_id] = counts.get(district_id, 0) + 1
             numbered.append({**cases[place.case_id], "place": counts[district_id]})

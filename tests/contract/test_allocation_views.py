@@ -322,6 +322,33 @@ async def test_the_queue_is_each_districts_cases_in_allocation_order_numbered_pe
     ]
 
 
+@pytest.mark.parametrize(
+    ("offset", "limit", "expected"),
+    [
+        (0, 2, [("case-eq", EASTMOOR, 1), ("case-q4", NORTHVALE, 1)]),
+        (1, 2, [("case-q4", NORTHVALE, 1), ("case-q3", NORTHVALE, 2)]),
+        (2, 2, [("case-q3", NORTHVALE, 2), ("case-q2", NORTHVALE, 3)]),
+        (4, 2, [("case-q1", NORTHVALE, 4)]),
+        (5, 2, []),
+    ],
+)
+async def test_the_county_s_queue_is_read_a_page_at_a_time_with_each_case_s_place(
+    county: Backend, offset: int, limit: int, expected: list[tuple[str, str, int]]
+) -> None:
+    page = await county.views.queue(offset=offset, limit=limit)
+
+    assert [(each["_id"], each["district"], each["place"]) for each in page] == expected
+
+
+async def test_a_district_s_queue_is_read_a_page_at_a_time(county: Backend) -> None:
+    pages = [await county.views.queue(NORTHVALE, offset=start, limit=3) for start in (0, 3)]
+
+    assert [[(each["_id"], each["place"]) for each in page] for page in pages] == [
+        [("case-q4", 1), ("case-q3", 2), ("case-q2", 3)],
+        [("case-q1", 4)],
+    ]
+
+
 async def test_a_districts_queue_shows_each_waiting_case_whole_with_its_place(
     county: Backend,
 ) -> None:

@@ -336,16 +336,21 @@ class InMemoryAllocationViews:
         held = [c.id for c in state.cases.values() if c.open and c.worker_id == worker_id]
         return {**_worker_view(state, worker, worker.district), "case_ids": sorted(held)}
 
-    async def queue(self, district: str | None = None) -> list[dict[str, Any]]:
+    async def queue(
+        self, district: str | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         state = self._store.state
         entries = sorted(
             (entry.district, entry.place)
             for entry in state.queue.values()
             if district in (None, entry.district)
         )
-        numbered: list[dict[str, Any]] = []
+        page = entries[offset : None if limit is None else offset + limit]
         counts: dict[str, int] = {}
-        for district_id, place in entries:
+        for district_id, _ in entries[:offset]:
+            counts[district_id] = counts.get(district_id, 0) + 1
+        numbered: list[dict[str, Any]] = []
+        for district_id, place in page:
             counts[district_id] = counts.get(district_id, 0) + 1
             case = _case_document(state.cases[place.case_id])
             numbered.append({**case, "place": counts[district_id]})

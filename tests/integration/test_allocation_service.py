@@ -360,6 +360,19 @@ async def test_without_capacity_cases_queue_step_downs_first_then_need_then_olde
         (3, older_level_2.family_id),
         (4, newer_level_2.family_id),
     ]
+    # A page at a time, following each full page's link to the next.
+    pages: list[list[tuple[int, str]]] = []
+    url = f"/queue?district={district}&limit=3"
+    while url:
+        answer = await service.http.get(url)
+        assert answer.status_code == 200, answer.text
+        pages.append([(entry["place"], entry["family_id"]) for entry in answer.json()])
+        link = answer.headers.get("link")
+        url = f"/queue{link[1 : link.index('>')]}" if link else ""
+    assert pages == [
+        [(1, step_down.family_id), (2, level_3.family_id), (3, older_level_2.family_id)],
+        [(4, newer_level_2.family_id)],
+    ]
 
     # Capacity frees: the head of the queue is allocated, automatically.
     assert (await service.close(held.case_id)).status_code == 200
