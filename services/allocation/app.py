@@ -173,6 +173,16 @@ class Departure(BaseModel):
     reallocated: list[CaseAllocated] = Field(description="Each of their cases' new allocation.")
 
 
+def link_next_page(
+    request: Request, response: Response, *, offset: int, limit: int, found: int
+) -> None:
+    """A full page names the next in ``Link`` (RFC 8288); relative, so that it holds behind
+    a proxy that adds a host or a path prefix."""
+    if found == limit:
+        following = request.url.include_query_params(offset=offset + limit).query
+        response.headers["Link"] = f'<?{following}>; rel="next"'
+
+
 # ---------------------------------------------------------------------------------------------
 # The service
 
@@ -397,10 +407,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500, description="Cases in the page.")] = 100,
     ) -> list[QueueEntry]:
         page = await views.queue(district, offset=offset, limit=limit)
-        if len(page) == limit:
-            # Relative, so it holds behind a proxy that adds a host or a path prefix.
-            following = request.url.include_query_params(offset=offset + limit).query
-            response.headers["Link"] = f'<?{following}>; rel="next"'
+        link_next_page(request, response, offset=offset, limit=limit, found=len(page))
         return [
             QueueEntry(
                 place=case["place"],
@@ -415,12 +422,20 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             for case in page
         ]
 
-    @app.get("/cases", tags=["cases"], summary="Cases, newest first")
+    @app.get(
+        "/cases",
+        tags=["cases"],
+        summary="Cases, newest first, a page at a time",
+        description='A full page carries a `Link` header to the next (`rel="next"`).',
+    )
     async def list_cases(
+        request: Request,
+        response: Response,
         family_id: str | None = None,
         district: str | None = None,
         worker_id: str | None = None,
         status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
+        offset: Annotated[int, Query(ge=0, le=10_000_000, description="Cases to skip.")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[CaseView]:
         filters = {
@@ -433,7 +448,9 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             )
             if value is not None
         }
-        return [_case_view(case) for case in await views.list_cases(filters, limit)]
+        page = await views.list_cases(filters, limit, offset=offset)
+        link_next_page(request, response, offset=offset, limit=limit, found=len(page))
+        return [_case_view(case) for case in page]
 
     @app.get("/cases/{case_id}", tags=["cases"], summary="One case")
     async def get_case(case_id: str) -> CaseView:

@@ -121,9 +121,11 @@ class AllocationViews(Protocol):
         (1 is next), by district then allocation order: ``limit`` of them from the
         ``offset``-th, so a long queue is read a page at a time."""
 
-    async def list_cases(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    async def list_cases(
+        self, filters: dict[str, Any], limit: int, *, offset: int = 0
+    ) -> list[dict[str, Any]]:
         """Up to ``limit`` case documents equal to ``filters`` field by field, newest
-        opened first, ties by id."""
+        opened first, ties by id, from the ``offset``-th."""
 
     async def get_case(self, case_id: str) -> dict[str, Any] | None: ...
 

@@ -565,10 +565,12 @@ class MongoAllocationViews:
             numbered.append({**cases[place.case_id], "place": counts[district_id]})
         return numbered
 
-    async def list_cases(self, filters: dict[str, Any], limit: int) -> list[Document]:
-        # Cases of one batch open at one instant: the id makes the order, and so the limit, total.
+    async def list_cases(
+        self, filters: dict[str, Any], limit: int, *, offset: int = 0
+    ) -> list[Document]:
+        # Cases of one batch open at one instant: the id makes the order, and so a page, total.
         found = self._db[CASES].find(filters).sort([("opened_at", -1), ("_id", 1)])
-        return await found.limit(limit).to_list()
+        return await found.skip(offset).limit(limit).to_list()
 
     async def get_case(self, case_id: str) -> Document | None:
         return await self._db[CASES].find_one({"_id": case_id})

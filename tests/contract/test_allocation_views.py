@@ -453,6 +453,17 @@ async def test_cases_list_no_more_than_the_limit_the_newest(county: Backend) -> 
     assert ids(await county.views.list_cases({"district": EASTMOOR}, 1)) == ["case-eq"]
 
 
+async def test_cases_come_a_page_at_a_time_in_the_same_order_as_all_at_once(
+    county: Backend,
+) -> None:
+    everything = ids(await county.views.list_cases({}, 100))
+    pages = [ids(await county.views.list_cases({}, 3, offset=start)) for start in (0, 3, 6, 9)]
+
+    assert [case for page in pages for case in page] == everything
+    assert [len(page) for page in pages] == [3, 3, 3, len(everything) - 9]
+    assert ids(await county.views.list_cases({"district": EASTMOOR}, 1, offset=1)) == ["case-e1"]
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [

@@ -356,7 +356,9 @@ class InMemoryAllocationViews:
             numbered.append({**case, "place": counts[district_id]})
         return numbered
 
-    async def list_cases(self, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    async def list_cases(
+        self, filters: dict[str, Any], limit: int, *, offset: int = 0
+    ) -> list[dict[str, Any]]:
         documents = [_case_document(case) for case in self._store.state.cases.values()]
         matching = [
             document
@@ -365,7 +367,7 @@ class InMemoryAllocationViews:
         ]
         matching.sort(key=lambda document: document["_id"])
         matching.sort(key=lambda document: document["opened_at"], reverse=True)
-        return matching[:limit]
+        return matching[offset : offset + limit]
 
     async def get_case(self, case_id: str) -> dict[str, Any] | None:
         case = self._store.state.cases.get(case_id)

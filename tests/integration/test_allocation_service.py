@@ -373,6 +373,16 @@ async def test_without_capacity_cases_queue_step_downs_first_then_need_then_olde
         [(1, step_down.family_id), (2, level_3.family_id), (3, older_level_2.family_id)],
         [(4, newer_level_2.family_id)],
     ]
+    everything = (await service.http.get("/cases", params={"district": district})).json()
+    paged: list[str] = []
+    url = f"/cases?district={district}&limit=2"
+    while url:
+        answer = await service.http.get(url)
+        paged += [case["id"] for case in answer.json()]
+        link = answer.headers.get("link")
+        url = f"/cases{link[1 : link.index('>')]}" if link else ""
+    assert paged == [case["id"] for case in everything]
+    assert len(paged) == 5
 
     # Capacity frees: the head of the queue is allocated, automatically.
     assert (await service.close(held.case_id)).status_code == 200
