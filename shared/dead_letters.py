@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -331,9 +331,13 @@ class DeadLetters:
             log.info("purged %d dead letter(s) older than %s", result.deleted_count, cutoff)
         return result.deleted_count
 
-    async def erase_family(self, family_id: str, *, session: Session | None = None) -> int:
-        """Erase a family's letters, as its other records are erased."""
-        result = await self._collection.delete_many({"family_id": family_id}, session=session)
+    async def erase_families(
+        self, family_ids: Collection[str], *, session: Session | None = None
+    ) -> int:
+        """Erase these families' letters, as their other records are erased, in one write."""
+        result = await self._collection.delete_many(
+            {"family_id": {"$in": sorted(family_ids)}}, session=session
+        )
         return result.deleted_count
 
 

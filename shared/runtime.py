@@ -172,12 +172,12 @@ class Runtime:
 
         async def on_family_erased(batch: Sequence[Delivered[FamilyErased]]) -> int:
             async def erase(session: Session, fresh: list[int]) -> None:
-                for index in fresh:
-                    family_id = batch[index].event.family_id
-                    erased = await self.dead_letters.erase_family(family_id, session=session)
+                families = {batch[index].event.family_id for index in fresh}
+                erased = await self.dead_letters.erase_families(families, session=session)
+                for family_id in sorted(families):
                     for eraser in self.family_erasers:
                         await eraser(family_id, session)
-                    log.info("erased family %s here (%d dead letters)", family_id, erased)
+                log.info("erased %d families here (%d dead letters)", len(families), erased)
 
             return await self.processed.process_many([item.envelope for item in batch], erase)
 

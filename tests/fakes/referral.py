@@ -32,7 +32,7 @@ from services.referral.domain.erasure import (
 )
 from services.referral.domain.partners import PartnerKeyRecord
 from services.referral.ports import Accepted, AccessEntry, Decided, Lookups, Submissions
-from shared.events import ReferralReceived, ReferralRejected, ReferralSubmitted
+from shared.events import EventT, ReferralReceived, ReferralRejected, ReferralSubmitted
 from shared.unit_of_work import ConcurrentUpdate
 from tests.fakes.units import (
     InMemoryOutgoingEvents,
@@ -415,20 +415,15 @@ class InMemoryReferralStore(InMemoryStore[ReferralState]):
     @property
     def received(self) -> list[ReferralReceived]:
         """Every ``referral-received`` committed, in order."""
-        return [
-            event.data
-            for event in self.published.staged
-            if isinstance(event.data, ReferralReceived)
-        ]
+        return self._committed(ReferralReceived)
 
     @property
     def rejected(self) -> list[ReferralRejected]:
         """Every ``referral-rejected`` committed, in order."""
-        return [
-            event.data
-            for event in self.published.staged
-            if isinstance(event.data, ReferralRejected)
-        ]
+        return self._committed(ReferralRejected)
+
+    def _committed(self, kind: type[EventT]) -> list[EventT]:
+        return [event.data for event in self.published.staged if isinstance(event.data, kind)]
 
     @property
     def rejections(self) -> dict[str, RejectionRecord]:
