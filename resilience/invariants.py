@@ -18,7 +18,13 @@ from aiokafka import AIOKafkaConsumer
 from resilience.client import PlatformClient
 from resilience.plan import Plan
 from shared.dead_letters import DEAD_LETTERS
-from shared.events import PLATFORM_EVENTS, AllocationStatus, CaseAllocated, read_envelope
+from shared.events import (
+    PLATFORM_EVENTS,
+    AllocationKind,
+    AllocationStatus,
+    CaseAllocated,
+    read_envelope,
+)
 from shared.kafka import topic_partitions
 from shared.mongo import Database, MongoClient
 from shared.months import month_end, month_of
@@ -234,6 +240,7 @@ def reported_figures(report: dict[str, Any]) -> dict[str, Any]:
         "step_downs": report["step_downs"],
         "co_working": report["co_working"],
         "allocations": report["allocations"]["count"],
+        "joined_open_case": report["allocations"]["joined_open_case"],
         "queued_at_month_end": report["allocations"]["queued_at_month_end"],
         "open_at_month_end": report["caseload"]["open_at_month_end"],
         "capacity": report["caseload"]["capacity"],
@@ -302,8 +309,11 @@ async def recompute_figures(stores: Stores) -> dict[tuple[str, str | None], dict
                 "co_working": sum(1 for doc in in_month
                                   if doc["open_to_social_care"] and not doc["is_step_down"]),
                 "allocations": sum(1 for allocation in allocations
-                                   if allocation.month == month
+                                   if allocation.month == month and not allocation.joined
                                    and district in (None, allocation.district)),
+                "joined_open_case": sum(1 for allocation in allocations
+                                        if allocation.month == month and allocation.joined
+                                        and district in (None, allocation.district)),
                 "queued_at_month_end": sum(1 for case in mine if _queued_at(case, end)),
                 "open_at_month_end": sum(1 for case in mine if _open_at(case, end)),
                 "capacity": sum(worker["cap"] for worker in workers if here(worker)),
@@ -323,6 +333,8 @@ class _Allocation:
     referral_id: str
     district: str
     month: str
+    joined: bool
+    """The referral joined a case already open: no case was given a worker."""
 
 
 async def _recorded_allocations(db: Database) -> list[_Allocation]:
@@ -338,7 +350,12 @@ async def _recorded_allocations(db: Database) -> list[_Allocation]:
             key = (allocated.case_id, allocated.referral_id)
             found.setdefault(
                 key,
-                _Allocation(*key, allocated.district, month_of(allocated.allocated_at)),
+                _Allocation(
+                    *key,
+                    allocated.district,
+                    month_of(allocated.allocated_at),
+                    joined=allocated.kind is AllocationKind.EXISTING_CASE,
+                ),
             )
     return list(found.values())
 

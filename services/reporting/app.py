@@ -100,7 +100,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     @app.get(
         "/reports/monthly.csv",
         tags=["reports"],
-        summary="The monthly measures as CSV (measure,value)",
+        summary="The monthly measures as CSV (measure,value,meaning)",
         response_class=Response,
         responses={200: {"content": {"text/csv": {}}}},
     )
@@ -110,7 +110,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         )
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["measure", "value"])
+        writer.writerow(["measure", "value", "meaning"])
         writer.writerows(domain.flatten(report))
         name = f"early-help-{month}{'-' + district if district else ''}.csv"
         return Response(

@@ -1,10 +1,16 @@
 """The monthly performance measures and the funding formula, as pure functions.
 
 The read models keep one fact per referral, rejection, allocation, case, team capacity
-change and audit (see ``store.py``); a month's figures are computed from the facts of that
-month, and the month-end figures (queue, open caseload, capacity) from the facts standing at
-its end. A month is that of the fact's own time in UTC, never of its arrival, so late and
-out-of-order events land where they belong and a replay gives the same figures.
+change and audit, under the thing's own id, and beside them the figures as aggregates
+addressed by id (MongoDB's computed pattern): a month's counters per district and for the
+county, and per district the changes to the month-end figures (open cases, the queue,
+capacity) month by month. ``project`` turns a batch of events into the facts it changes and
+the increments it makes: each fact contributes to the aggregates by what it says now, so
+an event that changes a fact takes away what the fact contributed before and adds what it
+contributes after. Redelivered, late and out-of-order events therefore land where they
+belong, and a report is a few reads by id however long the history.
+
+A month is that of the fact's own time in UTC, never of its arrival.
 """
 
 from __future__ import annotations
@@ -14,10 +20,24 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
+from pydantic import BaseModel
+
+from shared.events import (
+    AllocationKind,
+    AllocationStatus,
+    AuditAssigned,
+    AuditCompleted,
+    CaseAllocated,
+    CaseClosed,
+    EventData,
+    ReferralReceived,
+    ReferralRejected,
+    TeamCapacityChanged,
+)
 from shared.events.performance import (
     AllocationFigures,
     AuditFigures,
@@ -29,6 +49,7 @@ from shared.events.performance import (
     ReReferralFigures,
     TeamFigures,
 )
+from shared.months import month_end, month_of
 
 ALL_DISTRICTS = "all"
 SCHOOLS_SOURCE = "2A"
@@ -43,60 +64,391 @@ DEFAULT_FUNDING_WEIGHTS: Mapping[str, float] = {
 
 
 # ---------------------------------------------------------------------------------------------
+# Facts
+
+Fact = dict[str, Any]
+"""What the events say of one thing, as stored (datetimes in UTC, to the millisecond)."""
+
+REFERRAL = "referral"
+REJECTION = "rejection"
+ALLOCATION = "allocation"
+CASE = "case"
+CAPACITY = "capacity"
+AUDIT = "audit"
+FACT_KINDS = (REFERRAL, REJECTION, ALLOCATION, CASE, CAPACITY, AUDIT)
+
+FactKey = tuple[str, str]
+"""(kind, id): a fact, addressed by its own id within its kind."""
+
+MONTHLY = "monthly"
+"""A month's counters of a district or (``ALL_DISTRICTS``) the county, by ``month|district``."""
+STANDING = "standing"
+"""One district's (or the county's) month-end changes, month by month, and the county's list
+of months and districts: addressed by district."""
+
+Increment = tuple[str, str, str]
+"""(aggregate kind, aggregate id, dotted path of a counter)."""
+
+MonthKey = tuple[str, str]
+"""(month, district): figures an event moved, for the snapshots."""
+
+WAIT_SECONDS_EXACT_BELOW = 3600
+"""Waits are kept to the second below an hour and to the minute above (at most 30 s off, a
+hundredth of an hour is 36 s), so a month's distribution has a bounded number of values."""
+
+
+def fact_keys(data: EventData) -> list[FactKey]:
+    """The facts an event changes."""
+    match data:
+        case ReferralReceived():
+            return [(REFERRAL, data.referral_id)]
+        case ReferralRejected():
+            return [(REJECTION, data.rejection_id)]
+        case CaseAllocated():
+            keys = [(CASE, data.case_id)]
+            if _opens_co_working(data):
+                keys.append((REFERRAL, data.referral_id))
+            if _is_allocation(data):
+                keys.append((ALLOCATION, f"{data.case_id}|{data.referral_id}"))
+            return keys
+        case CaseClosed():
+            return [(CASE, data.case_id)]
+        case TeamCapacityChanged():
+            return [(CAPACITY, f"{data.team_id}|{_utc(data.changed_at).isoformat()}")]
+        case AuditAssigned() | AuditCompleted():
+            return [(AUDIT, data.audit_id)]
+    raise TypeError(f"no projection for {type(data).__name__}")
+
+
+def record(kind: str, fact: Fact | None, data: EventData) -> Fact:
+    """The fact ``kind`` after ``data``: a new dict, ``fact`` is left as it was."""
+    new: Fact = dict(fact or {})
+    match data:
+        case ReferralReceived():
+            new.update(
+                month=month_of(data.received_at),
+                district=data.district,
+                source=data.referral_source,
+                route=data.route,
+                decision=data.decision.value,
+                re_referral=data.is_re_referral,
+                step_down=data.is_step_down,
+                received_at=_utc(data.received_at),
+            )
+        case ReferralRejected():
+            new.update(
+                month=month_of(data.received_at),
+                partner_id=data.partner_id,
+                codes=sorted({reason.code for reason in data.reasons}),
+                received_at=_utc(data.received_at),
+            )
+        case CaseAllocated() if kind == REFERRAL:
+            # Co-working is allocation's decision: the referral counts as it says, whichever
+            # event arrives first.
+            new["co_working"] = True
+        case CaseAllocated() if kind == ALLOCATION:
+            if not new:  # the first allocation of a referral's case stands
+                new.update(
+                    month=month_of(data.allocated_at),
+                    district=data.district,
+                    team_id=data.team_id,
+                    kind=data.kind.value,
+                    seconds=data.time_to_allocation_seconds,
+                    allocated_at=_utc(data.allocated_at),
+                )
+        case CaseAllocated():
+            at = _utc(data.allocated_at)
+            new["district"] = data.district
+            if data.team_id is not None:
+                # Every team the case had, by time: the newest is its team, whatever order
+                # the events came in.
+                new["teams"] = {**new.get("teams", {}), _time_key(at): data.team_id}
+            first = "allocated_at" if data.status is AllocationStatus.ALLOCATED else "queued_at"
+            new[first] = min(new[first], at) if new.get(first) else at
+        case CaseClosed():
+            new.update(
+                district=data.district,
+                closed_at=_utc(data.closed_at),
+                outcome=data.outcome.value,
+            )
+        case TeamCapacityChanged():
+            new.update(
+                team_id=data.team_id,
+                district=data.district,
+                capacity=data.capacity,
+                changed_at=_utc(data.changed_at),
+            )
+        case AuditAssigned():
+            new.update(
+                month=data.month,
+                district=data.district,
+                team_id=data.team_id,
+                assigned_at=_utc(data.assigned_at),
+                due_by=None if data.due_by is None else _utc(data.due_by),
+            )
+        case AuditCompleted():
+            new.update(
+                month=data.month,
+                district=data.district,
+                team_id=data.team_id,
+                completed_at=_utc(data.completed_at),
+                overall_grade=data.overall_grade.value,
+            )
+        case _:
+            raise TypeError(f"no projection for {type(data).__name__}")
+    return new
+
+
+def touched(data: EventData) -> list[MonthKey]:
+    """The month and district whose figures an event moves."""
+    match data:
+        case ReferralReceived():
+            return [(month_of(data.received_at), data.district)]
+        case ReferralRejected():
+            return [(month_of(data.received_at), ALL_DISTRICTS)]
+        case CaseAllocated():
+            return [(month_of(data.allocated_at), data.district)]
+        case CaseClosed():
+            return [(month_of(data.closed_at), data.district)]
+        case TeamCapacityChanged():
+            return [(month_of(data.changed_at), data.district)]
+        case AuditAssigned() | AuditCompleted():
+            return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
+    raise TypeError(f"no projection for {type(data).__name__}")
+
+
+def marked(keys: Iterable[MonthKey], *, now: datetime) -> set[MonthKey]:
+    """Every figure the moved ones change: a month-end figure (open cases, capacity) also
+    moves every later month's, the current one's included, and every district's the county's."""
+    current = month_of(now)
+    found = set(keys)
+    found |= {(current, district) for month, district in found if month < current}
+    return found | {(month, ALL_DISTRICTS) for month, _ in found}
+
+
+def _is_allocation(data: CaseAllocated) -> bool:
+    """A referral's case given a worker, or a referral joining an open case: a reallocation
+    (a leaver's case moved) is neither."""
+    return data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None
+
+
+def _opens_co_working(data: CaseAllocated) -> bool:
+    return data.kind is AllocationKind.CO_WORKING and data.reallocated_from_worker_id is None
+
+
+# ---------------------------------------------------------------------------------------------
+# What each fact contributes to the aggregates
+
+
+def contributions(kind: str, fact: Fact) -> Counter[Increment]:
+    """The counters ``fact`` adds to, by how much."""
+    counts: Counter[Increment] = Counter()
+    match kind:
+        case "referral":
+            _referral(fact, counts)
+        case "rejection":
+            counts[(MONTHLY, month_id(fact["month"], ALL_DISTRICTS), "rejections.total")] += 1
+            for code in fact["codes"]:
+                counts[
+                    (
+                        MONTHLY,
+                        month_id(fact["month"], ALL_DISTRICTS),
+                        _path("rejections.reason", code),
+                    )
+                ] += 1
+            counts[(STANDING, ALL_DISTRICTS, _path("months", fact["month"]))] += 1
+        case "allocation":
+            _allocation(fact, counts)
+        case "case":
+            _case(fact, counts)
+        case "capacity":
+            team, district = fact["team_id"], fact["district"]
+            for standing in (district, ALL_DISTRICTS):
+                entry = _path("capacity", team, _time_key(fact["changed_at"]))
+                counts[(STANDING, standing, f"{entry}.places")] += fact["capacity"]
+                counts[(STANDING, standing, f"{entry}.changes")] += 1
+            counts[(STANDING, ALL_DISTRICTS, _path("districts", district))] += 1
+            counts[(STANDING, ALL_DISTRICTS, _path("team_districts", team, district))] += 1
+        case "audit":
+            _audit(fact, counts)
+        case _:
+            raise ValueError(f"unknown fact kind {kind!r}")
+    return counts
+
+
+def _referral(fact: Fact, counts: Counter[Increment]) -> None:
+    if "month" not in fact:
+        return  # only allocation's co-working flag so far: the referral is not received yet
+    month, district = fact["month"], fact["district"]
+    for bucket in _buckets(month, district):
+        counts[(MONTHLY, bucket, "requests.total")] += 1
+        counts[(MONTHLY, bucket, _path("requests.source", fact["source"]))] += 1
+        counts[(MONTHLY, bucket, _path("requests.route", fact["route"]))] += 1
+        counts[(MONTHLY, bucket, _path("requests.decision", fact["decision"]))] += 1
+        for flag, counter in (
+            ("re_referral", "requests.re_referrals"),
+            ("step_down", "requests.step_downs"),
+            ("co_working", "requests.co_working"),
+        ):
+            if fact.get(flag):
+                counts[(MONTHLY, bucket, counter)] += 1
+    counts[(STANDING, ALL_DISTRICTS, _path("months", month))] += 1
+    counts[(STANDING, ALL_DISTRICTS, _path("districts", district))] += 1
+
+
+def _allocation(fact: Fact, counts: Counter[Increment]) -> None:
+    month, district, team = fact["month"], fact["district"], fact.get("team_id")
+    for bucket in _buckets(month, district):
+        if fact["kind"] == AllocationKind.EXISTING_CASE.value:
+            # A referral joining a case already open: no case was given a worker.
+            counts[(MONTHLY, bucket, "allocations.joined")] += 1
+            continue
+        counts[(MONTHLY, bucket, "allocations.count")] += 1
+        if fact.get("seconds") is not None:
+            counts[(MONTHLY, bucket, _path("allocations.waits", _wait_key(fact["seconds"])))] += 1
+        if team is not None:
+            counts[(MONTHLY, bucket, _path("allocations.teams", team))] += 1
+    counts[(STANDING, ALL_DISTRICTS, _path("months", month))] += 1
+    if team is not None:
+        counts[(STANDING, ALL_DISTRICTS, _path("team_districts", team, district))] += 1
+
+
+def _case(fact: Fact, counts: Counter[Increment]) -> None:
+    district = fact["district"]
+    teams = fact.get("teams") or {}
+    team = teams[max(teams)] if teams else None
+    closed_at = fact.get("closed_at")
+    if closed_at is not None:
+        for bucket in _buckets(month_of(closed_at), district):
+            counts[(MONTHLY, bucket, "closures.total")] += 1
+            counts[(MONTHLY, bucket, _path("closures.outcome", fact["outcome"]))] += 1
+    # Open at a month's end: allocated before it and not closed before it.
+    allocated_at = fact.get("allocated_at")
+    if allocated_at is not None:
+        for month, change in _interval(allocated_at, closed_at):
+            for standing in (district, ALL_DISTRICTS):
+                counts[(STANDING, standing, _path("open", month))] += change
+                if team is not None:
+                    counts[(STANDING, standing, _path("team_open", team, month))] += change
+    # Queued at a month's end: queued before it, and neither allocated nor closed before it.
+    queued_at = fact.get("queued_at")
+    if queued_at is not None:
+        ends = [at for at in (allocated_at, closed_at) if at is not None]
+        for month, change in _interval(queued_at, min(ends) if ends else None):
+            for standing in (district, ALL_DISTRICTS):
+                counts[(STANDING, standing, _path("queued", month))] += change
+    counts[(STANDING, ALL_DISTRICTS, _path("districts", district))] += 1
+    if team is not None:
+        counts[(STANDING, ALL_DISTRICTS, _path("team_districts", team, district))] += 1
+
+
+def _interval(start: datetime, stop: datetime | None) -> list[tuple[str, int]]:
+    """Month-end changes of a state held from ``start`` until ``stop``: one in at the month
+    it began, one out at the month it ended (none when it ended before it began)."""
+    if stop is None:
+        return [(month_of(start), 1)]
+    if stop <= start:
+        return []
+    return [(month_of(start), 1), (month_of(stop), -1)]
+
+
+def _audit(fact: Fact, counts: Counter[Increment]) -> None:
+    month = fact["month"]
+    buckets = (
+        _buckets(month, fact["district"])
+        if fact.get("district")
+        else [month_id(month, ALL_DISTRICTS)]
+    )
+    for bucket in buckets:
+        counts[(MONTHLY, bucket, "audits.due")] += 1
+        if fact.get("completed_at") is not None:
+            counts[(MONTHLY, bucket, "audits.completed")] += 1
+            counts[(MONTHLY, bucket, _path("audits.grades", fact["overall_grade"]))] += 1
+        elif fact.get("due_by") is not None:
+            # Still open, by when it is due: overdue is then a sum up to the time of reading.
+            counts[(MONTHLY, bucket, _path("audits.open_due", _time_key(fact["due_by"])))] += 1
+    counts[(STANDING, ALL_DISTRICTS, _path("months", month))] += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Projection
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a batch of events changes: each fact's new state, and the net increments."""
+
+    facts: dict[FactKey, Fact]
+    increments: dict[Increment, int]
+    touched: set[MonthKey]
+
+
+def project(events: Sequence[EventData], known: Mapping[FactKey, Fact]) -> Projection:
+    """Apply ``events`` in order to the facts ``known`` (those of ``fact_keys`` already
+    stored; a missing one is new). Facts the events leave as they were are left out."""
+    before = {key: known.get(key) for data in events for key in fact_keys(data)}
+    after: dict[FactKey, Fact | None] = dict(before)
+    moved: set[MonthKey] = set()
+    for data in events:
+        for key in fact_keys(data):
+            after[key] = record(key[0], after[key], data)
+        moved.update(touched(data))
+    facts: dict[FactKey, Fact] = {}
+    increments: Counter[Increment] = Counter()
+    for key, fact in after.items():
+        old = before[key]
+        if fact is None or fact == old:
+            continue
+        facts[key] = fact
+        increments.update(contributions(key[0], fact))
+        if old is not None:
+            increments.subtract(contributions(key[0], old))
+    return Projection(facts, {path: count for path, count in increments.items() if count}, moved)
+
+
+# ---------------------------------------------------------------------------------------------
 # The monthly report
 
 
 @dataclass(frozen=True, kw_only=True)
-class MonthFacts:
-    """What the store found for one month and one district (or the county), read at ``now``
-    (the time an audit counts as overdue against)."""
+class MonthTotals:
+    """The aggregates one month's report is computed from, read at ``now`` (the time an audit
+    counts as overdue against): the month's counters and its district's (or the county's)
+    month-end changes, as stored (nested by the dotted paths)."""
 
     month: str
     district: str | None
     now: datetime
-    referrals: Sequence[Mapping[str, Any]] = ()
-    rejections: Sequence[Mapping[str, Any]] = ()
-    allocations: Sequence[Mapping[str, Any]] = ()
-    closures: Sequence[Mapping[str, Any]] = ()
-    open_at_end: Sequence[Mapping[str, Any]] = ()
-    queued_at_end: Sequence[Mapping[str, Any]] = ()
-    capacity_at_end: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    audits: Sequence[Mapping[str, Any]] = ()
+    counters: Mapping[str, Any] = field(default_factory=dict)
+    standing: Mapping[str, Any] = field(default_factory=dict)
 
 
-def monthly_report(facts: MonthFacts) -> MonthlyReport:
+def monthly_report(totals: MonthTotals) -> MonthlyReport:
     """Every measure of the month, as ``GET /reports/monthly`` answers them."""
-    referrals = facts.referrals
-    total = len(referrals)
-    by_source = Counter(referral["source"] for referral in referrals)
-    decisions = Counter(referral["decision"] for referral in referrals)
+    counters, standing = totals.counters, totals.standing
+    requests = counters.get("requests", {})
+    total = requests.get("total", 0)
+    by_source = _counts(requests.get("source"))
+    decisions = _counts(requests.get("decision"))
     schools = by_source.get(SCHOOLS_SOURCE, 0)
-    re_referrals = sum(1 for referral in referrals if referral["re_referral"])
-    rejected_by_reason: Counter[str] = Counter()
-    for rejection in facts.rejections:
-        rejected_by_reason.update(set(rejection["codes"]))
-    waits = sorted(
-        allocation["seconds"] / 3600
-        for allocation in facts.allocations
-        if allocation.get("seconds") is not None
-    )
-    capacity = sum(team["capacity"] for team in facts.capacity_at_end.values())
-    open_cases = len(facts.open_at_end)
-    completed = [audit for audit in facts.audits if audit.get("completed_at") is not None]
-    overdue = [
-        audit
-        for audit in facts.audits
-        if audit.get("completed_at") is None
-        and audit.get("due_by") is not None
-        and audit["due_by"] <= facts.now
-    ]
+    re_referrals = requests.get("re_referrals", 0)
+    rejections = counters.get("rejections", {}) if totals.district is None else {}
+    allocations = counters.get("allocations", {})
+    waits = {int(_name(key)): count for key, count in _counts(allocations.get("waits")).items()}
+    end = month_end(totals.month)
+    capacity = _capacity_at(standing, end)
+    places = sum(capacity.values()) if capacity else None
+    open_cases = _standing_at(standing.get("open"), totals.month)
+    closures = counters.get("closures", {})
+    audits = counters.get("audits", {})
+    now_key = _time_key(totals.now)
     return MonthlyReport(
-        month=facts.month,
-        district=facts.district,
+        month=totals.month,
+        district=totals.district,
         requests=RequestFigures(
             total=total,
-            by_source=_sorted(by_source),
-            by_route=_sorted(Counter(referral["route"] for referral in referrals)),
+            by_source=by_source,
+            by_route=_counts(requests.get("route")),
             schools=schools,
             schools_share=_ratio(schools, total),
         ),
@@ -104,59 +456,167 @@ def monthly_report(facts: MonthFacts) -> MonthlyReport:
             accepted_for_early_help=decisions.get("early_help", 0),
             stepped_up=decisions.get("step_up", 0),
             signposted=decisions.get("signpost", 0),
-            rejected=len(facts.rejections),
-            rejected_by_reason=_sorted(rejected_by_reason),
+            rejected=rejections.get("total", 0),
+            rejected_by_reason=_counts(rejections.get("reason")),
         ),
         re_referrals=ReReferralFigures(count=re_referrals, rate=_ratio(re_referrals, total)),
-        step_downs=sum(1 for referral in referrals if referral["step_down"]),
-        co_working=sum(1 for referral in referrals if referral.get("co_working")),
+        step_downs=requests.get("step_downs", 0),
+        co_working=requests.get("co_working", 0),
         allocations=AllocationFigures(
-            count=len(facts.allocations),
-            median_hours=_rounded(percentile(waits, 50)),
-            p90_hours=_rounded(percentile(waits, 90)),
-            queued_at_month_end=len(facts.queued_at_end),
+            count=allocations.get("count", 0),
+            joined_open_case=allocations.get("joined", 0),
+            median_hours=_hours(percentile_of_counts(waits, 50)),
+            p90_hours=_hours(percentile_of_counts(waits, 90)),
+            queued_at_month_end=_standing_at(standing.get("queued"), totals.month),
         ),
         caseload=CaseloadFigures(
             open_at_month_end=open_cases,
-            capacity=capacity,
-            utilisation=_ratio(open_cases, capacity),
+            capacity=places,
+            utilisation=None if places is None else _ratio(open_cases, places),
         ),
         closures=ClosureFigures(
-            total=len(facts.closures),
-            by_outcome=_sorted(Counter(closure["outcome"] for closure in facts.closures)),
+            total=closures.get("total", 0), by_outcome=_counts(closures.get("outcome"))
         ),
         audits=AuditFigures(
-            due=len(facts.audits),
-            completed=len(completed),
-            overdue=len(overdue),
-            grades=_sorted(Counter(audit["overall_grade"] for audit in completed)),
+            due=audits.get("due", 0),
+            completed=audits.get("completed", 0),
+            overdue=sum(
+                count
+                for due_by, count in _counts(audits.get("open_due")).items()
+                if due_by <= now_key
+            ),
+            grades=_counts(audits.get("grades")),
         ),
-        teams=_teams(facts),
+        teams=_teams(totals, capacity),
     )
 
 
-def _teams(facts: MonthFacts) -> list[TeamFigures]:
-    allocations = Counter(allocation.get("team_id") for allocation in facts.allocations)
-    open_cases = Counter(case.get("team_id") for case in facts.open_at_end)
-    teams = {
-        team_id: team.get("district")
-        for team_id, team in facts.capacity_at_end.items()
-        if team_id is not None
+def _teams(totals: MonthTotals, capacity: Mapping[str, int]) -> list[TeamFigures]:
+    allocations = _counts(totals.counters.get("allocations", {}).get("teams"))
+    open_cases = {
+        team: _standing_at(months, totals.month)
+        for team, months in _named(totals.standing.get("team_open")).items()
     }
-    for source in (facts.allocations, facts.open_at_end):
-        for fact in source:
-            if fact.get("team_id") is not None:
-                teams.setdefault(fact["team_id"], fact.get("district"))
+    teams = (
+        set(capacity)
+        | {team for team, count in allocations.items() if count}
+        | {team for team, count in open_cases.items() if count}
+    )
+    districts = _named(totals.standing.get("team_districts"))
     return [
         TeamFigures(
-            team_id=team_id,
-            district=teams[team_id],
-            allocations=allocations.get(team_id, 0),
-            open_at_month_end=open_cases.get(team_id, 0),
-            capacity=facts.capacity_at_end.get(team_id, {}).get("capacity", 0),
+            team_id=team,
+            district=totals.district or _main_district(districts.get(team)),
+            allocations=allocations.get(team, 0),
+            open_at_month_end=open_cases.get(team, 0),
+            capacity=capacity.get(team),
         )
-        for team_id in sorted(teams)
+        for team in sorted(teams)
     ]
+
+
+def _main_district(counts: Mapping[str, int] | None) -> str | None:
+    """The district most of a team's facts name (the first by name on a tie)."""
+    named = {_name(district): count for district, count in (counts or {}).items() if count > 0}
+    return min(named, key=lambda district: (-named[district], district)) if named else None
+
+
+def _capacity_at(standing: Mapping[str, Any], end: datetime) -> dict[str, int]:
+    """Each team's places by its newest change before ``end``; teams with none are left out
+    (no data, not no places)."""
+    end_key = _time_key(end)
+    found: dict[str, int] = {}
+    for team, changes in _named(standing.get("capacity")).items():
+        before = [key for key, change in changes.items() if key < end_key and change["changes"] > 0]
+        if before:
+            # A change to no places adds nothing, so its counter may never have been written.
+            found[team] = changes[max(before)].get("places", 0)
+    return found
+
+
+def _standing_at(changes: Mapping[str, int] | None, month: str) -> int:
+    """A month-end figure: the sum of its changes in every month up to ``month``."""
+    return sum(count for key, count in (changes or {}).items() if _name(key) <= month)
+
+
+def percentile_of_counts(counts: Mapping[int, int], p: float) -> float | None:
+    """The p-th percentile of values given with how often each occurs, interpolating between
+    the nearest two as ``percentile`` does over the values written out."""
+    present = sorted((value, count) for value, count in counts.items() if count > 0)
+    size = sum(count for _, count in present)
+    if size == 0:
+        return None
+    rank = (size - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+
+    def nth(index: int) -> float:
+        seen = 0
+        for value, count in present:
+            seen += count
+            if index < seen:
+                return float(value)
+        return float(present[-1][0])
+
+    low_value = nth(low)
+    return low_value + (nth(high) - low_value) * (rank - low)
+
+
+def _hours(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 3600, 2)
+
+
+def _wait_key(seconds: float) -> int:
+    whole = round(seconds)
+    return whole if whole < WAIT_SECONDS_EXACT_BELOW else round(seconds / 60) * 60
+
+
+def _counts(values: Mapping[str, int] | None) -> dict[str, int]:
+    """Counters under one path, by their names, leaving out those back at zero."""
+    return dict(sorted((_name(key), count) for key, count in (values or {}).items() if count))
+
+
+def listed(values: Mapping[str, int] | None) -> list[str]:
+    """The names counted under one path (the county's months or districts), ascending."""
+    return list(_counts(values))
+
+
+def _named(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {_name(key): value for key, value in (values or {}).items()}
+
+
+def month_id(month: str, district: str) -> str:
+    """The id of a month's counters of ``district`` (``ALL_DISTRICTS`` for the county)."""
+    return f"{month}|{district}"
+
+
+def _buckets(month: str, district: str) -> list[str]:
+    return [month_id(month, district), month_id(month, ALL_DISTRICTS)]
+
+
+def _path(prefix: str, *names: object) -> str:
+    """A counter's dotted path, each name escaped so a dot or dollar in it cannot nest it."""
+    return ".".join([prefix, *(_escaped(str(name)) for name in names)])
+
+
+def _escaped(name: str) -> str:
+    return name.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+
+
+def _name(key: str) -> str:
+    return key.replace("%2E", ".").replace("%24", "$").replace("%25", "%")
+
+
+def _time_key(at: datetime) -> str:
+    """A field name that sorts as the time does, to the millisecond (no dots)."""
+    at = _utc(at)
+    return at.strftime("%Y%m%d%H%M%S") + f"{at.microsecond // 1000:03d}"
+
+
+def _utc(at: datetime) -> datetime:
+    """``at`` in UTC to the millisecond, as the database keeps it: a fact read back is the
+    fact written, so what it contributed can be taken away exactly."""
+    at = at.astimezone(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -175,39 +635,38 @@ def _ratio(part: int, whole: int) -> float | None:
     return None if whole == 0 else round(part / whole, 4)
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
-def _sorted(counts: Counter[str]) -> dict[str, int]:
-    return dict(sorted(counts.items()))
-
-
 # ---------------------------------------------------------------------------------------------
 # CSV
 
 
-def flatten(report: MonthlyReport) -> list[tuple[str, str]]:
-    """``(measure, value)`` rows with dotted names, teams as ``teams.<id>.<measure>``."""
-    rows: list[tuple[str, str]] = []
+def flatten(report: MonthlyReport) -> list[tuple[str, str, str]]:
+    """``(measure, value, meaning)`` rows with dotted names, teams as
+    ``teams.<id>.<measure>``; the meaning is the measure's own documentation (what
+    ``requests`` counts, and that rejections are not in it), so a spreadsheet says what
+    each figure is without the API's reference beside it."""
+    rows: list[tuple[str, str, str]] = []
 
-    def walk(prefix: str, value: Any) -> None:
+    def walk(prefix: str, value: Any, meaning: str) -> None:
         if isinstance(value, Mapping):
             for name, inner in value.items():
-                walk(f"{prefix}.{name}" if prefix else name, inner)
-        elif value is None:
-            rows.append((prefix, ""))
+                walk(f"{prefix}.{name}" if prefix else name, inner, meaning)
         else:
-            rows.append((prefix, str(value)))
+            rows.append((prefix, "" if value is None else str(value), meaning))
 
-    for name, value in report.model_dump().items():
-        if name == "teams":
-            for team in value:
-                for measure, figure in team.items():
-                    if measure not in ("team_id", "district"):
-                        walk(f"teams.{team['team_id']}.{measure}", figure)
-        else:
-            walk(name, value)
+    def walk_model(prefix: str, model: BaseModel) -> None:
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, BaseModel):
+                walk_model(path, value)
+            elif name != "teams":
+                walk(path, value, info.description or "")
+
+    walk_model("", report)
+    for team in report.teams:
+        for name, info in TeamFigures.model_fields.items():
+            if name not in ("team_id", "district"):
+                walk(f"teams.{team.team_id}.{name}", getattr(team, name), info.description or "")
     return rows
 
 
@@ -326,7 +785,3 @@ def parse_weights(text: str) -> dict[str, float]:
         name, _, value = part.partition(":")
         weights[name.strip()] = float(value)
     return weights
-
-
-def districts_in(facts: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {fact["district"] for fact in facts if fact.get("district")}

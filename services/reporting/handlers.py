@@ -133,21 +133,29 @@ async def _publish_snapshot(
 # Reports
 
 
+async def reports(
+    wanted: Sequence[tuple[str, str | None]], *, read_models: ReadModels, now: datetime
+) -> list[MonthlyReport]:
+    """The measures of each (month, district) wanted (None for the county), in that order."""
+    return [domain.monthly_report(totals) for totals in await read_models.totals(wanted, now=now)]
+
+
 async def monthly_figures(
     month: str, district: str | None, *, read_models: ReadModels, now: datetime
 ) -> MonthlyReport:
     """Every measure of ``month``, for one district or (None) the county."""
-    return domain.monthly_report(await read_models.month_facts(month, district, now=now))
+    [report] = await reports([(month, district)], read_models=read_models, now=now)
+    return report
 
 
 async def district_figures(
     month: str, *, read_models: ReadModels, now: datetime
 ) -> list[MonthlyReport]:
     """Each district's measures of ``month``, by district name."""
-    return [
-        await monthly_figures(month, district, read_models=read_models, now=now)
-        for district in await read_models.districts()
-    ]
+    districts = await read_models.districts()
+    return await reports(
+        [(month, district) for district in districts], read_models=read_models, now=now
+    )
 
 
 async def trend(
@@ -155,11 +163,8 @@ async def trend(
 ) -> list[MonthlyReport]:
     """The measures of the ``count`` months ending with ``month``, oldest first (none
     before ``shared.months.EARLIEST``)."""
-    return [
-        await monthly_figures(each, district, read_models=read_models, now=now)
-        for each in months_ending(month, count)
-        if each >= EARLIEST
-    ]
+    months = [each for each in months_ending(month, count) if each >= EARLIEST]
+    return await reports([(each, district) for each in months], read_models=read_models, now=now)
 
 
 @dataclass(frozen=True)
@@ -186,14 +191,14 @@ async def split_funding(
     """
     chosen = domain.parse_weights(weights) if weights else dict(policy.weights)
     amount_pence = round((policy.amount_pounds if amount_pounds is None else amount_pounds) * 100)
-    inputs = {}
-    for district in await read_models.districts():
-        report = await monthly_figures(month, district, read_models=read_models, now=now)
-        inputs[district] = {
+    inputs = {
+        report.district or domain.ALL_DISTRICTS: {
             "schools_requests": report.requests.schools,
             "accepted_referrals": report.outcomes.accepted_for_early_help,
             "open_caseload": report.caseload.open_at_month_end,
         }
+        for report in await district_figures(month, read_models=read_models, now=now)
+    }
     return domain.split_funding(amount_pence, inputs, chosen)
 
 

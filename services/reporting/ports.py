@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.reporting.domain import MonthFacts
+from services.reporting.domain import MonthTotals
 from shared.events import EventData, RawEvent
 from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
@@ -40,10 +40,14 @@ class Projections(Protocol):
 
 
 class ReadModels(Protocol):
-    """The facts the projection recorded, as the reports read them."""
+    """The aggregates the projection keeps, as the reports read them: by id, whatever the
+    history."""
 
-    async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
-        """The facts of ``month`` (the whole county when ``district`` is None)."""
+    async def totals(
+        self, wanted: Sequence[tuple[str, str | None]], *, now: datetime
+    ) -> list[MonthTotals]:
+        """The aggregates of each (month, district) wanted (the whole county when the district
+        is None), in the order wanted: one read of the months' and one of the districts'."""
 
     async def months(self) -> list[str]:
         """Every month a referral, rejection, allocation or audit falls in, ascending: the
@@ -59,7 +63,7 @@ class ReadModelStore(Protocol):
     async def ensure_indexes(self) -> None: ...
 
     async def drop_all(self) -> None:
-        """Forget every fact, change count and published snapshot."""
+        """Forget every fact, aggregate, change count and published snapshot."""
 
 
 class Snapshots(Protocol):

@@ -1,38 +1,32 @@
 """MongoDB adapters of the reporting read models: the only module that touches the driver.
 
-One fact per thing that happened, keyed by the thing's own id, so a redelivered event
-rewrites the same fact and an out-of-order one still lands in its month. Where events
-disagree over time (a case's team), the newer event time wins, whatever the arrival order.
+One fact per thing that happened, keyed by the thing's own id, and the figures as
+aggregates addressed by id (see ``domain.py``): ``monthly_figures`` by ``month|district``,
+``standing_figures`` by district. A batch reads the facts it changes by id, and writes the
+changed facts and the net increments of the aggregates in the consumer's transaction, so a
+report is a read of a few aggregates by id whatever the history, and no query here needs an
+index other than ``_id``'s. A changed fact is written only over the revision it was read at,
+so two transactions changing one fact cannot both count what it contributed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import InsertOne, ReplaceOne, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.reporting.domain import ALL_DISTRICTS, MonthFacts
+from services.reporting import domain
+from services.reporting.domain import ALL_DISTRICTS, Fact, FactKey, MonthTotals
 from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
-from shared.events import (
-    AllocationKind,
-    AllocationStatus,
-    AuditAssigned,
-    AuditCompleted,
-    CaseAllocated,
-    CaseClosed,
-    EventData,
-    RawEvent,
-    ReferralReceived,
-    ReferralRejected,
-    TeamCapacityChanged,
-)
+from shared.events import EventData, RawEvent
 from shared.idempotency import PROCESSED_EVENTS, ProcessedEvents
 from shared.mongo import BulkWrites, Database, Document, MongoClient, MongoUnitOfWork, Session
-from shared.months import month_end, month_of, month_start
 from shared.outbox import Outbox
+from shared.unit_of_work import ConcurrentUpdate, retrying
 
 REFERRALS = "referral_facts"
 REJECTIONS = "rejection_facts"
@@ -40,284 +34,167 @@ ALLOCATIONS = "allocation_facts"
 CASES = "case_facts"
 CAPACITY = "capacity_facts"
 AUDITS = "audit_facts"
+FACTS = {
+    domain.REFERRAL: REFERRALS,
+    domain.REJECTION: REJECTIONS,
+    domain.ALLOCATION: ALLOCATIONS,
+    domain.CASE: CASES,
+    domain.CAPACITY: CAPACITY,
+    domain.AUDIT: AUDITS,
+}
+MONTHLY_FIGURES = "monthly_figures"
+STANDING_FIGURES = "standing_figures"
+AGGREGATES = {domain.MONTHLY: MONTHLY_FIGURES, domain.STANDING: STANDING_FIGURES}
 SNAPSHOT_MARKS = "snapshot_marks"
-FAMILY_ID_FIELDS: dict[str, str] = {}
-"""Reporting's facts name no family: its figures need none."""
-FAMILY_KEYED: tuple[str, ...] = ()
 """Per month and district, how many projections changed its figures; written by projection only."""
 SNAPSHOTS_PUBLISHED = "snapshots_published"
 """Per month and district, the last snapshot's version and the changes it covered; written by
 the snapshots only. Two writers never share a document, so neither can undo the other's write."""
+FAMILY_ID_FIELDS: dict[str, str] = {}
+"""Reporting's facts name no family: its figures need none."""
+FAMILY_KEYED: tuple[str, ...] = ()
 READ_MODELS = (
-    REFERRALS,
-    REJECTIONS,
-    ALLOCATIONS,
-    CASES,
-    CAPACITY,
-    AUDITS,
+    *FACTS.values(),
+    *AGGREGATES.values(),
     SNAPSHOT_MARKS,
     SNAPSHOTS_PUBLISHED,
 )
-
-MonthKey = tuple[str, str]
-"""(month, district): what an event changed, for the snapshots."""
+REVISION = "rev"
+"""A fact's revision: a write over it names the one it read."""
 
 
 class MongoProjections:
-    """The facts and the snapshot marks, written in the caller's session (a transaction)."""
+    """The facts, the aggregates and the snapshot marks, written in the caller's session
+    (a transaction), or (without one) in bulk by a loader that is the only writer."""
 
     def __init__(self, db: Database, session: Session | None) -> None:
         self._db = db
         self._session = session
 
     async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
-        """Record the facts the events state, in order, and mark the figures they moved."""
+        """Record the facts the events state, in order, add what they moved to the
+        aggregates, and mark the figures they moved."""
+        keys = {key for data in events for key in domain.fact_keys(data)}
+        known, revisions = await self._facts(keys)
+        projection = domain.project(events, known)
+        await self._write_facts(projection.facts, revisions)
         writes = BulkWrites()
-        touched: set[MonthKey] = set()
-        for data in events:
-            touched.update(self._record(data, writes))
-        self._mark_changed(touched, writes, now=now)
-        await writes.send(self._db, session=self._session)
-
-    def _record(self, data: EventData, writes: BulkWrites) -> list[MonthKey]:
-        """Queue the writes of the fact an event states; the months and districts it moves."""
-        match data:
-            case ReferralReceived():
-                return self._referral(data, writes)
-            case ReferralRejected():
-                month = month_of(data.received_at)
-                writes.update_one(
-                    REJECTIONS,
-                    {"_id": data.rejection_id},
-                    {
-                        "$set": {
-                            "month": month,
-                            "partner_id": data.partner_id,
-                            "codes": sorted({reason.code for reason in data.reasons}),
-                            "received_at": data.received_at,
-                        }
-                    },
-                    upsert=True,
-                )
-                return [(month, ALL_DISTRICTS)]
-            case CaseAllocated():
-                return self._allocation(data, writes)
-            case CaseClosed():
-                writes.update_one(
-                    CASES,
-                    {"_id": data.case_id},
-                    {
-                        "$set": {
-                            "district": data.district,
-                            "closed_at": data.closed_at,
-                            "outcome": data.outcome.value,
-                        }
-                    },
-                    upsert=True,
-                )
-                return _touched(data.closed_at, data.district)
-            case TeamCapacityChanged():
-                writes.update_one(
-                    CAPACITY,
-                    {"_id": f"{data.team_id}|{data.changed_at.isoformat()}"},
-                    {
-                        "$set": {
-                            "team_id": data.team_id,
-                            "district": data.district,
-                            "capacity": data.capacity,
-                            "changed_at": data.changed_at,
-                        }
-                    },
-                    upsert=True,
-                )
-                return _touched(data.changed_at, data.district)
-            case AuditAssigned():
-                writes.update_one(
-                    AUDITS,
-                    {"_id": data.audit_id},
-                    {
-                        "$set": {
-                            "month": data.month,
-                            "district": data.district,
-                            "team_id": data.team_id,
-                            "assigned_at": data.assigned_at,
-                            "due_by": data.due_by,
-                        }
-                    },
-                    upsert=True,
-                )
-                return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
-            case AuditCompleted():
-                writes.update_one(
-                    AUDITS,
-                    {"_id": data.audit_id},
-                    {
-                        "$set": {
-                            "month": data.month,
-                            "district": data.district,
-                            "team_id": data.team_id,
-                            "completed_at": data.completed_at,
-                            "overall_grade": data.overall_grade.value,
-                        }
-                    },
-                    upsert=True,
-                )
-                return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
-        raise TypeError(f"no projection for {type(data).__name__}")
-
-    def _referral(self, data: ReferralReceived, writes: BulkWrites) -> list[MonthKey]:
-        writes.update_one(
-            REFERRALS,
-            {"_id": data.referral_id},
-            {
-                "$set": {
-                    "month": month_of(data.received_at),
-                    "district": data.district,
-                    "source": data.referral_source,
-                    "route": data.route,
-                    "decision": data.decision.value,
-                    "re_referral": data.is_re_referral,
-                    "step_down": data.is_step_down,
-                    "received_at": data.received_at,
-                }
-            },
-            upsert=True,
-        )
-        return _touched(data.received_at, data.district)
-
-    def _allocation(self, data: CaseAllocated, writes: BulkWrites) -> list[MonthKey]:
-        at = data.allocated_at
-        first = "allocated_at" if data.status is AllocationStatus.ALLOCATED else "queued_at"
-        facts: dict[str, Any] = {"district": data.district}
-        if data.team_id is not None:
-            # Every team the case had, by time: the newest is read as its team, whatever
-            # order the events came in (no conditional update, which scans on some servers).
-            facts[f"teams.{_time_key(at)}"] = data.team_id
-        writes.update_one(
-            CASES, {"_id": data.case_id}, {"$set": facts, "$min": {first: at}}, upsert=True
-        )
-        if data.kind is AllocationKind.CO_WORKING and data.reallocated_from_worker_id is None:
-            # Co-working is allocation's decision: the referral counts as it says, whenever
-            # either event arrives first.
-            writes.update_one(
-                REFERRALS, {"_id": data.referral_id}, {"$set": {"co_working": True}}, upsert=True
-            )
-        is_allocation = (
-            data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None
-        )
-        if is_allocation:
-            writes.update_one(
-                ALLOCATIONS,
-                {"_id": f"{data.case_id}|{data.referral_id}"},
-                {
-                    "$setOnInsert": {
-                        "month": month_of(at),
-                        "district": data.district,
-                        "team_id": data.team_id,
-                        "kind": data.kind.value,
-                        "seconds": data.time_to_allocation_seconds,
-                        "allocated_at": at,
-                    }
-                },
-                upsert=True,
-            )
-        return _touched(at, data.district)
-
-    def _mark_changed(self, keys: set[MonthKey], writes: BulkWrites, *, now: datetime) -> None:
-        """Count one change for each figure the events moved, with ``$inc`` on the mark: the
-        snapshots never write it, so a snapshot's commit cannot undo the count."""
-        current = month_of(now)
-        marked = set(keys)
-        # A month-end figure (open cases, capacity) also moves every later month's.
-        marked |= {(current, district) for month, district in keys if month < current}
-        marked |= {(month, ALL_DISTRICTS) for month, _ in marked}
-        for month, district in sorted(marked):
+        for (kind, aggregate_id), paths in _by_aggregate(projection.increments).items():
+            writes.update_one(AGGREGATES[kind], {"_id": aggregate_id}, {"$inc": paths}, upsert=True)
+        for month, district in sorted(domain.marked(projection.touched, now=now)):
+            # Counted with $inc: the snapshots never write the mark, so a snapshot's commit
+            # cannot undo the count.
             writes.update_one(
                 SNAPSHOT_MARKS,
-                {"_id": f"{month}|{district}"},
+                {"_id": domain.month_id(month, district)},
                 {"$set": {"month": month, "district": district}, "$inc": {"changes": 1}},
                 upsert=True,
             )
+        await writes.send(self._db, session=self._session)
+
+    async def _facts(
+        self, keys: Iterable[FactKey]
+    ) -> tuple[dict[FactKey, Fact], dict[FactKey, int]]:
+        """The stored facts among ``keys``, one query per kind, and each one's revision."""
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for kind, fact_id in keys:
+            wanted[kind].append(fact_id)
+        facts: dict[FactKey, Fact] = {}
+        revisions: dict[FactKey, int] = {}
+        for kind, ids in wanted.items():
+            found = self._db[FACTS[kind]].find({"_id": {"$in": ids}}, session=self._session)
+            async for document in found:
+                key = (kind, document.pop("_id"))
+                revisions[key] = document.pop(REVISION, 0)
+                facts[key] = document
+        return facts, revisions
+
+    async def _write_facts(self, facts: dict[FactKey, Fact], revisions: dict[FactKey, int]) -> None:
+        """Each changed fact: inserted when new, else replaced over the revision it was
+        read at. Another writer first leaves as ``ConcurrentUpdate``, to be tried again."""
+        writes: dict[str, list[InsertOne[Document] | ReplaceOne[Document]]] = defaultdict(list)
+        replaced: dict[str, int] = defaultdict(int)
+        for key, fact in facts.items():
+            kind, fact_id = key
+            collection = FACTS[kind]
+            if key not in revisions:
+                writes[collection].append(InsertOne({"_id": fact_id, REVISION: 1, **fact}))
+            else:
+                revision = revisions[key]
+                over = {"_id": fact_id, REVISION: revision} if revision else {"_id": fact_id}
+                writes[collection].append(ReplaceOne(over, {REVISION: revision + 1, **fact}))
+                replaced[collection] += 1
+        for collection, operations in writes.items():
+            try:
+                result = await self._db[collection].bulk_write(
+                    operations, ordered=False, session=self._session
+                )
+            except BulkWriteError as error:
+                if all(each.get("code") == 11000 for each in error.details.get("writeErrors", [])):
+                    raise ConcurrentUpdate(f"{collection}: a fact was added meanwhile") from error
+                raise
+            if result.matched_count != replaced[collection]:
+                raise ConcurrentUpdate(f"{collection}: a fact changed meanwhile")
 
 
 class MongoReadModels:
-    """The read models as the reports read them, outside any transaction."""
+    """The aggregates as the reports read them, outside any transaction: by id only."""
 
     def __init__(self, db: Database) -> None:
-        self._referrals = db[REFERRALS]
-        self._rejections = db[REJECTIONS]
-        self._allocations = db[ALLOCATIONS]
-        self._cases = db[CASES]
-        self._capacity = db[CAPACITY]
-        self._audits = db[AUDITS]
+        self._monthly = db[MONTHLY_FIGURES]
+        self._standing = db[STANDING_FIGURES]
 
     async def ensure_indexes(self) -> None:
-        for collection in (self._referrals, self._allocations, self._audits):
-            await collection.create_index([("month", 1), ("district", 1)])
-        await self._rejections.create_index("month")
-        await self._cases.create_index([("district", 1), ("allocated_at", 1)])
-        await self._cases.create_index([("district", 1), ("queued_at", 1)])
-        await self._cases.create_index("closed_at")
-        await self._capacity.create_index([("district", 1), ("changed_at", 1)])
+        """Nothing but ``_id``: every read here is by id."""
 
-    async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
-        start, end = month_start(month), month_end(month)
-        where: dict[str, Any] = {} if district is None else {"district": district}
-        in_month = {"month": month, **where}
-        closed_after_end = {"$or": [{"closed_at": None}, {"closed_at": {"$gte": end}}]}
-        return MonthFacts(
-            month=month,
-            district=district,
-            referrals=await self._referrals.find(in_month).to_list(),
-            rejections=(
-                await self._rejections.find({"month": month}).to_list() if district is None else []
-            ),
-            allocations=await self._allocations.find(in_month).to_list(),
-            closures=_with_teams(
-                await self._cases.find(
-                    {"closed_at": {"$gte": start, "$lt": end}, **where}
-                ).to_list()
-            ),
-            open_at_end=_with_teams(
-                await self._cases.find(
-                    {"allocated_at": {"$lt": end}, **closed_after_end, **where}
-                ).to_list()
-            ),
-            queued_at_end=await self._cases.find(
-                {
-                    "queued_at": {"$lt": end},
-                    "$and": [
-                        {"$or": [{"allocated_at": None}, {"allocated_at": {"$gte": end}}]},
-                        closed_after_end,
-                    ],
-                    **where,
-                }
-            ).to_list(),
-            capacity_at_end=await self._capacity_at(end, where),
-            audits=await self._audits.find(in_month).to_list(),
-            now=now,
-        )
-
-    async def _capacity_at(self, end: datetime, where: dict[str, Any]) -> dict[str, Document]:
-        changes = (
-            await self._capacity.find({"changed_at": {"$lt": end}, **where})
-            .sort("changed_at", 1)
-            .to_list()
-        )
-        return {change["team_id"]: change for change in changes}
+    async def totals(
+        self, wanted: Sequence[tuple[str, str | None]], *, now: datetime
+    ) -> list[MonthTotals]:
+        month_ids = [
+            domain.month_id(month, district or ALL_DISTRICTS) for month, district in wanted
+        ]
+        standing_ids = sorted({district or ALL_DISTRICTS for _, district in wanted})
+        counters = await _by_id(self._monthly, month_ids)
+        standing = await _by_id(self._standing, standing_ids)
+        return [
+            MonthTotals(
+                month=month,
+                district=district,
+                now=now,
+                counters=counters.get(month_id, {}),
+                standing=standing.get(district or ALL_DISTRICTS, {}),
+            )
+            for (month, district), month_id in zip(wanted, month_ids, strict=True)
+        ]
 
     async def months(self) -> list[str]:
         """Every month with a fact, ascending, for the dashboard's picker."""
-        found: set[str] = set()
-        for collection in (self._referrals, self._rejections, self._allocations, self._audits):
-            found.update(await collection.distinct("month"))
-        return sorted(found)
+        return await self._listed("months")
 
     async def districts(self) -> list[str]:
-        found: set[str] = set()
-        for collection in (self._referrals, self._cases, self._capacity):
-            found.update(district for district in await collection.distinct("district") if district)
-        return sorted(found)
+        return await self._listed("districts")
+
+    async def _listed(self, name: str) -> list[str]:
+        county = await self._standing.find_one({"_id": ALL_DISTRICTS}, {name: 1}) or {}
+        return domain.listed(county.get(name))
+
+
+async def _by_id(collection: Any, ids: Sequence[str]) -> dict[str, Document]:
+    if not ids:
+        return {}
+    if len(ids) == 1:
+        found = await collection.find_one({"_id": ids[0]})
+        return {} if found is None else {found["_id"]: found}
+    return {
+        document["_id"]: document async for document in collection.find({"_id": {"$in": list(ids)}})
+    }
+
+
+def _by_aggregate(increments: dict[domain.Increment, int]) -> dict[tuple[str, str], dict[str, int]]:
+    grouped: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for (kind, aggregate_id, path), count in sorted(increments.items()):
+        grouped[(kind, aggregate_id)][path] = count
+    return grouped
 
 
 class MongoSnapshots:
@@ -391,8 +268,9 @@ class MongoAppliedEvents:
     """The runtime's record of processed events as the reporting use cases see it.
 
     The record runs the transaction (the driver retries it on a conflict, as projections
-    racing for one month's mark often conflict) and the use case's unit of work joins it,
-    so the figures and the record of the events that made them commit together.
+    racing for one month's aggregates often conflict) and the use case's unit of work joins
+    it, so the figures and the record of the events that made them commit together. A fact
+    changed meanwhile (``ConcurrentUpdate``) runs the whole transaction again.
     """
 
     def __init__(
@@ -413,7 +291,7 @@ class MongoAppliedEvents:
         async def work(session: Session, fresh: list[int]) -> None:
             await apply(self._joined(session), fresh)
 
-        return await self._processed.process_many(events, work)
+        return await retrying(lambda: self._processed.process_many(events, work))
 
     async def forget_all(self) -> None:
         await self._db.drop_collection(PROCESSED_EVENTS)
@@ -441,6 +319,16 @@ class MongoReportingStore:
     async def ensure_indexes(self) -> None:
         await self.read_models.ensure_indexes()
 
+    async def fold_in_bulk(
+        self, events: Sequence[EventData], *, now: datetime, chunk: int = 5_000
+    ) -> None:
+        """Project ``events`` outside any transaction and without recording them as applied,
+        ``chunk`` at a time: for loading history that no consumer will deliver, while
+        nothing else writes the read models."""
+        projections = MongoProjections(self._db, None)
+        for start in range(0, len(events), chunk):
+            await projections.project(events[start : start + chunk], now=now)
+
     async def drop_all(self) -> None:
         for name in READ_MODELS:
             await self._db.drop_collection(name)
@@ -455,21 +343,3 @@ def _due(mark: Document, *, first: bool, version: int) -> DueSnapshot:
         version=version,
         first=first,
     )
-
-
-def _time_key(at: datetime) -> str:
-    """A field name that sorts as the time does (no dots: they would nest the field)."""
-    return at.astimezone(UTC).strftime("%Y%m%d%H%M%S%f")
-
-
-def _with_teams(cases: list[Document]) -> list[Document]:
-    """Each case fact with ``team_id``: its newest team."""
-    for case in cases:
-        teams = case.get("teams")
-        if teams:
-            case["team_id"] = teams[max(teams)]
-    return cases
-
-
-def _touched(at: datetime, district: str) -> list[MonthKey]:
-    return [(month_of(at), district)]

@@ -27,6 +27,7 @@ from shared.events.performance import (
     MonthlyReport,
     PerformanceSnapshot,
     performance_snapshot_v1_to_v2,
+    performance_snapshot_v2_to_v3,
 )
 from shared.events.referrals import (
     Address,
@@ -66,6 +67,7 @@ PLATFORM_EVENTS = EventRegistry(
     {
         ("case-allocated", 1): case_allocated_v1_to_v2,
         ("performance-snapshot", 1): performance_snapshot_v1_to_v2,
+        ("performance-snapshot", 2): performance_snapshot_v2_to_v3,
     },
 )
 """Every event the platform exchanges, and the upcasters that read their older versions."""

@@ -59,10 +59,22 @@ class ReReferralFigures(Figures):
 
 
 class AllocationFigures(Figures):
-    count: int = Field(ge=0, description="Cases allocated to a worker in the month.")
+    count: int = Field(
+        ge=0,
+        description="Cases given a worker in the month: referrals that opened a case (standard,"
+        " step-down or co-working). Referrals that joined a case already open are not counted"
+        " here but under ``joined_open_case``.",
+    )
+    joined_open_case: int | None = Field(
+        default=None,
+        ge=0,
+        description="Referrals that joined a case already open, so no new case was given a"
+        " worker; null in snapshots before version 3, which counted them under ``count``.",
+    )
     median_hours: float | None = Field(
-        description="Median hours from the front door to allocation, to 2 places; null with no"
-        " allocations."
+        description="Median hours from the front door to allocation over the cases given a"
+        " worker (joins left out), to 2 places (waits kept to the second below an hour, to"
+        " the minute above); null with no allocations."
     )
     p90_hours: float | None = Field(
         description="90th percentile of those hours, to 2 places; null with no allocations."
@@ -72,10 +84,14 @@ class AllocationFigures(Figures):
 
 class CaseloadFigures(Figures):
     open_at_month_end: int = Field(ge=0, description="Cases open at month end.")
-    capacity: int = Field(ge=0, description="Families the teams could hold at month end.")
+    capacity: int | None = Field(
+        ge=0,
+        description="Families the teams could hold at month end; null before any team's"
+        " capacity was recorded (no data, not no places).",
+    )
     utilisation: float | None = Field(
         description="Open cases over capacity, to 4 places (above 1 when over capacity); null"
-        " with no capacity."
+        " with no capacity or none recorded."
     )
 
 
@@ -96,7 +112,11 @@ class TeamFigures(Figures):
     district: str | None = Field(description="The district the team serves, when known.")
     allocations: int = Field(ge=0, description="Cases allocated to the team in the month.")
     open_at_month_end: int = Field(ge=0, description="The team's cases open at month end.")
-    capacity: int = Field(ge=0, description="Families the team could hold at month end.")
+    capacity: int | None = Field(
+        ge=0,
+        description="Families the team could hold at month end; null before its capacity was"
+        " recorded.",
+    )
 
 
 class MonthlyReport(Figures):
@@ -104,7 +124,9 @@ class MonthlyReport(Figures):
 
     month: Month = Field(description="The month, YYYY-MM.")
     district: str | None = Field(description="The district, or null for the whole county.")
-    requests: RequestFigures = Field(description="Requests for Early Help received.")
+    requests: RequestFigures = Field(
+        description="Valid requests for Early Help received (rejections are under outcomes)."
+    )
     outcomes: OutcomeFigures = Field(description="What the front door decided.")
     re_referrals: ReReferralFigures = Field(description="Requests that were re-referrals.")
     step_downs: int = Field(ge=0, description="Requests stepped down from social care.")
@@ -128,7 +150,7 @@ class PerformanceSnapshot(EventData):
     """
 
     event_type: ClassVar[str] = "performance-snapshot"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     model_config = ConfigDict(json_schema_extra=examples_of("performance-snapshot"))
 
     month: Month = Field(description="The month, YYYY-MM.")
@@ -146,4 +168,10 @@ class PerformanceSnapshot(EventData):
 def performance_snapshot_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Version 1 declared ``figures`` as any object; version 2 names the report's measures.
     The figures published as version 1 already had this shape, so they read unchanged."""
+    return data
+
+
+def performance_snapshot_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 counts joins of open cases apart from allocations and may leave capacity
+    null (none recorded); version 2 figures read as they were, their joins not known apart."""
     return data

@@ -5,7 +5,7 @@ whatever order they arrive in and however often, and the snapshots are published
 
 from __future__ import annotations
 
-import json
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from services.reporting import handlers
-from services.reporting.domain import MonthFacts, monthly_report
+from services.reporting.domain import MonthTotals, monthly_report
 from services.reporting.ports import DueSnapshot, ReportingStore, ReportingUnitOfWork
 from services.reporting.store import MongoReportingStore
 from shared.events import (
@@ -29,7 +29,6 @@ from shared.events import (
     ReferralRejected,
     TeamCapacityChanged,
 )
-from shared.events.envelope import EXAMPLES_DIR
 from shared.idempotency import ProcessedEvents
 from tests.contract.conftest import (
     Clock,
@@ -38,7 +37,8 @@ from tests.contract.conftest import (
     published_by,
     published_from,
 )
-from tests.factories import referral_received
+from tests.factories import case_allocated as allocated
+from tests.factories import example, referral_received
 from tests.fakes.reporting import InMemoryReportingStore
 from tests.support import service_event
 
@@ -72,27 +72,8 @@ async def store(backend: Backend) -> ReportingStore:
     return backend.store
 
 
-def example(model: type[EventT], **changes: Any) -> EventT:
-    """The first example of ``model``'s event type, with ``changes``."""
-    found = json.loads((EXAMPLES_DIR / f"{model.event_type}.json").read_text(encoding="utf-8"))
-    return model.model_validate({**found[0], **changes})
-
-
 def at(month: int, day: int, hour: int = 9) -> datetime:
     return datetime(2026, month, day, hour, tzinfo=UTC)
-
-
-def allocated(case: str, team: str | None, when: datetime, **changes: Any) -> CaseAllocated:
-    return example(
-        CaseAllocated,
-        case_id=f"case-{case}",
-        referral_id=f"ref-{case}",
-        team_id=team,
-        worker_id=None if team is None else f"{team}-w1",
-        status="allocated" if team else "queued",
-        allocated_at=when,
-        **changes,
-    )
 
 
 def closed(case: str, when: datetime) -> CaseClosed:
@@ -120,13 +101,13 @@ async def project(store: ReportingStore, *events: EventData, now: datetime = NOW
 async def figures(
     store: ReportingStore, month: str, district: str | None = None, *, now: datetime = NOW
 ) -> dict[str, Any]:
-    report = monthly_report(await store.read_models.month_facts(month, district, now=now))
-    return report.model_dump(mode="json")
+    [totals] = await store.read_models.totals([(month, district)], now=now)
+    return monthly_report(totals).model_dump(mode="json")
 
 
 def nothing(month: str, district: str | None = None) -> dict[str, Any]:
     """The figures of a month with no facts."""
-    report = monthly_report(MonthFacts(month=month, district=district, now=NOW))
+    report = monthly_report(MonthTotals(month=month, district=district, now=NOW))
     return report.model_dump(mode="json")
 
 
@@ -161,7 +142,7 @@ ALLOCATED_TEAM = {
     "district": "northvale",
     "allocations": 1,
     "open_at_month_end": 1,
-    "capacity": 0,
+    "capacity": None,
 }
 EACH_EVENT_TYPE = {
     "referral-received": (
@@ -200,11 +181,12 @@ EACH_EVENT_TYPE = {
         {
             "allocations": {
                 "count": 1,
+                "joined_open_case": 0,
                 "median_hours": 1.5,
                 "p90_hours": 1.5,
                 "queued_at_month_end": 0,
             },
-            "caseload": {"open_at_month_end": 1, "capacity": 0, "utilisation": None},
+            "caseload": {"open_at_month_end": 1, "capacity": None, "utilisation": None},
             "teams": [ALLOCATED_TEAM],
         },
         (["2026-11"], ["northvale"]),
@@ -215,6 +197,7 @@ EACH_EVENT_TYPE = {
         {
             "allocations": {
                 "count": 0,
+                "joined_open_case": 0,
                 "median_hours": None,
                 "p90_hours": None,
                 "queued_at_month_end": 1,
@@ -331,11 +314,12 @@ async def test_events_arriving_out_of_order_give_the_same_figures(
         # c1 after 24 hours (its reallocation is no allocation), c2 after 1: 1 + 0.9 x 23.
         "allocations": {
             "count": 2,
+            "joined_open_case": 0,
             "median_hours": 12.5,
             "p90_hours": 21.7,
             "queued_at_month_end": 0,
         },
-        "caseload": {"open_at_month_end": 1, "capacity": 0, "utilisation": None},
+        "caseload": {"open_at_month_end": 1, "capacity": None, "utilisation": None},
         "closures": {"total": 1, "by_outcome": {"needs_met": 1}},
         "audits": {"due": 1, "completed": 1, "overdue": 0, "grades": {"good": 1}},
         # c1 counts as allocated by nv-a and open under nv-b, its newest team.
@@ -345,14 +329,14 @@ async def test_events_arriving_out_of_order_give_the_same_figures(
                 "district": "northvale",
                 "allocations": 2,
                 "open_at_month_end": 0,
-                "capacity": 0,
+                "capacity": None,
             },
             {
                 "team_id": "nv-b",
                 "district": "northvale",
                 "allocations": 0,
                 "open_at_month_end": 1,
-                "capacity": 0,
+                "capacity": None,
             },
         ],
     }
@@ -411,6 +395,52 @@ async def test_months_and_districts_are_listed_once_each_in_ascending_order(
 
     assert await store.read_models.months() == ["2026-09", "2026-11", "2026-12", "2027-01"]
     assert await store.read_models.districts() == ["eastmere", "northvale", "southford"]
+
+
+async def test_a_referral_joining_an_open_case_is_no_allocation_and_its_wait_is_left_out(
+    store: ReportingStore,
+) -> None:
+    await project(
+        store,
+        allocated("c1", "nv-a", at(11, 2), time_to_allocation_seconds=7200.0),
+        allocated(
+            "c1",
+            "nv-a",
+            at(11, 5),
+            referral_id="ref-c1-again",
+            kind="existing_case",
+            time_to_allocation_seconds=0.0,
+        ),
+    )
+
+    november = await figures(store, "2026-11")
+    assert november["allocations"] == {
+        "count": 1,
+        "joined_open_case": 1,
+        "median_hours": 2.0,
+        "p90_hours": 2.0,
+        "queued_at_month_end": 0,
+    }
+    assert [(team["team_id"], team["allocations"]) for team in november["teams"]] == [("nv-a", 1)]
+    assert november["caseload"]["open_at_month_end"] == 1
+
+
+async def test_a_fact_changed_by_two_deliveries_at_once_counts_once_from_each(
+    store: ReportingStore,
+) -> None:
+    """A case's allocation and its closure, projected at once by two consumers: whichever
+    commits second reads the case again, so the closure and the open case both count."""
+    allocation = delivered(allocated("c1", "nv-a", at(10, 2), time_to_allocation_seconds=1.0), "a")
+    closure = delivered(closed("c1", at(11, 3)), "b")
+
+    await asyncio.gather(
+        handlers.project_new_events([allocation], applied=store.applied, now=NOW),
+        handlers.project_new_events([closure], applied=store.applied, now=NOW),
+    )
+
+    october, november = await figures(store, "2026-10"), await figures(store, "2026-11")
+    assert (october["allocations"]["count"], october["caseload"]["open_at_month_end"]) == (1, 1)
+    assert (november["closures"]["total"], november["caseload"]["open_at_month_end"]) == (1, 0)
 
 
 # ---------------------------------------------------------------------------------------------

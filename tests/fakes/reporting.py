@@ -1,11 +1,12 @@
 """In-memory fakes of the reporting service's ports, held to the Mongo adapters by
 ``tests/contract/test_reporting_store.py``.
 
-The facts are kept as the adapters keep theirs, one per thing that happened under the
-thing's own id, so a redelivered or out-of-order event lands as it does in Mongo. A commit
-keeps each fact, mark or snapshot record this unit of work changed over what others
-committed meanwhile, and clashes only where both changed the same one, as two transactions
-writing different documents do not clash.
+The facts and aggregates are kept as the adapters keep theirs: one fact per thing that
+happened under its own id, and the aggregates by id, changed by the domain's projection, so
+a redelivered or out-of-order event lands as it does in Mongo. A commit keeps each fact,
+aggregate, mark or snapshot record this unit of work changed over what others committed
+meanwhile, and clashes only where both changed the same one, as two transactions writing
+different documents do not clash.
 """
 
 from __future__ import annotations
@@ -18,39 +19,28 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-from services.reporting.domain import ALL_DISTRICTS, MonthFacts
+from services.reporting import domain
+from services.reporting.domain import ALL_DISTRICTS, MonthTotals
 from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
-from shared.events import (
-    AllocationKind,
-    AllocationStatus,
-    AuditAssigned,
-    AuditCompleted,
-    CaseAllocated,
-    CaseClosed,
-    EventData,
-    RawEvent,
-    ReferralReceived,
-    ReferralRejected,
-    TeamCapacityChanged,
-)
-from shared.months import month_end, month_of, month_start
+from shared.events import EventData, RawEvent
 from shared.unit_of_work import ConcurrentUpdate, retrying
 from tests.fakes.units import InMemoryOutgoingEvents, InMemoryStore, InMemoryUnitOfWork, StagedEvent
 
 Fact = dict[str, Any]
-MonthKey = tuple[str, str]
 
 
 @dataclass
 class ReportingState:
-    """Every fact, change mark, published snapshot and applied event, each by its id."""
+    """Every fact, aggregate, change mark, published snapshot and applied event, by id."""
 
-    referrals: dict[str, Fact] = field(default_factory=dict)
-    rejections: dict[str, Fact] = field(default_factory=dict)
-    allocations: dict[str, Fact] = field(default_factory=dict)
-    cases: dict[str, Fact] = field(default_factory=dict)
+    referral: dict[str, Fact] = field(default_factory=dict)
+    rejection: dict[str, Fact] = field(default_factory=dict)
+    allocation: dict[str, Fact] = field(default_factory=dict)
+    case: dict[str, Fact] = field(default_factory=dict)
     capacity: dict[str, Fact] = field(default_factory=dict)
-    audits: dict[str, Fact] = field(default_factory=dict)
+    audit: dict[str, Fact] = field(default_factory=dict)
+    monthly: dict[str, Fact] = field(default_factory=dict)
+    standing: dict[str, Fact] = field(default_factory=dict)
     marks: dict[str, Fact] = field(default_factory=dict)
     published: dict[str, Fact] = field(default_factory=dict)
     applied: dict[str, Fact] = field(default_factory=dict)
@@ -59,16 +49,7 @@ class ReportingState:
         return {each.name: getattr(self, each.name) for each in fields(self)}
 
 
-READ_MODELS = (
-    "referrals",
-    "rejections",
-    "allocations",
-    "cases",
-    "capacity",
-    "audits",
-    "marks",
-    "published",
-)
+READ_MODELS = (*domain.FACT_KINDS, domain.MONTHLY, domain.STANDING, "marks", "published")
 """What ``drop_all`` forgets: everything but the applied events."""
 
 State = Callable[[], ReportingState]
@@ -81,208 +62,60 @@ class InMemoryProjections:
 
     async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
         state = self._state()
-        touched: set[MonthKey] = set()
-        for data in events:
-            touched.update(_record(state, data))
-        current = month_of(now)
-        marked = set(touched)
-        marked |= {(current, district) for month, district in touched if month < current}
-        marked |= {(month, ALL_DISTRICTS) for month, _ in marked}
-        for month, district in marked:
-            key = f"{month}|{district}"
+        collections = state.collections()
+        known = {
+            (kind, fact_id): copy.deepcopy(collections[kind][fact_id])
+            for data in events
+            for kind, fact_id in domain.fact_keys(data)
+            if fact_id in collections[kind]
+        }
+        projection = domain.project(events, known)
+        for (kind, fact_id), fact in projection.facts.items():
+            collections[kind][fact_id] = copy.deepcopy(fact)
+        for (kind, aggregate_id, path), count in projection.increments.items():
+            _increment(collections[kind].setdefault(aggregate_id, {}), path, count)
+        for month, district in domain.marked(projection.touched, now=now):
+            key = domain.month_id(month, district)
             mark = state.marks.setdefault(key, {"month": month, "district": district})
             mark["changes"] = mark.get("changes", 0) + 1
 
 
-def _record(state: ReportingState, data: EventData) -> list[MonthKey]:
-    match data:
-        case ReferralReceived():
-            _upsert(
-                state.referrals,
-                data.referral_id,
-                month=month_of(data.received_at),
-                district=data.district,
-                source=data.referral_source,
-                route=data.route,
-                decision=data.decision.value,
-                re_referral=data.is_re_referral,
-                step_down=data.is_step_down,
-                received_at=data.received_at,
-            )
-            return [(month_of(data.received_at), data.district)]
-        case ReferralRejected():
-            _upsert(
-                state.rejections,
-                data.rejection_id,
-                month=month_of(data.received_at),
-                partner_id=data.partner_id,
-                codes=sorted({reason.code for reason in data.reasons}),
-                received_at=data.received_at,
-            )
-            return [(month_of(data.received_at), ALL_DISTRICTS)]
-        case CaseAllocated():
-            return _allocation(state, data)
-        case CaseClosed():
-            _upsert(
-                state.cases,
-                data.case_id,
-                district=data.district,
-                closed_at=data.closed_at,
-                outcome=data.outcome.value,
-            )
-            return [(month_of(data.closed_at), data.district)]
-        case TeamCapacityChanged():
-            _upsert(
-                state.capacity,
-                f"{data.team_id}|{data.changed_at.isoformat()}",
-                team_id=data.team_id,
-                district=data.district,
-                capacity=data.capacity,
-                changed_at=data.changed_at,
-            )
-            return [(month_of(data.changed_at), data.district)]
-        case AuditAssigned():
-            _upsert(
-                state.audits,
-                data.audit_id,
-                month=data.month,
-                district=data.district,
-                team_id=data.team_id,
-                assigned_at=data.assigned_at,
-                due_by=data.due_by,
-            )
-            return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
-        case AuditCompleted():
-            _upsert(
-                state.audits,
-                data.audit_id,
-                month=data.month,
-                district=data.district,
-                team_id=data.team_id,
-                completed_at=data.completed_at,
-                overall_grade=data.overall_grade.value,
-            )
-            return [(data.month, data.district), (data.month, ALL_DISTRICTS)]
-    raise TypeError(f"no projection for {type(data).__name__}")
-
-
-def _allocation(state: ReportingState, data: CaseAllocated) -> list[MonthKey]:
-    at = data.allocated_at
-    case = _upsert(state.cases, data.case_id, district=data.district)
-    if data.team_id is not None:
-        case.setdefault("teams", {})[at] = data.team_id
-    first = "allocated_at" if data.status is AllocationStatus.ALLOCATED else "queued_at"
-    case[first] = min(case.get(first, at), at)
-    if data.kind is AllocationKind.CO_WORKING and data.reallocated_from_worker_id is None:
-        _upsert(state.referrals, data.referral_id, co_working=True)
-    if data.status is AllocationStatus.ALLOCATED and data.reallocated_from_worker_id is None:
-        state.allocations.setdefault(
-            f"{data.case_id}|{data.referral_id}",
-            {
-                "_id": f"{data.case_id}|{data.referral_id}",
-                "month": month_of(at),
-                "district": data.district,
-                "team_id": data.team_id,
-                "kind": data.kind.value,
-                "seconds": data.time_to_allocation_seconds,
-                "allocated_at": at,
-            },
-        )
-    return [(month_of(at), data.district)]
-
-
-def _upsert(facts: dict[str, Fact], key: str, **values: Any) -> Fact:
-    fact = facts.setdefault(key, {"_id": key})
-    fact.update(values)
-    return fact
+def _increment(document: Fact, path: str, count: int) -> None:
+    """``$inc`` on a dotted path, as the database applies it."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        document = document.setdefault(parent, {})
+    document[name] = document.get(name, 0) + count
 
 
 class InMemoryReadModels:
-    """The facts standing in the committed state, read as the Mongo adapter's queries do."""
+    """The aggregates standing in the committed state, read by id as the Mongo adapter's are."""
 
     def __init__(self, state: State) -> None:
         self._state = state
 
-    async def month_facts(self, month: str, district: str | None, *, now: datetime) -> MonthFacts:
+    async def totals(
+        self, wanted: Sequence[tuple[str, str | None]], *, now: datetime
+    ) -> list[MonthTotals]:
         state = self._state()
-        start, end = month_start(month), month_end(month)
-
-        def here(facts: dict[str, Fact]) -> list[Fact]:
-            return [
-                copy.deepcopy(fact)
-                for fact in facts.values()
-                if district is None or fact.get("district") == district
-            ]
-
-        def before_end(case: Fact, name: str) -> bool:
-            return case.get(name) is not None and case[name] < end
-
-        def open_at_end(case: Fact) -> bool:
-            return not before_end(case, "closed_at")
-
-        cases = here(state.cases)
-        capacity: dict[str, Fact] = {}
-        changes = [change for change in here(state.capacity) if change["changed_at"] < end]
-        for change in sorted(changes, key=lambda change: change["changed_at"]):
-            capacity[change["team_id"]] = change
-        return MonthFacts(
-            month=month,
-            district=district,
-            referrals=[fact for fact in here(state.referrals) if fact.get("month") == month],
-            rejections=(
-                [copy.deepcopy(f) for f in state.rejections.values() if f["month"] == month]
-                if district is None
-                else []
-            ),
-            allocations=[fact for fact in here(state.allocations) if fact["month"] == month],
-            closures=_with_teams(
-                [
-                    case
-                    for case in cases
-                    if case.get("closed_at") is not None and start <= case["closed_at"] < end
-                ]
-            ),
-            open_at_end=_with_teams(
-                [case for case in cases if before_end(case, "allocated_at") and open_at_end(case)]
-            ),
-            queued_at_end=[
-                case
-                for case in cases
-                if before_end(case, "queued_at")
-                and not before_end(case, "allocated_at")
-                and open_at_end(case)
-            ],
-            capacity_at_end=capacity,
-            audits=[fact for fact in here(state.audits) if fact.get("month") == month],
-            now=now,
-        )
+        return [
+            MonthTotals(
+                month=month,
+                district=district,
+                now=now,
+                counters=copy.deepcopy(
+                    state.monthly.get(domain.month_id(month, district or ALL_DISTRICTS), {})
+                ),
+                standing=copy.deepcopy(state.standing.get(district or ALL_DISTRICTS, {})),
+            )
+            for month, district in wanted
+        ]
 
     async def months(self) -> list[str]:
-        state = self._state()
-        found = {
-            fact["month"]
-            for facts in (state.referrals, state.rejections, state.allocations, state.audits)
-            for fact in facts.values()
-            if "month" in fact
-        }
-        return sorted(found)
+        return domain.listed(self._state().standing.get(ALL_DISTRICTS, {}).get("months"))
 
     async def districts(self) -> list[str]:
-        state = self._state()
-        found = {
-            fact["district"]
-            for facts in (state.referrals, state.cases, state.capacity)
-            for fact in facts.values()
-            if fact.get("district")
-        }
-        return sorted(found)
-
-
-def _with_teams(cases: list[Fact]) -> list[Fact]:
-    for case in cases:
-        if teams := case.get("teams"):
-            case["team_id"] = teams[max(teams)]
-    return cases
+        return domain.listed(self._state().standing.get(ALL_DISTRICTS, {}).get("districts"))
 
 
 class InMemorySnapshots:

@@ -303,6 +303,7 @@ async def test_the_county_s_october(fed: Fed) -> None:
     assert (report["step_downs"], report["co_working"]) == (1, 1)
     assert report["allocations"] == {
         "count": 3,
+        "joined_open_case": 0,
         "median_hours": 2.0,
         "p90_hours": 8.4,
         "queued_at_month_end": 1,
@@ -340,6 +341,7 @@ async def test_each_district_s_october_and_late_events_land_in_their_own_month(f
     assert (north["requests"]["total"], north["requests"]["schools_share"]) == (4, 0.75)
     assert north["allocations"] == {
         "count": 2,
+        "joined_open_case": 0,
         "median_hours": 5.5,
         "p90_hours": 9.1,
         "queued_at_month_end": 0,
@@ -378,12 +380,13 @@ async def test_the_csv_holds_the_same_figures(fed: Fed) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     assert "early-help-2026-10-northvale.csv" in response.headers["content-disposition"]
-    rows = dict(csv.reader(io.StringIO(response.text)))
-    assert rows["measure"] == "value"
-    assert rows["requests.total"] == "4"
-    assert rows["allocations.median_hours"] == "5.5"
-    assert rows["teams.nv-a.open_at_month_end"] == "2"
-    assert rows["audits.grades.requires_improvement"] == "1"
+    rows = {measure: rest for measure, *rest in csv.reader(io.StringIO(response.text))}
+    assert rows["measure"] == ["value", "meaning"]
+    assert rows["requests.total"][0] == "4"
+    assert "rejections" in rows["requests.total"][1]
+    assert rows["allocations.median_hours"][0] == "5.5"
+    assert rows["teams.nv-a.open_at_month_end"][0] == "2"
+    assert rows["audits.grades.requires_improvement"][0] == "1"
 
 
 async def test_the_funding_split_shows_its_working_and_sums_to_the_penny(fed: Fed) -> None:

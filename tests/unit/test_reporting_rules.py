@@ -14,51 +14,99 @@ from hypothesis import strategies as st
 from services.reporting import handlers
 from services.reporting.domain import (
     ALL_DISTRICTS,
+    MONTHLY,
+    STANDING,
     InvalidWeights,
-    MonthFacts,
+    MonthTotals,
     flatten,
+    month_id,
     monthly_report,
     parse_weights,
     percentile,
+    percentile_of_counts,
+    project,
     split_funding,
 )
 from services.reporting.handlers import Decoded, FundingPolicy
-from shared.events import PLATFORM_EVENTS, PerformanceSnapshot, ReferralReceived
-from tests.factories import referral_received
+from shared.events import (
+    PLATFORM_EVENTS,
+    AuditAssigned,
+    AuditCompleted,
+    CaseClosed,
+    EventData,
+    MonthlyReport,
+    PerformanceSnapshot,
+    ReferralReceived,
+    ReferralRejected,
+    TeamCapacityChanged,
+)
+from tests.factories import case_allocated as allocated
+from tests.factories import example, referral_received
 from tests.fakes.reporting import InMemoryReportingStore
 from tests.support import service_event
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 
 
-def referral(source: str = "2A", decision: str = "early_help", **changes: Any) -> dict[str, Any]:
-    return {
-        "source": source,
+def at(day: int, hour: int = 9) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+def referral(
+    number: int, source: str = "2A", decision: str = "early_help", **changes: Any
+) -> ReferralReceived:
+    fields: dict[str, Any] = {
+        "referral_id": f"ref-{number}",
+        "referral_source": source,
         "route": {"2A": "school", "6": "police"}.get(source, "gp"),
         "decision": decision,
-        "re_referral": False,
-        "step_down": False,
-        "co_working": False,
-        **changes,
+        "received_at": at(3),
     }
+    return referral_received(**{**fields, **changes})
+
+
+def report_of(
+    events: list[EventData], month: str = "2026-11", district: str | None = None
+) -> MonthlyReport:
+    """The report of ``month`` after projecting ``events`` in one batch, by the domain alone."""
+    projection = project(events, {})
+    aggregates: dict[tuple[str, str], dict[str, Any]] = {}
+    for (kind, aggregate_id, path), count in projection.increments.items():
+        document = aggregates.setdefault((kind, aggregate_id), {})
+        *parents, name = path.split(".")
+        for parent in parents:
+            document = document.setdefault(parent, {})
+        document[name] = document.get(name, 0) + count
+    key = district or ALL_DISTRICTS
+    return monthly_report(
+        MonthTotals(
+            month=month,
+            district=district,
+            now=NOW,
+            counters=aggregates.get((MONTHLY, month_id(month, key)), {}),
+            standing=aggregates.get((STANDING, key), {}),
+        )
+    )
 
 
 def test_requests_outcomes_and_rates_are_counted_from_the_month_s_facts() -> None:
-    facts = MonthFacts(
-        month="2026-11",
-        district=None,
-        referrals=[
-            referral("2A"),
-            referral("2A", "signpost"),
-            referral("6", "step_up"),
-            referral("3B", re_referral=True, step_down=True),
-            referral("2A", co_working=True),
-        ],
-        rejections=[{"codes": ["no_consent", "unknown_route"]}, {"codes": ["no_consent"]}],
-        now=NOW,
+    report = report_of(
+        [
+            referral(1, "2A"),
+            referral(2, "2A", "signpost"),
+            referral(3, "6", "step_up"),
+            referral(4, "3B", is_re_referral=True, is_step_down=True),
+            referral(5, "2A"),
+            allocated("5", "nv-a", at(4), kind="co_working", time_to_allocation_seconds=60.0),
+            example(ReferralRejected, rejection_id="rej-1", received_at=at(5)),
+            example(
+                ReferralRejected,
+                rejection_id="rej-2",
+                received_at=at(6),
+                reasons=[{"code": "no_consent", "field": "consent", "message": "No consent."}],
+            ),
+        ]
     )
-
-    report = monthly_report(facts)
 
     assert report.requests.model_dump() == {
         "total": 5,
@@ -79,42 +127,44 @@ def test_requests_outcomes_and_rates_are_counted_from_the_month_s_facts() -> Non
 
 
 def test_an_empty_month_has_zeros_and_no_rates_rather_than_false_zeros() -> None:
-    report = monthly_report(MonthFacts(month="2026-11", district="eastmere", now=NOW))
+    report = monthly_report(MonthTotals(month="2026-11", district="eastmere", now=NOW))
 
     assert report.requests.total == 0
     assert report.requests.schools_share is None
     assert report.re_referrals.rate is None
     assert report.allocations.median_hours is None
+    assert report.caseload.capacity is None
     assert report.caseload.utilisation is None
     assert report.teams == []
 
 
 def test_allocations_waiting_times_caseload_closures_and_teams() -> None:
     hours = [1, 2, 3, 4, 10]
-    facts = MonthFacts(
-        month="2026-11",
-        district="northvale",
-        allocations=[
-            {"team_id": "nv-a" if h < 4 else "nv-b", "district": "northvale", "seconds": h * 3600}
-            for h in hours
-        ],
-        open_at_end=[{"team_id": "nv-a", "district": "northvale"}] * 3,
-        queued_at_end=[{"district": "northvale"}] * 2,
-        closures=[{"outcome": "needs_met"}, {"outcome": "needs_met"}, {"outcome": "moved_away"}],
-        capacity_at_end={
-            "nv-a": {"capacity": 18, "district": "northvale"},
-            "nv-b": {"capacity": 9, "district": "northvale"},
-        },
-        now=NOW,
-    )
+    events: list[EventData] = [
+        allocated(
+            f"a{h}", "nv-a" if h < 4 else "nv-b", at(2 + h), time_to_allocation_seconds=h * 3600.0
+        )
+        for h in hours
+    ]
+    events += [allocated(f"q{n}", None, at(20)) for n in (1, 2)]
+    events += [
+        example(CaseClosed, case_id=f"case-a{h}", closed_at=at(25), outcome=outcome)
+        for h, outcome in ((4, "needs_met"), (10, "needs_met"))
+    ]
+    events += [example(CaseClosed, case_id="case-q1", closed_at=at(26), outcome="moved_away")]
+    events += [
+        example(TeamCapacityChanged, team_id="nv-a", capacity=18, changed_at=at(1)),
+        example(TeamCapacityChanged, team_id="nv-b", capacity=9, changed_at=at(1)),
+    ]
 
-    report = monthly_report(facts)
+    report = report_of(events, district="northvale")
 
     assert report.allocations.model_dump() == {
         "count": 5,
+        "joined_open_case": 0,
         "median_hours": 3.0,
         "p90_hours": 7.6,
-        "queued_at_month_end": 2,
+        "queued_at_month_end": 1,
     }
     assert report.caseload.model_dump() == {
         "open_at_month_end": 3,
@@ -143,16 +193,65 @@ def test_allocations_waiting_times_caseload_closures_and_teams() -> None:
     ]
 
 
-def test_audits_due_completed_overdue_and_graded() -> None:
-    due_by = datetime(2026, 12, 1, tzinfo=UTC)
-    audits: list[dict[str, Any]] = [
-        {"due_by": due_by, "completed_at": due_by - timedelta(days=3), "overall_grade": "good"},
-        {"due_by": due_by, "completed_at": due_by - timedelta(days=1), "overall_grade": "good"},
-        {"due_by": due_by, "completed_at": None, "overall_grade": None},
-        {"due_by": due_by + timedelta(days=31), "completed_at": None, "overall_grade": None},
+def test_a_referral_joining_an_open_case_is_counted_apart_and_does_not_pull_the_wait_down() -> None:
+    report = report_of(
+        [
+            allocated("new1", "nv-a", at(4), time_to_allocation_seconds=7200.0),
+            allocated("new2", "nv-a", at(5), time_to_allocation_seconds=14400.0),
+            allocated(
+                "new1",
+                "nv-a",
+                at(6),
+                referral_id="ref-join",
+                kind="existing_case",
+                time_to_allocation_seconds=0.0,
+            ),
+        ]
+    )
+
+    assert report.allocations.count == 2
+    assert report.allocations.joined_open_case == 1
+    assert (report.allocations.median_hours, report.allocations.p90_hours) == (3.0, 3.8)
+    assert [(team.team_id, team.allocations) for team in report.teams] == [("nv-a", 2)]
+
+
+def test_capacity_is_no_data_before_its_first_record_not_zero() -> None:
+    events: list[EventData] = [
+        example(TeamCapacityChanged, team_id="nv-a", capacity=18, changed_at=at(10)),
+        allocated("o1", "nv-a", datetime(2026, 10, 2, tzinfo=UTC), time_to_allocation_seconds=1.0),
     ]
 
-    report = monthly_report(MonthFacts(month="2026-11", district=None, audits=audits, now=NOW))
+    october, november = report_of(events, "2026-10"), report_of(events, "2026-11")
+
+    assert (october.caseload.capacity, october.caseload.utilisation) == (None, None)
+    assert [(team.team_id, team.capacity) for team in october.teams] == [("nv-a", None)]
+    assert (november.caseload.capacity, november.caseload.utilisation) == (18, 0.0556)
+
+
+def test_a_team_whose_capacity_fell_to_nothing_has_no_places_not_no_data() -> None:
+    report = report_of(
+        [
+            example(TeamCapacityChanged, team_id="nv-a", capacity=18, changed_at=at(1)),
+            example(TeamCapacityChanged, team_id="nv-a", capacity=0, changed_at=at(2)),
+            example(TeamCapacityChanged, team_id="nv-b", capacity=0, changed_at=at(2)),
+        ]
+    )
+
+    assert report.caseload.capacity == 0
+    assert [(team.team_id, team.capacity) for team in report.teams] == [("nv-a", 0), ("nv-b", 0)]
+
+
+def test_audits_due_completed_overdue_and_graded() -> None:
+    due_by = datetime(2026, 12, 1, tzinfo=UTC)
+    events: list[EventData] = []
+    for number, due in enumerate([due_by, due_by, due_by, due_by + timedelta(days=31)]):
+        events.append(example(AuditAssigned, audit_id=f"a{number}", month="2026-11", due_by=due))
+    for number, done in enumerate([due_by - timedelta(days=3), due_by - timedelta(days=1)]):
+        events.append(
+            example(AuditCompleted, audit_id=f"a{number}", month="2026-11", completed_at=done)
+        )
+
+    report = report_of(events)
 
     assert report.audits.model_dump() == {
         "due": 4,
@@ -160,6 +259,27 @@ def test_audits_due_completed_overdue_and_graded() -> None:
         "overdue": 1,
         "grades": {"good": 2},
     }
+
+
+@given(st.dictionaries(st.integers(0, 10**6), st.integers(1, 5), min_size=1), st.floats(0, 100))
+def test_a_percentile_of_counted_values_is_that_of_the_values_written_out(
+    counts: dict[int, int], p: float
+) -> None:
+    written_out = sorted(float(value) for value, count in counts.items() for _ in range(count))
+
+    assert percentile_of_counts(counts, p) == pytest.approx(percentile(written_out, p))
+
+
+def test_names_with_dots_or_dollars_are_counted_as_they_are_and_nest_nothing() -> None:
+    report = report_of(
+        [
+            referral(1, "2A", route="school.primary"),
+            allocated("1", "team.$north", at(4), time_to_allocation_seconds=1.0),
+        ]
+    )
+
+    assert report.requests.by_route == {"school.primary": 1}
+    assert [team.team_id for team in report.teams] == ["team.$north"]
 
 
 @pytest.mark.parametrize(
@@ -173,24 +293,26 @@ def test_percentiles_interpolate_between_neighbours(
 
 
 def test_the_csv_rows_name_every_measure_and_team() -> None:
-    report = monthly_report(
-        MonthFacts(
-            month="2026-11",
-            district=None,
-            referrals=[referral()],
-            capacity_at_end={"nv-a": {"capacity": 18, "district": "northvale"}},
-            now=NOW,
-        )
+    report = report_of(
+        [
+            referral(1),
+            example(TeamCapacityChanged, team_id="nv-a", capacity=18, changed_at=at(1)),
+        ]
     )
 
-    rows = dict(flatten(report))
+    rows = {measure: value for measure, value, _ in flatten(report)}
+    meanings = {measure: meaning for measure, _, meaning in flatten(report)}
 
     assert rows["month"] == "2026-11"
     assert rows["district"] == ""
     assert rows["requests.by_source.2A"] == "1"
+    assert "requests.by_source" not in rows
     assert rows["requests.schools_share"] == "1.0"
     assert rows["teams.nv-a.capacity"] == "18"
     assert "teams" not in rows
+    assert "rejections are counted under outcomes" in meanings["requests.total"]
+    assert "referral-source code" in meanings["requests.by_source.2A"]
+    assert "joined a case already open" in meanings["allocations.joined_open_case"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,9 +418,8 @@ def delivered(name: str, district: str = "northvale", source: str = "2A") -> Dec
     return PLATFORM_EVENTS.decode(raw, ReferralReceived)
 
 
-async def referral_ids(store: InMemoryReportingStore, month: str = "2026-11") -> list[str]:
-    facts = await store.read_models.month_facts(month, None, now=NOW)
-    return sorted(referral["_id"] for referral in facts.referrals)
+async def referral_ids(store: InMemoryReportingStore) -> list[str]:
+    return sorted(store.state.referral)
 
 
 async def test_only_events_not_applied_before_are_projected_at_the_time_given() -> None:
