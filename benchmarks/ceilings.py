@@ -61,6 +61,17 @@ class Ceilings:
             f"database transaction of two inserts         {self.transaction_per_s:>9,.0f} /s",
         ]
 
+    def database_bound(self, inserted: float, updated: float, transactions: float) -> float:
+        """Submissions a second the database could take at most, were each to cost it
+        ``inserted`` documents, ``updated`` documents (updates, upserts and deletes) and
+        ``transactions``, each at its bare rate here and nothing else on the way."""
+        seconds = (
+            inserted / self.insert_many_per_s
+            + updated / self.bulk_upsert_per_s
+            + transactions / self.transaction_per_s
+        )
+        return 1 / seconds if seconds > 0 else float("inf")
+
 
 def referral_record(number: int) -> bytes:
     """A ``referral-submitted`` event the size partners send."""

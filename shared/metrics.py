@@ -1,4 +1,4 @@
-"""Prometheus metrics of one service: what it consumed, published, failed at, and owes.
+"""Prometheus metrics of one service: what it consumed, published, wrote, failed at, and owes.
 
 Each app has its own ``CollectorRegistry`` rather than the process-wide default, so many
 apps can live in one process (the tests build dozens) without clashing names. Gauges that
@@ -74,5 +74,17 @@ class Metrics:
             "earlyhelp_http_request_duration_seconds",
             "Time to answer an HTTP request, by method and route template.",
             ["method", "route"],
+            registry=self.registry,
+        )
+        self.database_documents_written = Counter(
+            "earlyhelp_database_documents_written_total",
+            "Documents the database said it wrote, by operation: insert, update (upserts and"
+            " findAndModify too), delete.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.database_transactions = Counter(
+            "earlyhelp_database_transactions_total",
+            "Transactions the database committed.",
             registry=self.registry,
         )

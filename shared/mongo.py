@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+from pymongo.monitoring import CommandListener
 
 from shared.unit_of_work import ConcurrentUpdate
 
@@ -25,9 +26,18 @@ Session = AsyncClientSession
 T = TypeVar("T")
 
 
-def create_mongo_client(uri: str, *, app_name: str) -> MongoClient:
-    """A client for ``uri``; built by a service's ``create_app()``, never at import time."""
-    return AsyncMongoClient(uri, appname=app_name, tz_aware=True, serverSelectionTimeoutMS=10_000)
+def create_mongo_client(
+    uri: str, *, app_name: str, event_listeners: Sequence[CommandListener] = ()
+) -> MongoClient:
+    """A client for ``uri``; built by a service's ``create_app()``, never at import time.
+    ``event_listeners`` hear each of its commands (the service's write counts)."""
+    return AsyncMongoClient(
+        uri,
+        appname=app_name,
+        tz_aware=True,
+        serverSelectionTimeoutMS=10_000,
+        event_listeners=list(event_listeners),
+    )
 
 
 async def in_transaction(client: MongoClient, work: Callable[[Session], Awaitable[T]]) -> T:
@@ -167,7 +177,14 @@ class StagedEvents:
         await self._outbox.stage_events(events, session=self._session)
 
 
+WRITE_CONFLICT = 112
+
+
 def _transient(error: PyMongoError) -> bool:
-    return error.has_error_label("TransientTransactionError") or error.has_error_label(
-        "UnknownTransactionCommitResult"
+    """Another writer got there first: trying again may succeed. MongoDB labels a write
+    conflict in a transaction so; a server that does not is known by the code."""
+    return (
+        error.has_error_label("TransientTransactionError")
+        or error.has_error_label("UnknownTransactionCommitResult")
+        or getattr(error, "code", None) == WRITE_CONFLICT
     )

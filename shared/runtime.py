@@ -43,6 +43,7 @@ from shared.consumer import (
     subscribe,
 )
 from shared.contracts.asyncapi import asyncapi_document
+from shared.db_metrics import DatabaseWrites
 from shared.dead_letters import (
     DeadLetters,
     DeadLetterView,
@@ -313,7 +314,14 @@ def build_runtime(
     clock: Callable[[], datetime] = utc_now,
     registry: EventRegistry = PLATFORM_EVENTS,
 ) -> Runtime:
-    client = create_mongo_client(settings.mongodb_uri, app_name=settings.service_name)
+    metrics = Metrics()
+    client = create_mongo_client(
+        settings.mongodb_uri,
+        app_name=settings.service_name,
+        event_listeners=[
+            DatabaseWrites(metrics.database_documents_written, metrics.database_transactions)
+        ],
+    )
     db = client[settings.database_name]
     outbox = Outbox(
         db,
@@ -322,7 +330,6 @@ def build_runtime(
         clock=clock,
     )
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=settings.service_name)
-    metrics = Metrics()
     return Runtime(
         settings=settings,
         clock=clock,
