@@ -183,6 +183,13 @@ def link_next_page(
         response.headers["Link"] = f'<?{following}>; rel="next"'
 
 
+def link_next_cursor(request: Request, response: Response, cursor: str | None) -> None:
+    """Name the next page in ``Link`` (RFC 8288) by its cursor, while there is one."""
+    if cursor is not None:
+        following = request.url.include_query_params(cursor=cursor).query
+        response.headers["Link"] = f'<?{following}>; rel="next"'
+
+
 # ---------------------------------------------------------------------------------------------
 # The service
 
@@ -206,6 +213,8 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         await store.ensure_indexes()
         if built := await store.rebuild_districts():
             log.info("built %d district aggregates from the cases", built)
+        if listed := await store.list_existing_cases():
+            log.info("listed %d cases kept before the lists were", listed)
         if settings.sample_data:
             await handlers.seed(
                 store.unit_of_work, *sample_county(runtime.clock()), now=runtime.clock()
@@ -426,7 +435,9 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         "/cases",
         tags=["cases"],
         summary="Cases, newest first, a page at a time",
-        description='A full page carries a `Link` header to the next (`rel="next"`).',
+        description="Newest opened first. A page that is not the last carries a `Link` header"
+        ' to the next (`rel="next"`), naming its `cursor`; a filtered page may hold fewer than'
+        " `limit` cases and still have a next.",
     )
     async def list_cases(
         request: Request,
@@ -435,7 +446,13 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         district: str | None = None,
         worker_id: str | None = None,
         status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
-        offset: Annotated[int, Query(ge=0, le=10_000_000, description="Cases to skip.")] = 0,
+        cursor: Annotated[
+            str | None,
+            Query(
+                pattern="^[0-9]{1,12}$",
+                description="Where the page starts, from the previous page's `Link`.",
+            ),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[CaseView]:
         filters = {
@@ -448,8 +465,10 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             )
             if value is not None
         }
-        page = await views.list_cases(filters, limit, offset=offset)
-        link_next_page(request, response, offset=offset, limit=limit, found=len(page))
+        page, following = await views.list_cases(
+            filters, limit, before=None if cursor is None else int(cursor)
+        )
+        link_next_cursor(request, response, None if following is None else str(following))
         return [_case_view(case) for case in page]
 
     @app.get("/cases/{case_id}", tags=["cases"], summary="One case")

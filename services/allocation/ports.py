@@ -122,10 +122,12 @@ class AllocationViews(Protocol):
         ``offset``-th, so a long queue is read a page at a time."""
 
     async def list_cases(
-        self, filters: dict[str, Any], limit: int, *, offset: int = 0
-    ) -> list[dict[str, Any]]:
+        self, filters: dict[str, Any], limit: int, *, before: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
         """Up to ``limit`` case documents equal to ``filters`` field by field, newest
-        opened first, ties by id, from the ``offset``-th."""
+        opened first, ties by id, from the list's position ``before`` down (the newest
+        when None); and the position the next page starts at, None when none is left. A
+        page of a filtered list may hold fewer than ``limit`` and have a next."""
 
     async def get_case(self, case_id: str) -> dict[str, Any] | None: ...
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReplaceOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.allocation.domain import (
@@ -57,6 +57,12 @@ OPEN_CASES = "open_cases"
 DISTRICTS = "districts"
 DISTRICT_VERSIONS = "district_versions"
 QUEUE_ENTRIES = "queue_entries"
+LIST_POSITIONS = "case_list_positions"
+"""Per list of cases (the county's, and each district's), the next position to hand out."""
+COUNTY_LIST = "all"
+CASES_A_BUCKET = 100
+"""Cases per bucket of a list: a page of cases is a read of a bucket or two by one field's
+equality (MongoDB's bucket pattern), whatever the number of cases kept."""
 
 QUEUE_ORDER = [
     ("district", 1),
@@ -75,6 +81,10 @@ OPEN = "open"
 CLOSED = "closed"
 
 DUPLICATE_KEY = 11000
+
+LIST_SCAN_LIMIT = 2_000
+"""Cases a filtered page looks through at most before answering with what it found: a rare
+match (one worker's cases in the county's list) comes a few pages at a time, each fast."""
 
 CLAIMS_KEPT_S = 86_400
 """How long a district's version claim is kept: far longer than any transaction lasts."""
@@ -98,6 +108,8 @@ class MongoAllocationStore:
             name="one_open_case_per_family",
         )
         await db[CASES].create_index([("worker_id", 1), ("status", 1)])
+        await db[CASES].create_index("list_bucket")
+        await db[CASES].create_index("district_bucket")
         await db[WORKERS].create_index("team_id")
         await db[DISTRICT_VERSIONS].create_index(
             "claimed_at", expireAfterSeconds=CLAIMS_KEPT_S, name="claims_expire"
@@ -112,6 +124,32 @@ class MongoAllocationStore:
 
     def views(self) -> MongoAllocationViews:
         return MongoAllocationViews(self._db)
+
+    async def list_existing_cases(self) -> int:
+        """Give cases stored before the lists were kept their places in them, once, oldest
+        opened first; how many (0 when the lists exist already, or there are no cases)."""
+        db = self._db
+        if await db[LIST_POSITIONS].find_one({"_id": COUNTY_LIST}) is not None:
+            return 0
+        cases = await db[CASES].find({}, {"district": 1, "opened_at": 1}).to_list()
+        cases.sort(key=lambda case: (case["opened_at"], _descending(case["_id"])))
+        heads: dict[str, int] = {COUNTY_LIST: 0}
+        updates = []
+        for case in cases:
+            district = case["district"]
+            county, heads[COUNTY_LIST] = heads[COUNTY_LIST], heads[COUNTY_LIST] + 1
+            position, heads[district] = heads.get(district, 0), heads.get(district, 0) + 1
+            updates.append(
+                UpdateOne({"_id": case["_id"]}, {"$set": list_fields(district, county, position)})
+            )
+        for start in range(0, len(updates), 1000):
+            await db[CASES].bulk_write(updates[start : start + 1000], ordered=False)
+        for chain, following in heads.items():
+            # $max: a replica listing the same cases at the same moment agrees.
+            await db[LIST_POSITIONS].update_one(
+                {"_id": chain}, {"$max": {"next": following}}, upsert=True
+            )
+        return len(cases)
 
     async def rebuild_districts(self) -> int:
         """Build the district aggregates from the workers and open cases, once, for a
@@ -296,6 +334,7 @@ class MongoCases:
     def __init__(self, db: Database, session: Session | None) -> None:
         self._cases = db[CASES]
         self._open_cases = db[OPEN_CASES]
+        self._positions = db[LIST_POSITIONS]
         self._session = session
 
     async def open_cases_of(self, family_ids: Sequence[str]) -> dict[str, Case]:
@@ -322,10 +361,9 @@ class MongoCases:
     async def add(self, cases: Sequence[Case]) -> None:
         if not cases:
             return
+        documents = await self._listed(cases)
         try:
-            await self._cases.insert_many(
-                [case_document(case) for case in cases], session=self._session
-            )
+            await self._cases.insert_many(documents, session=self._session)
         except BulkWriteError as error:
             if any(failed["code"] != DUPLICATE_KEY for failed in error.details["writeErrors"]):
                 raise
@@ -336,12 +374,37 @@ class MongoCases:
             [{"_id": case.family_id, "case_id": case.id} for case in cases], session=self._session
         )
 
+    async def _listed(self, cases: Sequence[Case]) -> list[Document]:
+        """The cases' documents, each with its positions in the county's list and its
+        district's, newest last.
+
+        The positions are handed out outside the transaction, so concurrent batches never
+        conflict over them; a batch that is tried again takes new ones, and the ones it
+        left are gaps a page steps over.
+        """
+        counts: dict[str, int] = {COUNTY_LIST: len(cases)}
+        for case in cases:
+            counts[case.district] = counts.get(case.district, 0) + 1
+        firsts = {
+            chain: await _take_positions(self._positions, chain, count)
+            for chain, count in counts.items()
+        }
+        documents = []
+        for case in sorted(cases, key=lambda case: (case.opened_at, _descending(case.id))):
+            county, firsts[COUNTY_LIST] = firsts[COUNTY_LIST], firsts[COUNTY_LIST] + 1
+            district, firsts[case.district] = firsts[case.district], firsts[case.district] + 1
+            documents.append(
+                {**case_document(case), **list_fields(case.district, county, district)}
+            )
+        return documents
+
     async def save(self, cases: Sequence[Case]) -> None:
         """One bulk write of the cases, and one delete of the closed ones' look-ups."""
         if not cases:
             return
+        # $set, not a replacement: a case keeps its places in the lists.
         saved = await self._cases.bulk_write(
-            [ReplaceOne({"_id": case.id}, case_document(case)) for case in cases],
+            [UpdateOne({"_id": case.id}, {"$set": case_document(case)}) for case in cases],
             ordered=False,
             session=self._session,
         )
@@ -350,6 +413,42 @@ class MongoCases:
         closed = [case.family_id for case in cases if not case.open]
         if closed:
             await self._open_cases.delete_many({"_id": {"$in": closed}}, session=self._session)
+
+
+def list_fields(district: str, county_position: int, district_position: int) -> Document:
+    """Where a case stands in the county's list and its district's: each a position, and
+    the bucket of ``CASES_A_BUCKET`` positions it falls in."""
+    return {
+        "list_position": county_position,
+        "list_bucket": f"{COUNTY_LIST}|{county_position // CASES_A_BUCKET}",
+        "district_position": district_position,
+        "district_bucket": f"{district}|{district_position // CASES_A_BUCKET}",
+    }
+
+
+LIST_FIELDS = ("list_position", "list_bucket", "district_position", "district_bucket")
+UNLISTED = {name: 0 for name in LIST_FIELDS}
+"""A case as the views show it: without its places in the lists."""
+
+
+def _unlisted(case: Document) -> Document:
+    return {name: value for name, value in case.items() if name not in LIST_FIELDS}
+
+
+async def _take_positions(positions: Any, chain: str, count: int) -> int:
+    """The first of ``count`` new positions in list ``chain``, taken at once."""
+    taken = await positions.find_one_and_update(
+        {"_id": chain},
+        {"$inc": {"next": count}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    return int(taken["next"]) - count
+
+
+def _descending(text: str) -> tuple[int, ...]:
+    """A key that sorts ``text`` backwards: the newest-first list shows ties by id."""
+    return (*(-ord(character) for character in text), 1)
 
 
 def case_document(case: Case) -> Document:
@@ -551,7 +650,9 @@ class MongoAllocationViews:
         if not entries:
             return []
         places = [(entry["district"], _entry_place(entry)) for entry in entries]
-        found = self._db[CASES].find({"_id": {"$in": [place.case_id for _, place in places]}})
+        found = self._db[CASES].find(
+            {"_id": {"$in": [place.case_id for _, place in places]}}, UNLISTED
+        )
         cases = {case["_id"]: case async for case in found}
         first = places[0][0]
         # The page's first place: how far into its district's queue the offset falls.
@@ -566,14 +667,48 @@ class MongoAllocationViews:
         return numbered
 
     async def list_cases(
-        self, filters: dict[str, Any], limit: int, *, offset: int = 0
-    ) -> list[Document]:
-        # Cases of one batch open at one instant: the id makes the order, and so a page, total.
-        found = self._db[CASES].find(filters).sort([("opened_at", -1), ("_id", 1)])
-        return await found.skip(offset).limit(limit).to_list()
+        self, filters: dict[str, Any], limit: int, *, before: int | None = None
+    ) -> tuple[list[Document], int | None]:
+        """Newest first, from position ``before`` down (the newest when None), a bucket at
+        a time; the position to go on from, or None at the end of the list. A family's
+        cases are few and read by its id alone."""
+        cases = self._db[CASES]
+        if "family_id" in filters:
+            found = await cases.find(filters).to_list()
+            found.sort(key=lambda case: (case.get("list_position", -1), case["opened_at"]))
+            return [_unlisted(case) for case in found[::-1][:limit]], None
+        district = filters.get("district")
+        chain = COUNTY_LIST if district is None else district
+        field, bucket = (
+            ("list_position", "list_bucket")
+            if district is None
+            else ("district_position", "district_bucket")
+        )
+        if before is None:
+            head = await self._db[LIST_POSITIONS].find_one({"_id": chain})
+            before = -1 if head is None else int(head["next"]) - 1
+        rest = {name: value for name, value in filters.items() if name != "district"}
+        page: list[Document] = []
+        examined = 0
+        while before >= 0 and len(page) < limit and examined < LIST_SCAN_LIMIT:
+            number = before // CASES_A_BUCKET
+            found = await cases.find({bucket: f"{chain}|{number}"}).to_list()
+            found.sort(key=lambda case: case[field], reverse=True)
+            for case in found:
+                if case[field] > before:
+                    continue
+                examined += 1
+                before = case[field] - 1
+                if all(case.get(name) == value for name, value in rest.items()):
+                    page.append(case)
+                    if len(page) == limit:
+                        break
+            else:
+                before = number * CASES_A_BUCKET - 1
+        return [_unlisted(case) for case in page], (before if before >= 0 else None)
 
     async def get_case(self, case_id: str) -> Document | None:
-        return await self._db[CASES].find_one({"_id": case_id})
+        return await self._db[CASES].find_one({"_id": case_id}, UNLISTED)
 
     async def _loads(self, district_ids: Sequence[str]) -> dict[str, WorkerLoad]:
         found = self._db[DISTRICTS].find({"_id": {"$in": list(district_ids)}})

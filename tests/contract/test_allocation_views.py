@@ -17,7 +17,7 @@ import pytest
 from services.allocation import domain
 from services.allocation.domain import Case, District, Team, Worker, WorkerLoad, place_of
 from services.allocation.ports import AllocationStore, AllocationViews
-from services.allocation.store import MongoAllocationStore
+from services.allocation.store import MongoAllocationStore, case_document
 from shared.events import AllocationKind, AllocationStatus, CaseOutcome, LevelOfNeed
 from tests.contract.conftest import MongoDatabase
 from tests.fakes.allocation import InMemoryAllocationStore
@@ -429,11 +429,18 @@ async def test_a_case_reads_back_as_its_whole_document(county: Backend) -> None:
     assert await county.views.get_case("case-none") is None
 
 
-async def test_cases_list_newest_opened_first_ties_by_id(county: Backend) -> None:
-    listed = ids(await county.views.list_cases({}, 100))
+async def listed(
+    county: Backend, filters: dict[str, Any], limit: int, before: int | None = None
+) -> list[str]:
+    page, _ = await county.views.list_cases(filters, limit, before=before)
+    return ids(page)
 
-    # case-q1 and case-q2, like case-q3 and case-q4, opened at one instant, in one batch.
-    assert listed == [
+
+async def test_cases_list_newest_opened_first_ties_by_id(county: Backend) -> None:
+    # case-back was opened last (its family came back); of those opened together,
+    # case-q1 and case-q2, like case-q3 and case-q4, opened at one instant.
+    assert await listed(county, {}, 100) == [
+        "case-back",
         "case-q1",
         "case-q2",
         "case-eq",
@@ -441,7 +448,6 @@ async def test_cases_list_newest_opened_first_ties_by_id(county: Backend) -> Non
         "case-e1",
         "case-n3",
         "case-n1",
-        "case-back",
         "case-q3",
         "case-q4",
         "case-old",
@@ -449,19 +455,28 @@ async def test_cases_list_newest_opened_first_ties_by_id(county: Backend) -> Non
 
 
 async def test_cases_list_no_more_than_the_limit_the_newest(county: Backend) -> None:
-    assert ids(await county.views.list_cases({}, 3)) == ["case-q1", "case-q2", "case-eq"]
-    assert ids(await county.views.list_cases({"district": EASTMOOR}, 1)) == ["case-eq"]
+    assert await listed(county, {}, 3) == ["case-back", "case-q1", "case-q2"]
+    assert await listed(county, {"district": EASTMOOR}, 1) == ["case-eq"]
 
 
 async def test_cases_come_a_page_at_a_time_in_the_same_order_as_all_at_once(
     county: Backend,
 ) -> None:
-    everything = ids(await county.views.list_cases({}, 100))
-    pages = [ids(await county.views.list_cases({}, 3, offset=start)) for start in (0, 3, 6, 9)]
+    everything = await listed(county, {}, 100)
+    pages: list[list[str]] = []
+    cursor: int | None = None
+    while True:
+        page, cursor = await county.views.list_cases({}, 3, before=cursor)
+        pages.append(ids(page))
+        if cursor is None:
+            break
 
     assert [case for page in pages for case in page] == everything
     assert [len(page) for page in pages] == [3, 3, 3, len(everything) - 9]
-    assert ids(await county.views.list_cases({"district": EASTMOOR}, 1, offset=1)) == ["case-e1"]
+    first, following = await county.views.list_cases({"district": EASTMOOR}, 1)
+    assert ids(first) == ["case-eq"]
+    assert following is not None
+    assert await listed(county, {"district": EASTMOOR}, 1, following) == ["case-e1"]
 
 
 @pytest.mark.parametrize(
@@ -481,15 +496,43 @@ async def test_cases_come_a_page_at_a_time_in_the_same_order_as_all_at_once(
 async def test_cases_list_only_those_matching_every_filter(
     county: Backend, filters: dict[str, Any], expected: list[str]
 ) -> None:
-    assert ids(await county.views.list_cases(filters, 100)) == expected
+    assert await listed(county, filters, 100) == expected
 
 
 async def test_open_cases_of_a_district_are_its_queued_and_allocated_ones(
     county: Backend,
 ) -> None:
-    listed = await county.views.list_cases({"district": NORTHVALE, "status": "open"}, 100)
+    found, _ = await county.views.list_cases({"district": NORTHVALE, "status": "open"}, 100)
 
-    assert sorted(ids(listed)) == sorted(
+    assert sorted(ids(found)) == sorted(
         [*NORTHVALE_QUEUE, "case-n1", "case-n2", "case-n3", "case-back"]
     )
-    assert {each["allocation"] for each in listed if each["worker_id"] is None} == {"queued"}
+    assert {each["allocation"] for each in found if each["worker_id"] is None} == {"queued"}
+
+
+async def test_cases_kept_before_the_lists_are_listed_once_newest_first(
+    mongo_database: MongoDatabase,
+) -> None:
+    """A database written before cases were listed: its cases get their places at start."""
+    store = MongoAllocationStore(mongo_database.client, mongo_database.db, mongo_database.outbox)
+    await store.ensure_indexes()
+    await mongo_database.db["cases"].insert_many(
+        [
+            case_document(old)
+            for old in (
+                case("case-b", NORTHVALE, opened_minutes=1),
+                case("case-c", EASTMOOR, opened_minutes=2),
+                case("case-a", NORTHVALE, opened_minutes=1),
+            )
+        ]
+    )
+
+    assert await store.list_existing_cases() == 3
+    assert await store.list_existing_cases() == 0
+    views = store.views()
+    assert ids((await views.list_cases({}, 10))[0]) == ["case-c", "case-a", "case-b"]
+    assert ids((await views.list_cases({"district": NORTHVALE}, 10))[0]) == ["case-a", "case-b"]
+    async with store.unit_of_work() as uow:
+        await uow.cases.add([case("case-d", NORTHVALE, opened_minutes=3)])
+        await uow.commit()
+    assert ids((await views.list_cases({}, 2))[0]) == ["case-d", "case-c"]

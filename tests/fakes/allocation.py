@@ -70,11 +70,30 @@ def _version(state: AllocationState, district_id: str) -> int:
     return 0 if saved is None else saved.version
 
 
+COUNTY = "all"
+"""The county's list of cases, beside each district's."""
+
+
 class InMemoryAllocationStore(InMemoryStore[AllocationState]):
     """``AllocationStore`` in memory; ``state`` is what is committed."""
 
     def __init__(self) -> None:
         super().__init__(AllocationState())
+        self.list_next: dict[str, int] = {}
+        """Per list (the county's, each district's), the next position: handed out outside
+        any unit of work, as the adapter does, so a unit of work left uncommitted leaves gaps."""
+        self.positions: dict[str, tuple[int, int]] = {}
+        """Each case's position in the county's list and in its district's."""
+
+    def take_positions(self, cases: Sequence[Case]) -> None:
+        """Positions for cases added together, the newest opened last, ties by id backwards
+        (so a newest-first list shows them by id)."""
+        by_id_backwards = sorted(cases, key=lambda case: case.id, reverse=True)
+        for case in sorted(by_id_backwards, key=lambda case: case.opened_at):
+            county = self.list_next.get(COUNTY, 0)
+            district = self.list_next.get(case.district, 0)
+            self.list_next[COUNTY], self.list_next[case.district] = county + 1, district + 1
+            self.positions[case.id] = (county, district)
 
     async def ensure_indexes(self) -> None:
         return None
@@ -136,10 +155,15 @@ class InMemoryAllocationUnitOfWork(InMemoryUnitOfWork[AllocationState]):
     teams: Teams
     workers: Workers
 
+    def __init__(self, store: InMemoryAllocationStore) -> None:
+        super().__init__(store)
+        self.lists = store
+        """The store as the cases' lists need it: their positions are handed out by it."""
+
     def opened(self) -> None:
         read = {district_id: d.version for district_id, d in self.state.districts.items()}
         self.districts = InMemoryDistricts(self.state, self.store, read)
-        self.cases = InMemoryCases(self.state, self.store)
+        self.cases = InMemoryCases(self.state, self.lists)
         self.teams = InMemoryTeams(self.state)
         self.workers = InMemoryWorkers(self.state)
 
@@ -218,7 +242,7 @@ class InMemoryDistricts:
 class InMemoryCases:
     """``Cases``: one open case per family, whoever opened it first."""
 
-    def __init__(self, state: AllocationState, store: InMemoryStore[AllocationState]) -> None:
+    def __init__(self, state: AllocationState, store: InMemoryAllocationStore) -> None:
         self._state = state
         self._store = store
 
@@ -256,6 +280,7 @@ class InMemoryCases:
                 families.add(case.family_id)
             if taken:
                 raise ConcurrentUpdate("a family's case was opened meanwhile")
+        self._store.take_positions(cases)
         for case in cases:
             self._state.cases[case.id] = case
 
@@ -357,17 +382,31 @@ class InMemoryAllocationViews:
         return numbered
 
     async def list_cases(
-        self, filters: dict[str, Any], limit: int, *, offset: int = 0
-    ) -> list[dict[str, Any]]:
-        documents = [_case_document(case) for case in self._store.state.cases.values()]
+        self, filters: dict[str, Any], limit: int, *, before: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        store = self._store
         matching = [
             document
-            for document in documents
+            for document in (_case_document(case) for case in store.state.cases.values())
             if all(document.get(name) == value for name, value in filters.items())
         ]
-        matching.sort(key=lambda document: document["_id"])
-        matching.sort(key=lambda document: document["opened_at"], reverse=True)
-        return matching[offset : offset + limit]
+        if "family_id" in filters:
+            matching.sort(key=lambda document: store.positions[document["_id"]], reverse=True)
+            return matching[:limit], None
+        which = 0 if filters.get("district") is None else 1
+        listed = sorted(
+            (
+                (store.positions[document["_id"]][which], document)
+                for document in matching
+                if before is None or store.positions[document["_id"]][which] <= before
+            ),
+            key=lambda listed: listed[0],
+            reverse=True,
+        )
+        page = listed[:limit]
+        if len(listed) <= limit or page[-1][0] == 0:
+            return [document for _, document in page], None
+        return [document for _, document in page], page[-1][0] - 1
 
     async def get_case(self, case_id: str) -> dict[str, Any] | None:
         case = self._store.state.cases.get(case_id)
