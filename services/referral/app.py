@@ -26,13 +26,13 @@ from services.referral.handlers import (
     SubmittedRecord,
     note_cases_closed,
     note_cases_open,
-    receive_body,
     receive_records,
 )
 from services.referral.handlers import access_log as access_handlers
 from services.referral.handlers import erasure as erasure_handlers
 from services.referral.handlers import partners as partner_handlers
 from services.referral.handlers import retention as retention_handlers
+from services.referral.handlers.grouped import GroupedReceipts
 from services.referral.ports import Accepted, AccessEntry
 from services.referral.settings import ReferralSettings, match_keys_of
 from services.referral.store import MongoReferralStore
@@ -194,6 +194,7 @@ def create_app(
     _check_reference_data(runtime.reference_checks, runtime.on_start, front_door, settings)
 
     limit = settings.max_submission_bytes
+    receipts = GroupedReceipts(store, front_door=front_door, clock=runtime.clock, max_bytes=limit)
 
     async def on_referral_submitted(batch: Sequence[SubmittedRecord]) -> int:
         """Submissions and records that are none, each answered once."""
@@ -405,15 +406,7 @@ def create_app(
         # Each HTTP call is its own attempt; duplicates are caught by partner + submission id.
         correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
         origin = Origin(HTTP_SOURCE, str(uuid.uuid4()), correlation_id[:200])
-        outcome = await receive_body(
-            body,
-            origin=origin,
-            store=store,
-            now=runtime.clock(),
-            front_door=front_door,
-            max_bytes=limit,
-        )
-        return answer(outcome)
+        return answer(await receipts.receive(body, origin))
 
     @app.get(
         "/referrals/{referral_id}",
