@@ -47,7 +47,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     runtime = build_runtime(settings, produces=(topics.PERFORMANCE_SNAPSHOT,))
     runtime.erase_families_on_request()
     clock = runtime.clock
-    store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox, runtime.processed)
+    store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox)
     read_models = store.read_models
     funding_policy = FundingPolicy(settings.funding_amount, dict(settings.funding_weights))
     runtime.on_start.append(lambda _: store.ensure_indexes())
@@ -55,7 +55,9 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
     async def on_projected_event(batch: Sequence[Delivered[EventData]]) -> int:
         """Any projected event type: the facts it states, once each."""
         decoded = [(item.envelope, item.event) for item in batch]
-        return await handlers.project_new_events(decoded, applied=store.applied, now=clock())
+        return await handlers.project_new_events(
+            decoded, unit_of_work=store.unit_of_work, now=clock()
+        )
 
     for model in PROJECTED:
         runtime.subscribe(model, on_projected_event)

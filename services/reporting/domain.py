@@ -376,23 +376,36 @@ def _audit(fact: Fact, counts: Counter[Increment]) -> None:
 
 @dataclass(frozen=True)
 class Projection:
-    """What a batch of events changes: each fact's new state, and the net increments."""
+    """What a batch of events changes: each fact's new state, the net increments, the
+    figures moved, and how many of the events changed a fact."""
 
     facts: dict[FactKey, Fact]
     increments: dict[Increment, int]
     touched: set[MonthKey]
+    changed_by: int
 
 
 def project(events: Sequence[EventData], known: Mapping[FactKey, Fact]) -> Projection:
     """Apply ``events`` in order to the facts ``known`` (those of ``fact_keys`` already
-    stored; a missing one is new). Facts the events leave as they were are left out."""
+    stored; a missing one is new). Facts the events leave as they were are left out.
+
+    Applying an event again changes nothing (every fact takes what an event says, the
+    first allocation or the earliest time where the first counts), so a redelivered event
+    adds nothing to the figures: the projection needs no record of the events applied.
+    """
     before = {key: known.get(key) for data in events for key in fact_keys(data)}
     after: dict[FactKey, Fact | None] = dict(before)
     moved: set[MonthKey] = set()
+    changed_by = 0
     for data in events:
+        changed = False
         for key in fact_keys(data):
-            after[key] = record(key[0], after[key], data)
-        moved.update(touched(data))
+            recorded = record(key[0], after[key], data)
+            changed = changed or recorded != after[key]
+            after[key] = recorded
+        if changed:
+            changed_by += 1
+            moved.update(touched(data))
     facts: dict[FactKey, Fact] = {}
     increments: Counter[Increment] = Counter()
     for key, fact in after.items():
@@ -403,7 +416,9 @@ def project(events: Sequence[EventData], known: Mapping[FactKey, Fact]) -> Proje
         increments.update(contributions(key[0], fact))
         if old is not None:
             increments.subtract(contributions(key[0], old))
-    return Projection(facts, {path: count for path, count in increments.items() if count}, moved)
+    return Projection(
+        facts, {path: count for path, count in increments.items() if count}, moved, changed_by
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from functools import partial
 
 from services.reporting import domain
 from services.reporting.ports import (
-    AppliedEvents,
     DueSnapshot,
     ReadModels,
     ReadModelStore,
@@ -58,23 +57,23 @@ Decoded = tuple[RawEvent, EventData]
 
 async def project_events(
     events: Sequence[EventData], *, uow: ReportingUnitOfWork, now: datetime
-) -> None:
-    """Record the facts the events state and count the changes for the snapshots, together."""
+) -> int:
+    """Record the facts the events state and count the changes for the snapshots, together;
+    how many of the events changed a fact."""
     async with uow:
-        await uow.projections.project(events, now=now)
+        changed = await uow.projections.project(events, now=now)
         await uow.commit()
+    return changed
 
 
 async def project_new_events(
-    batch: Sequence[Decoded], *, applied: AppliedEvents, now: datetime
+    batch: Sequence[Decoded], *, unit_of_work: Callable[[], ReportingUnitOfWork], now: datetime
 ) -> int:
-    """Apply the events of ``batch`` not applied before, in one transaction; how many were
-    new. An event given twice counts once."""
-
-    async def apply(uow: ReportingUnitOfWork, fresh: list[int]) -> None:
-        await project_events([batch[index][1] for index in fresh], uow=uow, now=now)
-
-    return await applied.apply_new([event for event, _ in batch], apply)
+    """Apply ``batch`` in one transaction, tried again when another changed one of its facts
+    first; how many of its events were new. An event applied before changes no fact, so it
+    counts for nothing and adds nothing."""
+    events = [data for _, data in batch]
+    return await retrying(lambda: project_events(events, uow=unit_of_work(), now=now))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,23 +209,22 @@ async def rebuild(
     retained: AsyncIterable[Sequence[Decoded]],
     *,
     read_model_store: ReadModelStore,
-    applied: AppliedEvents,
+    unit_of_work: Callable[[], ReportingUnitOfWork],
     clock: Callable[[], datetime],
 ) -> int:
-    """Drop the read models and the record of applied events, then apply every retained
-    event again, batch by batch; how many were applied.
+    """Drop the read models, then apply every retained event again, batch by batch; how
+    many changed a fact.
 
     The figures are a function of the events alone, so the replay gives the same figures.
     ``retained`` is read only after the drop, so no event read is forgotten. A running
-    service may go on projecting meanwhile: each event is applied once, by whichever gets
-    to it first. A replay runs for minutes, so each batch is stamped with the time it is
-    applied at, as the live projection's are.
+    service may go on projecting meanwhile: an event applied by both changes the facts
+    once. A replay runs for minutes, so each batch is stamped with the time it is applied
+    at, as the live projection's are.
     """
     await read_model_store.drop_all()
-    await applied.forget_all()
     await read_model_store.ensure_indexes()
     count = 0
     async for batch in retained:
         if batch:
-            count += await project_new_events(batch, applied=applied, now=clock())
+            count += await project_new_events(batch, unit_of_work=unit_of_work, now=clock())
     return count

@@ -7,13 +7,13 @@ so neither can undo the other's write when both commit at once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from services.reporting.domain import MonthTotals
-from shared.events import EventData, RawEvent
+from shared.events import EventData
 from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
 
@@ -34,9 +34,10 @@ class DueSnapshot:
 
 
 class Projections(Protocol):
-    async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
+    async def project(self, events: Sequence[EventData], *, now: datetime) -> int:
         """Record the facts the events state, in order, and count a change for each month
-        and district whose figures they moved (``now`` says which month is the current)."""
+        and district whose figures they moved (``now`` says which month is the current);
+        how many of the events changed a fact (the rest were applied before)."""
 
 
 class ReadModels(Protocol):
@@ -90,25 +91,6 @@ class ReportingUnitOfWork(UnitOfWork, Protocol):
     def events(self) -> OutgoingEvents: ...
 
 
-class AppliedEvents(Protocol):
-    """The record of the events already applied.
-
-    It runs the transaction itself, records the new events in it and hands the use case a
-    unit of work joined to it, so the figures and the record commit together: a redelivered
-    event finds its record and changes nothing.
-    """
-
-    async def apply_new(
-        self,
-        events: Sequence[RawEvent],
-        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
-    ) -> int:
-        """Run ``apply`` on the indexes of the events not applied before; how many."""
-
-    async def forget_all(self) -> None:
-        """Forget every event applied, so a replay applies them all again."""
-
-
 class ReportingStore(ReadModelStore, Protocol):
     """Everything the reporting service keeps, as its composition root hands it out: the
     read side outside any transaction, and units of work for the writes made together."""
@@ -119,9 +101,6 @@ class ReportingStore(ReadModelStore, Protocol):
     @property
     def snapshots(self) -> Snapshots:
         """The snapshots outside any transaction: to find which are ``due``."""
-
-    @property
-    def applied(self) -> AppliedEvents: ...
 
     def unit_of_work(self) -> ReportingUnitOfWork:
         """A unit of work of its own transaction."""

@@ -2,8 +2,8 @@
 
 The figures are a function of the events alone, so replaying every retained event from the
 start of each topic gives the same figures again: after a projection bug is fixed, or when
-a new measure needs history. The running service may stay up: every event is applied once,
-whichever of the two gets to it first.
+a new measure needs history. The running service may stay up: an event applied by both
+changes the facts once.
 """
 
 from __future__ import annotations
@@ -106,10 +106,13 @@ async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Re
     started = time.perf_counter()
     runtime = build_runtime(settings)
     retained = RetainedEvents(settings, batch_size=batch_size, registry=runtime.registry)
-    store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox, runtime.processed)
+    store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox)
     try:
         applied = await handlers.rebuild(
-            retained.batches(), read_model_store=store, applied=store.applied, clock=runtime.clock
+            retained.batches(),
+            read_model_store=store,
+            unit_of_work=store.unit_of_work,
+            clock=runtime.clock,
         )
     finally:
         await retained.stop()

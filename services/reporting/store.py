@@ -12,7 +12,7 @@ so two transactions changing one fact cannot both count what it contributed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.reporting import domain
 from services.reporting.domain import ALL_DISTRICTS, Fact, FactKey, MonthTotals
-from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
-from shared.events import EventData, RawEvent
-from shared.idempotency import PROCESSED_EVENTS, ProcessedEvents
+from services.reporting.ports import DueSnapshot
+from shared.events import EventData
+from shared.idempotency import PROCESSED_EVENTS
 from shared.mongo import BulkWrites, Database, Document, MongoClient, MongoUnitOfWork, Session
 from shared.outbox import Outbox
-from shared.unit_of_work import ConcurrentUpdate, retrying
+from shared.unit_of_work import ConcurrentUpdate
 
 REFERRALS = "referral_facts"
 REJECTIONS = "rejection_facts"
@@ -71,9 +71,9 @@ class MongoProjections:
         self._db = db
         self._session = session
 
-    async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
+    async def project(self, events: Sequence[EventData], *, now: datetime) -> int:
         """Record the facts the events state, in order, add what they moved to the
-        aggregates, and mark the figures they moved."""
+        aggregates, and mark the figures they moved; how many events changed a fact."""
         keys = {key for data in events for key in domain.fact_keys(data)}
         known, revisions = await self._facts(keys)
         projection = domain.project(events, known)
@@ -91,6 +91,7 @@ class MongoProjections:
                 upsert=True,
             )
         await writes.send(self._db, session=self._session)
+        return projection.changed_by
 
     async def _facts(
         self, keys: Iterable[FactKey]
@@ -264,53 +265,18 @@ class MongoReportingUnitOfWork(MongoUnitOfWork):
         self.snapshots = MongoSnapshots(self.db, self.session)
 
 
-class MongoAppliedEvents:
-    """The runtime's record of processed events as the reporting use cases see it.
-
-    The record runs the transaction (the driver retries it on a conflict, as projections
-    racing for one month's aggregates often conflict) and the use case's unit of work joins
-    it, so the figures and the record of the events that made them commit together. A fact
-    changed meanwhile (``ConcurrentUpdate``) runs the whole transaction again.
-    """
-
-    def __init__(
-        self,
-        processed: ProcessedEvents,
-        db: Database,
-        joined: Callable[[Session], MongoReportingUnitOfWork],
-    ) -> None:
-        self._processed = processed
-        self._db = db
-        self._joined = joined
-
-    async def apply_new(
-        self,
-        events: Sequence[RawEvent],
-        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
-    ) -> int:
-        async def work(session: Session, fresh: list[int]) -> None:
-            await apply(self._joined(session), fresh)
-
-        return await retrying(lambda: self._processed.process_many(events, work))
-
-    async def forget_all(self) -> None:
-        await self._db.drop_collection(PROCESSED_EVENTS)
-
-
 class MongoReportingStore:
     """Everything the reporting service keeps in its database, built once by the
-    composition root: the read side outside any transaction, units of work for the writes,
-    and the record of applied events that runs the projection's transactions."""
+    composition root: the read side outside any transaction, and units of work for the
+    writes. It keeps no record of the events applied: applying one again changes nothing
+    (see ``domain.project``)."""
 
-    def __init__(
-        self, client: MongoClient, db: Database, outbox: Outbox, processed: ProcessedEvents
-    ) -> None:
+    def __init__(self, client: MongoClient, db: Database, outbox: Outbox) -> None:
         self._client = client
         self._db = db
         self._outbox = outbox
         self.read_models = MongoReadModels(db)
         self.snapshots = MongoSnapshots(db, None)
-        self.applied = MongoAppliedEvents(processed, db, self.unit_of_work)
 
     def unit_of_work(self, session: Session | None = None) -> MongoReportingUnitOfWork:
         """A unit of work of its own transaction, or (given ``session``) joined to that one."""
@@ -330,7 +296,7 @@ class MongoReportingStore:
             await projections.project(events[start : start + chunk], now=now)
 
     async def drop_all(self) -> None:
-        for name in READ_MODELS:
+        for name in (*READ_MODELS, PROCESSED_EVENTS):  # the last kept by earlier versions
             await self._db.drop_collection(name)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from services.reporting import handlers
 from services.reporting.domain import MonthTotals, monthly_report
-from services.reporting.ports import DueSnapshot, ReportingStore, ReportingUnitOfWork
+from services.reporting.ports import DueSnapshot, ReportingStore
 from services.reporting.store import MongoReportingStore
 from shared.events import (
     PLATFORM_EVENTS,
@@ -29,7 +29,6 @@ from shared.events import (
     ReferralRejected,
     TeamCapacityChanged,
 )
-from shared.idempotency import ProcessedEvents
 from tests.contract.conftest import (
     Clock,
     MongoDatabase,
@@ -61,8 +60,7 @@ def backend(database: MongoDatabase | None, clock: Clock) -> Backend:
     if database is None:
         memory = InMemoryReportingStore()
         return Backend(memory, published_by(memory))
-    processed = ProcessedEvents(database.client, database.db, consumer="reporting", clock=clock)
-    store = MongoReportingStore(database.client, database.db, database.outbox, processed)
+    store = MongoReportingStore(database.client, database.db, database.outbox)
     return Backend(store, published_from(database))
 
 
@@ -434,8 +432,8 @@ async def test_a_fact_changed_by_two_deliveries_at_once_counts_once_from_each(
     closure = delivered(closed("c1", at(11, 3)), "b")
 
     await asyncio.gather(
-        handlers.project_new_events([allocation], applied=store.applied, now=NOW),
-        handlers.project_new_events([closure], applied=store.applied, now=NOW),
+        handlers.project_new_events([allocation], unit_of_work=store.unit_of_work, now=NOW),
+        handlers.project_new_events([closure], unit_of_work=store.unit_of_work, now=NOW),
     )
 
     october, november = await figures(store, "2026-10"), await figures(store, "2026-11")
@@ -448,53 +446,60 @@ async def test_a_fact_changed_by_two_deliveries_at_once_counts_once_from_each(
 
 
 async def test_an_event_delivered_twice_is_applied_once(store: ReportingStore) -> None:
+    """No record of applied events is kept: an event applied again changes no fact."""
     first = delivered(referral_received(referral_id="ref-a", received_at=at(11, 3)), "ev-a")
     second = delivered(referral_received(referral_id="ref-b", received_at=at(11, 4)), "ev-b")
-    given: list[list[int]] = []
 
-    async def apply_new(*batch: tuple[RawEvent, EventData]) -> int:
-        async def apply(uow: ReportingUnitOfWork, fresh: list[int]) -> None:
-            given.append(fresh)
-            await handlers.project_events([batch[i][1] for i in fresh], uow=uow, now=NOVEMBER)
+    async def apply(*batch: tuple[RawEvent, EventData]) -> int:
+        return await handlers.project_new_events(
+            batch, unit_of_work=store.unit_of_work, now=NOVEMBER
+        )
 
-        return await store.applied.apply_new([event for event, _ in batch], apply)
+    assert await apply(first, first) == 1
+    assert await apply(first) == 0
+    assert await apply(first, second) == 1
 
-    assert await apply_new(first, first) == 1
-    assert await apply_new(first) == 0
-    assert await apply_new(first, second) == 1
-
-    assert given == [[0], [1]]
-    assert (await figures(store, "2026-11"))["requests"]["total"] == 2
+    assert (await figures(store, "2026-11"))["requests"] == {
+        **REFERRAL_REQUESTS,
+        "total": 2,
+        "by_source": {"2A": 2},
+        "by_route": {"school": 2},
+        "schools": 2,
+    }
+    # Only the batches that changed something marked the figures.
     assert keys(await store.snapshots.due(0, now=NOVEMBER)) == {
         "2026-11|northvale": (2, 0, True),
         "2026-11|all": (2, 0, True),
     }
 
 
-async def test_an_application_that_fails_records_neither_the_figures_nor_the_events(
-    store: ReportingStore,
-) -> None:
+async def test_an_application_that_fails_records_nothing(store: ReportingStore) -> None:
     event, data = delivered(example(ReferralReceived), "ev-a")
 
-    async def fail(uow: ReportingUnitOfWork, fresh: list[int]) -> None:
-        async with uow:
+    async def fail() -> None:
+        async with store.unit_of_work() as uow:
             await uow.projections.project([data], now=NOW)
             raise RuntimeError("the use case failed")
 
     with pytest.raises(RuntimeError, match="the use case failed"):
-        await store.applied.apply_new([event], fail)
+        await fail()
 
     assert await figures(store, "2026-11") == nothing("2026-11")
     assert await store.snapshots.due(0, now=NOW) == []
-    assert await handlers.project_new_events([(event, data)], applied=store.applied, now=NOW) == 1
+    assert (
+        await handlers.project_new_events([(event, data)], unit_of_work=store.unit_of_work, now=NOW)
+        == 1
+    )
     assert (await figures(store, "2026-11"))["requests"] == REFERRAL_REQUESTS
 
 
-async def test_dropped_read_models_and_forgotten_events_leave_nothing_to_read(
+async def test_dropped_read_models_leave_nothing_to_read_until_the_events_are_applied_again(
     store: ReportingStore,
 ) -> None:
     referral = delivered(example(ReferralReceived), "ev-a")
-    assert await handlers.project_new_events([referral], applied=store.applied, now=NOW) == 1
+    assert (
+        await handlers.project_new_events([referral], unit_of_work=store.unit_of_work, now=NOW) == 1
+    )
     await project(store, example(TeamCapacityChanged), example(AuditAssigned))
     [due, *_] = await store.snapshots.due(0, now=NOW)
     async with store.unit_of_work() as uow:
@@ -509,10 +514,9 @@ async def test_dropped_read_models_and_forgotten_events_leave_nothing_to_read(
     assert await store.read_models.months() == []
     assert await store.read_models.districts() == []
     assert await store.snapshots.due(0, now=NOW) == []
-    # The events are still recorded as applied until they are forgotten too.
-    assert await handlers.project_new_events([referral], applied=store.applied, now=NOW) == 0
-    await store.applied.forget_all()
-    assert await handlers.project_new_events([referral], applied=store.applied, now=NOW) == 1
+    assert (
+        await handlers.project_new_events([referral], unit_of_work=store.unit_of_work, now=NOW) == 1
+    )
     assert (await figures(store, "2026-11"))["requests"] == REFERRAL_REQUESTS
     assert keys(await store.snapshots.due(0, now=NOW)) == {
         "2026-11|northvale": (1, 0, True),

@@ -12,26 +12,24 @@ different documents do not clash.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from functools import partial
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from services.reporting import domain
 from services.reporting.domain import ALL_DISTRICTS, MonthTotals
-from services.reporting.ports import DueSnapshot, ReportingUnitOfWork
-from shared.events import EventData, RawEvent
-from shared.unit_of_work import ConcurrentUpdate, retrying
-from tests.fakes.units import InMemoryOutgoingEvents, InMemoryStore, InMemoryUnitOfWork, StagedEvent
+from services.reporting.ports import DueSnapshot
+from shared.events import EventData
+from shared.unit_of_work import ConcurrentUpdate
+from tests.fakes.units import InMemoryStore, InMemoryUnitOfWork, StagedEvent
 
 Fact = dict[str, Any]
 
 
 @dataclass
 class ReportingState:
-    """Every fact, aggregate, change mark, published snapshot and applied event, by id."""
+    """Every fact, aggregate, change mark and published snapshot, by id."""
 
     referral: dict[str, Fact] = field(default_factory=dict)
     rejection: dict[str, Fact] = field(default_factory=dict)
@@ -43,14 +41,13 @@ class ReportingState:
     standing: dict[str, Fact] = field(default_factory=dict)
     marks: dict[str, Fact] = field(default_factory=dict)
     published: dict[str, Fact] = field(default_factory=dict)
-    applied: dict[str, Fact] = field(default_factory=dict)
 
     def collections(self) -> dict[str, dict[str, Fact]]:
         return {each.name: getattr(self, each.name) for each in fields(self)}
 
 
 READ_MODELS = (*domain.FACT_KINDS, domain.MONTHLY, domain.STANDING, "marks", "published")
-"""What ``drop_all`` forgets: everything but the applied events."""
+"""What ``drop_all`` forgets: everything."""
 
 State = Callable[[], ReportingState]
 """The state a repository works on, looked up at each call: a commit replaces it."""
@@ -60,7 +57,7 @@ class InMemoryProjections:
     def __init__(self, state: State) -> None:
         self._state = state
 
-    async def project(self, events: Sequence[EventData], *, now: datetime) -> None:
+    async def project(self, events: Sequence[EventData], *, now: datetime) -> int:
         state = self._state()
         collections = state.collections()
         known = {
@@ -78,6 +75,7 @@ class InMemoryProjections:
             key = domain.month_id(month, district)
             mark = state.marks.setdefault(key, {"month": month, "district": district})
             mark["changes"] = mark.get("changes", 0) + 1
+        return projection.changed_by
 
 
 def _increment(document: Fact, path: str, count: int) -> None:
@@ -167,76 +165,6 @@ class InMemoryReportingUnitOfWork(InMemoryUnitOfWork[ReportingState]):
         self.snapshots = InMemorySnapshots(lambda: self.state)
 
 
-class InMemoryJoinedUnitOfWork:
-    """The unit of work the record of applied events opened, as the use case is handed it:
-    the record's owner commits it, with the record, once the use case is done."""
-
-    def __init__(self, owner: InMemoryReportingUnitOfWork) -> None:
-        self._owner = owner
-
-    @property
-    def projections(self) -> InMemoryProjections:
-        return self._owner.projections
-
-    @property
-    def snapshots(self) -> InMemorySnapshots:
-        return self._owner.snapshots
-
-    @property
-    def events(self) -> InMemoryOutgoingEvents:
-        return self._owner.events
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def commit(self) -> None:
-        """The owner's to do, after recording the events."""
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
-
-
-class InMemoryAppliedEvents:
-    def __init__(self, store: InMemoryReportingStore) -> None:
-        self._store = store
-
-    async def apply_new(
-        self,
-        events: Sequence[RawEvent],
-        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
-    ) -> int:
-        return await retrying(partial(self._apply_once, events, apply))
-
-    async def _apply_once(
-        self,
-        events: Sequence[RawEvent],
-        apply: Callable[[ReportingUnitOfWork, list[int]], Awaitable[None]],
-    ) -> int:
-        async with self._store.unit_of_work() as uow:
-            keys = [f"{event.source}|{event.id}" for event in events]
-            seen = set(uow.state.applied)
-            fresh = []
-            for index, key in enumerate(keys):
-                if key not in seen:
-                    seen.add(key)
-                    fresh.append(index)
-            if not fresh:
-                return 0
-            await apply(InMemoryJoinedUnitOfWork(uow), fresh)
-            for index in fresh:
-                uow.state.applied[keys[index]] = {"type": events[index].type}
-            await uow.commit()
-        return len(fresh)
-
-    async def forget_all(self) -> None:
-        self._store.state.applied.clear()
-
-
 class InMemoryReportingStore(InMemoryStore[ReportingState]):
     """Everything the reporting service keeps, in memory: the counterpart of
     ``MongoReportingStore``."""
@@ -251,10 +179,6 @@ class InMemoryReportingStore(InMemoryStore[ReportingState]):
     @property
     def snapshots(self) -> InMemorySnapshots:
         return InMemorySnapshots(lambda: self.state)
-
-    @property
-    def applied(self) -> InMemoryAppliedEvents:
-        return InMemoryAppliedEvents(self)
 
     def unit_of_work(self) -> InMemoryReportingUnitOfWork:
         return InMemoryReportingUnitOfWork(self)

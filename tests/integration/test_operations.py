@@ -24,8 +24,11 @@ from services.audit.app import create_app as audit_app
 from services.audit.settings import AuditSettings
 from services.referral.app import create_app as referral_app
 from services.referral.settings import ReferralSettings
+from services.reporting import domain as reporting_domain
 from services.reporting.app import create_app as reporting_app
+from services.reporting.handlers import PROJECTED
 from services.reporting.settings import ReportingSettings
+from services.reporting.store import FACTS as REPORTING_FACTS
 from shared.consumer import Delivered
 from shared.dead_letters import DeadLetterNotice, UnknownDeadLetter
 from shared.embedded import embedded_kafka, free_port, kafka_bootstrap
@@ -124,6 +127,8 @@ GOOD_EVENTS: list[EventData] = [
     ),
     FamilyErased(family_id="fam-erased", erased_at=AT),
 ]
+GOOD_BY_TYPE = {data.event_type: data for data in GOOD_EVENTS}
+PROJECTED_TYPES = {model.event_type for model in PROJECTED}
 
 
 @pytest.fixture
@@ -199,6 +204,17 @@ async def test_a_poison_message_on_every_internal_topic_is_dead_lettered_by_ever
                 families = runtime.db["families"]
                 await eventually(
                     partial(families.count_documents, {"_id": "fam-ops", **noted}),
+                    lambda n: n == 1,
+                    timeout_s=30,
+                )
+                continue
+            if runtime.settings.service_name == "reporting" and event_type in PROJECTED_TYPES:
+                # Reporting keeps no processed-event records either (an event applied again
+                # changes no fact): the good event's fact is looked for.
+                [(kind, fact_id), *_] = reporting_domain.fact_keys(GOOD_BY_TYPE[event_type])
+                facts = runtime.db[REPORTING_FACTS[kind]]
+                await eventually(
+                    partial(facts.count_documents, {"_id": fact_id}),
                     lambda n: n == 1,
                     timeout_s=30,
                 )

@@ -426,9 +426,15 @@ async def test_only_events_not_applied_before_are_projected_at_the_time_given() 
     store = InMemoryReportingStore()
     first, second = delivered("a"), delivered("b")
 
-    assert await handlers.project_new_events([first, first], applied=store.applied, now=NOW) == 1
-    assert await handlers.project_new_events([first], applied=store.applied, now=NOW) == 0
-    assert await handlers.project_new_events([first, second], applied=store.applied, now=NOW) == 1
+    assert (
+        await handlers.project_new_events([first, first], unit_of_work=store.unit_of_work, now=NOW)
+        == 1
+    )
+    assert await handlers.project_new_events([first], unit_of_work=store.unit_of_work, now=NOW) == 0
+    assert (
+        await handlers.project_new_events([first, second], unit_of_work=store.unit_of_work, now=NOW)
+        == 1
+    )
 
     assert await referral_ids(store) == ["ref-a", "ref-b"]
     # Projected in December, November's changes also move December's month-end figures.
@@ -454,11 +460,13 @@ def publish(store: InMemoryReportingStore, now: datetime) -> Awaitable[int]:
 async def test_a_due_snapshot_is_staged_once_with_its_version_and_the_current_figures() -> None:
     store = InMemoryReportingStore()
     batch = [delivered("a"), delivered("b", "eastmere", "6")]
-    await handlers.project_new_events(batch, applied=store.applied, now=NOVEMBER)
+    await handlers.project_new_events(batch, unit_of_work=store.unit_of_work, now=NOVEMBER)
 
     assert await publish(store, NOVEMBER) == 3
     assert await publish(store, NOVEMBER) == 0
-    await handlers.project_new_events([delivered("c")], applied=store.applied, now=NOVEMBER)
+    await handlers.project_new_events(
+        [delivered("c")], unit_of_work=store.unit_of_work, now=NOVEMBER
+    )
     assert await publish(store, NOVEMBER + timedelta(seconds=59)) == 0
     assert await publish(store, NOVEMBER + timedelta(seconds=60)) == 2
 
@@ -487,7 +495,9 @@ async def test_a_due_snapshot_is_staged_once_with_its_version_and_the_current_fi
 
 async def test_funding_weights_that_cannot_be_used_are_refused() -> None:
     store = InMemoryReportingStore()
-    await handlers.project_new_events([delivered("a")], applied=store.applied, now=NOVEMBER)
+    await handlers.project_new_events(
+        [delivered("a")], unit_of_work=store.unit_of_work, now=NOVEMBER
+    )
     policy = FundingPolicy(amount_pounds=10.0, weights={"schools_requests": 1.0})
 
     with pytest.raises(InvalidWeights, match="unknown funding input 'vibes'"):
@@ -515,10 +525,9 @@ async def test_funding_weights_that_cannot_be_used_are_refused() -> None:
 
 async def test_a_rebuild_forgets_everything_before_reading_then_applies_each_event_once() -> None:
     store = InMemoryReportingStore()
-    applied = store.applied
     # Applied before the rebuild: "a" is applied again after it, "z" is not retained.
     await handlers.project_new_events(
-        [delivered("a"), delivered("z")], applied=applied, now=NOVEMBER
+        [delivered("a"), delivered("z")], unit_of_work=store.unit_of_work, now=NOVEMBER
     )
     seen_when_read: list[list[str]] = []
 
@@ -529,7 +538,7 @@ async def test_a_rebuild_forgets_everything_before_reading_then_applies_each_eve
         yield [delivered("a"), delivered("c")]
 
     count = await handlers.rebuild(
-        retained(), read_model_store=store, applied=applied, clock=lambda: NOW
+        retained(), read_model_store=store, unit_of_work=store.unit_of_work, clock=lambda: NOW
     )
 
     assert count == 3
