@@ -70,7 +70,7 @@ class InMemoryProjections:
         for (kind, fact_id), fact in projection.facts.items():
             collections[kind][fact_id] = copy.deepcopy(fact)
         for (kind, aggregate_id, path), count in projection.increments.items():
-            _increment(collections[kind].setdefault(aggregate_id, {}), path, count)
+            increment(collections[kind].setdefault(aggregate_id, {}), path, count)
         for month, district in domain.marked(projection.touched, now=now):
             key = domain.month_id(month, district)
             mark = state.marks.setdefault(key, {"month": month, "district": district})
@@ -78,7 +78,7 @@ class InMemoryProjections:
         return projection.changed_by
 
 
-def _increment(document: Fact, path: str, count: int) -> None:
+def increment(document: Fact, path: str, count: int) -> None:
     """``$inc`` on a dotted path, as the database applies it."""
     *parents, name = path.split(".")
     for parent in parents:

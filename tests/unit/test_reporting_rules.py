@@ -42,7 +42,7 @@ from shared.events import (
 )
 from tests.factories import case_allocated as allocated
 from tests.factories import example, referral_received
-from tests.fakes.reporting import InMemoryReportingStore
+from tests.fakes.reporting import InMemoryReportingStore, increment
 from tests.support import service_event
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -72,11 +72,7 @@ def report_of(
     projection = project(events, {})
     aggregates: dict[tuple[str, str], dict[str, Any]] = {}
     for (kind, aggregate_id, path), count in projection.increments.items():
-        document = aggregates.setdefault((kind, aggregate_id), {})
-        *parents, name = path.split(".")
-        for parent in parents:
-            document = document.setdefault(parent, {})
-        document[name] = document.get(name, 0) + count
+        increment(aggregates.setdefault((kind, aggregate_id), {}), path, count)
     key = district or ALL_DISTRICTS
     return monthly_report(
         MonthTotals(

@@ -21,7 +21,14 @@ from datetime import datetime
 from typing import Any
 
 from services.referral import domain
-from services.referral.handlers import FrontDoor, Origin, Outcome, lookups_for, receive_body
+from services.referral.handlers import (
+    FrontDoor,
+    Origin,
+    Outcome,
+    lookups_for,
+    receive_body,
+    receive_parsed,
+)
 from services.referral.ports import ReferralStore, Submissions
 from shared.events import ReferralSubmitted
 from shared.strict_json import Unreadable, read_json
@@ -91,24 +98,36 @@ class GroupedReceipts:
 
     async def _receive_together(self, batch: list[_Request]) -> None:
         now = self._clock()
-        lookups = []
-        for request in batch:
-            parsed = _parsed(request.body, self._max_bytes)
-            if parsed is not None:
-                lookups.append(lookups_for(parsed, self._front_door.match_keys))
+        parsed = [_parsed(request.body, self._max_bytes) for request in batch]
+        lookups = [
+            lookups_for(submission, self._front_door.match_keys)
+            for submission, _ in filter(None, parsed)
+        ]
 
         async def receive_all(submissions: Submissions) -> list[Outcome]:
-            return [
-                await receive_body(
-                    request.body,
-                    origin=request.origin,
-                    store=submissions,
-                    now=now,
-                    front_door=self._front_door,
-                    max_bytes=self._max_bytes,
-                )
-                for request in batch
-            ]
+            outcomes: list[Outcome] = []
+            for request, valid in zip(batch, parsed, strict=True):
+                if valid is None:  # unreadable or invalid: read again, to say why
+                    outcome = await receive_body(
+                        request.body,
+                        origin=request.origin,
+                        store=submissions,
+                        now=now,
+                        front_door=self._front_door,
+                        max_bytes=self._max_bytes,
+                    )
+                else:
+                    submission, document = valid
+                    outcome = await receive_parsed(
+                        submission,
+                        document,
+                        origin=request.origin,
+                        store=submissions,
+                        now=now,
+                        front_door=self._front_door,
+                    )
+                outcomes.append(outcome)
+            return outcomes
 
         outcomes = await self._store.in_batch(lookups, receive_all)
         for request, outcome in zip(batch, outcomes, strict=True):
@@ -130,11 +149,12 @@ class GroupedReceipts:
             request.answer(outcome)
 
 
-def _parsed(body: bytes, max_bytes: int) -> ReferralSubmitted | None:
-    """The submission in ``body`` when it is a valid one: its look-ups are made up front."""
+def _parsed(body: bytes, max_bytes: int) -> tuple[ReferralSubmitted, Any] | None:
+    """The submission in ``body`` and the document it was read from, when it is a valid
+    one: read once, its look-ups made up front."""
     try:
         document: Any = read_json(body, max_bytes=max_bytes)
     except Unreadable:
         return None
     parsed = domain.parse_submission(document)
-    return None if isinstance(parsed, list) else parsed
+    return None if isinstance(parsed, list) else (parsed, document)
