@@ -8,18 +8,21 @@ same way.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 
 from shared.auth import current_principal
+from shared.listing import POSITION, BucketedList
 
 if TYPE_CHECKING:
     from shared.mongo import Database, Session
 
 ACCESS_LOG = "access_log"
+LOOKS = BucketedList(ACCESS_LOG)
+"""The log, newest first, a page at a time."""
 REASON_MIN, REASON_MAX = 5, 500
 """Characters of the reason a caseworker must state to read a family's data."""
 
@@ -50,6 +53,9 @@ class AccessEntry:
         cls, reader: Reader, action: str, family_id: str | None, resource: str, now: datetime
     ) -> AccessEntry:
         return cls(now, reader.sub, reader.role, action, family_id, resource, reader.reason)
+
+
+ENTRY_FIELDS = tuple(field.name for field in fields(AccessEntry))
 
 
 def stated_reader(
@@ -89,8 +95,51 @@ PersonalData = Annotated[Reader, Depends(stated_reader)]
 async def record_access(
     db: Database, entry: AccessEntry, *, session: Session | None = None
 ) -> None:
-    await db[ACCESS_LOG].insert_one(asdict(entry), session=session)
+    await db[ACCESS_LOG].insert_one(await LOOKS.listed(db, asdict(entry)), session=session)
 
 
-async def ensure_access_log_indexes(db: Database) -> None:
-    await db[ACCESS_LOG].create_index([("family_id", 1), ("at", -1)])
+async def access_page(
+    db: Database,
+    *,
+    family_id: str | None,
+    sub: str | None,
+    limit: int,
+    before: int | None,
+    session: Session | None = None,
+) -> tuple[list[AccessEntry], int | None]:
+    """A page of the log, newest first, of one family or member of staff when given; and the
+    cursor of the next page, None after the last. A family's entries are few, and read by
+    its id alone."""
+    if family_id is None:
+        page, following = await LOOKS.page(
+            db,
+            ACCESS_LOG,
+            limit,
+            before=before,
+            keep=None if sub is None else (lambda entry: entry.get("sub") == sub),
+            session=session,
+        )
+    else:
+        found = await db[ACCESS_LOG].find({"family_id": family_id}, session=session).to_list()
+        found = [
+            entry
+            for entry in found
+            if (sub is None or entry["sub"] == sub)
+            and (before is None or entry.get(POSITION, -1) <= before)
+        ]
+        found.sort(key=lambda entry: (entry.get(POSITION, -1), entry["at"]), reverse=True)
+        page = found[:limit]
+        more = len(found) > limit and POSITION in page[-1]
+        following = int(page[-1][POSITION]) - 1 if more else None
+    return [_entry(entry) for entry in page], following
+
+
+def _entry(document: dict[str, Any]) -> AccessEntry:
+    return AccessEntry(**{name: document[name] for name in ENTRY_FIELDS})
+
+
+async def prepare_access_log(db: Database) -> None:
+    """Index the log, and list the entries stored before it was kept as a list."""
+    await db[ACCESS_LOG].create_index("family_id")
+    await LOOKS.ensure_index(db, ACCESS_LOG)
+    await LOOKS.list_existing(db, ACCESS_LOG, "at")

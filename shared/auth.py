@@ -26,12 +26,13 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.clock import utc_now
+from shared.listing import NEXT_PAGE, BucketedList, PositionCursor, link_next
 from shared.mongo import Database
 from shared.problems import document_problems, problem
 from shared.secrets import SecretMissing, new_secret, read_secret
@@ -220,6 +221,11 @@ class RefusalView(BaseModel):
     client: str | None = Field(default=None, description="The caller's address.")
 
 
+REFUSALS = "refusals"
+REFUSED = BucketedList(REFUSALS)
+"""Refusals, newest first, a page at a time."""
+
+
 class Refusals:
     """Every refused request, in the service's own ``refusals`` collection, for administrators.
 
@@ -227,12 +233,15 @@ class Refusals:
     """
 
     def __init__(self, db: Database, *, service: str, clock: Callable[[], datetime]) -> None:
-        self._refusals = db["refusals"]
+        self._db = db
+        self._refusals = db[REFUSALS]
         self._service = service
         self._clock = clock
 
-    async def ensure_indexes(self) -> None:
-        await self._refusals.create_index([("at", -1)])
+    async def prepare(self, _: object = None) -> None:
+        """Index the list, and list refusals stored before it was kept."""
+        await REFUSED.ensure_index(self._db, REFUSALS)
+        await REFUSED.list_existing(self._db, REFUSALS, "at")
 
     async def record(
         self,
@@ -258,13 +267,23 @@ class Refusals:
             **details,
         }
         try:
-            await self._refusals.insert_one(document)
+            await self._refusals.insert_one(await REFUSED.listed(self._db, document))
         except Exception:  # the refusal stands even when it cannot be recorded
             log.exception("could not record a refusal of %s %s", method, path)
 
-    async def recent(self, limit: int, **filters: str) -> list[RefusalView]:
-        found = await self._refusals.find(filters, {"_id": 0}).sort("at", -1).to_list(limit)
-        return [RefusalView.model_validate(document) for document in found]
+    async def recent(
+        self, limit: int, *, before: int | None = None, **filters: str
+    ) -> tuple[list[RefusalView], int | None]:
+        """A page of refusals, newest first, of one caller when ``filters`` name one; and
+        the cursor of the next page, None after the last."""
+        page, following = await REFUSED.page(
+            self._db,
+            REFUSALS,
+            limit,
+            before=before,
+            keep=lambda refusal: all(refusal.get(name) == value for name, value in filters.items()),
+        )
+        return [RefusalView.model_validate(refusal) for refusal in page], following
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,22 +405,36 @@ def protect(
     db: Database,
     policy: Policy,
     *,
+    on_start: list[Callable[[Any], Awaitable[None]]],
     clock: Callable[[], datetime] = utc_now,
     known_districts: Callable[[], Awaitable[Iterable[str]]] | None = None,
 ) -> Refusals:
-    """Put ``policy`` in front of ``app`` and add ``GET /refusals`` for administrators."""
+    """Put ``policy`` in front of ``app`` and add ``GET /refusals`` for administrators; what
+    the refusals need before the service answers joins ``on_start``."""
     refusals = Refusals(db, service=settings.service_name, clock=clock)
 
-    @app.get("/refusals", tags=["access"], summary="Refused requests, newest first")
+    on_start.append(refusals.prepare)
+
+    @app.get(
+        "/refusals",
+        tags=["access"],
+        summary="Refused requests, newest first, a page at a time",
+        description="Newest first." + NEXT_PAGE,
+    )
     async def list_refusals(
+        request: Request,
+        response: Response,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         partner_id: str | None = None,
         sub: str | None = None,
+        cursor: PositionCursor = None,
     ) -> list[RefusalView]:
         filters = {
             name: value for name, value in (("partner_id", partner_id), ("sub", sub)) if value
         }
-        return await refusals.recent(limit, **filters)
+        page, following = await refusals.recent(limit, before=cursor, **filters)
+        link_next(request, response, following)
+        return page
 
     def refusable(method: str, path: str) -> set[int]:
         """401 and 403 wherever a caller can be refused: every route but the open ones."""

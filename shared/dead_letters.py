@@ -26,6 +26,7 @@ from bson import Binary
 from pydantic import BaseModel, Field
 
 from shared.events import RawEvent, UndecodableEvent
+from shared.listing import BucketedList, unlisted
 from shared.mongo import Database, MongoClient, Session, in_transaction
 from shared.outbox import Outbox, OutgoingMessage
 from shared.sealing import Sealer
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS = "dead_letters"
 SEALED_PURPOSE = "earlyhelp dead letters"
 """The key of sealed letters is derived from the secret for this purpose alone."""
+LETTERS = BucketedList(DEAD_LETTERS)
+"""The letters, newest first, a page at a time."""
 HANDLER_FAILED = "handler_failed"
 """The error code of a record that was read but whose handling kept failing."""
 
@@ -177,6 +180,7 @@ class DeadLetters:
         retention: timedelta,
     ) -> None:
         self._client = client
+        self._db = db
         self._collection = db[DEAD_LETTERS]
         self._outbox = outbox
         self._group = consumer_group
@@ -187,6 +191,11 @@ class DeadLetters:
     async def ensure_indexes(self) -> None:
         await self._collection.create_index("failed_at")
         await self._collection.create_index("family_id")
+        await LETTERS.ensure_index(self._db, DEAD_LETTERS)
+
+    async def list_existing(self) -> int:
+        """Give letters stored before they were listed their places, oldest first."""
+        return await LETTERS.list_existing(self._db, DEAD_LETTERS, "failed_at")
 
     async def seal_legacy(self) -> int:
         """Seal letters stored before letters were sealed (their bytes and error were kept
@@ -259,7 +268,9 @@ class DeadLetters:
             ).encode(),
             context=dead_letter_id,
         )
-        document = {**notice.model_dump(exclude={"dead_letter_id"}), "sealed": Binary(sealed)}
+        document = await LETTERS.listed(
+            self._db, {**notice.model_dump(exclude={"dead_letter_id"}), "sealed": Binary(sealed)}
+        )
 
         async def store(session: Session) -> None:
             await self._collection.update_one(
@@ -289,10 +300,15 @@ class DeadLetters:
         )
         return dead_letter_id
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest letters first, as operators see them: nothing of what they said."""
-        found = self._collection.find({}, {"sealed": 0}).sort("failed_at", -1).limit(limit)
-        return [_listed(document) for document in await found.to_list()]
+    async def recent(
+        self, limit: int, *, before: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of letters, newest first, as operators see them (nothing of what they
+        said); and the cursor of the next page, None after the last."""
+        page, following = await LETTERS.page(
+            self._db, DEAD_LETTERS, limit, before=before, projection={"sealed": 0}
+        )
+        return [_listed(document) for document in page], following
 
     async def get(self, dead_letter_id: str) -> dict[str, Any]:
         found = await self._collection.find_one({"_id": dead_letter_id}, {"sealed": 0})
@@ -348,5 +364,6 @@ def replay_headers(original: Original, dead_letter_id: str) -> list[tuple[str, b
 
 
 def _listed(document: dict[str, Any]) -> dict[str, Any]:
+    document = unlisted(document)
     document.pop("sealed", None)
     return {"dead_letter_id": document.pop("_id"), **document}

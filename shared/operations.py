@@ -74,7 +74,7 @@ class Operations:
         """The newest dead letters of each service, newest first overall."""
         found: list[dict[str, Any]] = []
         for service in services:
-            letters = await self._letters(service).recent(limit)
+            letters, _ = await self._letters(service).recent(limit)
             found.extend({"service": service, **letter} for letter in letters)
         found.sort(key=lambda letter: str(letter["failed_at"]), reverse=True)
         return found[:limit]

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.access_log import AccessEntry, PersonalData, record_access
+from shared.access_log import AccessEntry, PersonalData, prepare_access_log, record_access
 from shared.clock import utc_now
 from shared.consumer import (
     Answer,
@@ -62,6 +62,7 @@ from shared.http_security import (
 )
 from shared.idempotency import ProcessedEvents
 from shared.kafka import KafkaPublisher, create_broker, ensure_topics
+from shared.listing import NEXT_PAGE, PositionCursor, link_next
 from shared.logs import correlated
 from shared.metrics import Metrics
 from shared.mongo import Database, MongoClient, Session, create_mongo_client
@@ -203,6 +204,8 @@ class Runtime:
         await self.outbox.ensure_indexes()
         await self.dead_letters.ensure_indexes()
         await self.dead_letters.seal_legacy()
+        await self.dead_letters.list_existing()
+        await prepare_access_log(self.db)
         await self.aliases.load()
         for step in self.on_start:
             await step(self)
@@ -487,11 +490,21 @@ def add_dead_letter_routes(app: FastAPI, runtime: Runtime) -> None:
     caseworker reads one's original with a stated reason, and the look is recorded."""
     letters = runtime.dead_letters
 
-    @app.get("/dead-letters", tags=["operations"], summary="Messages this service gave up on")
+    @app.get(
+        "/dead-letters",
+        tags=["operations"],
+        summary="Messages this service gave up on, newest first, a page at a time",
+        description="Newest first." + NEXT_PAGE,
+    )
     async def dead_letters(
+        request: Request,
+        response: Response,
+        cursor: PositionCursor = None,
         limit: int = Query(default=50, ge=1, le=500),
     ) -> list[DeadLetterView]:
-        return [DeadLetterView.model_validate(letter) for letter in await letters.recent(limit)]
+        page, following = await letters.recent(limit, before=cursor)
+        link_next(request, response, following)
+        return [DeadLetterView.model_validate(letter) for letter in page]
 
     @app.get(
         "/dead-letters/{dead_letter_id}",

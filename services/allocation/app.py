@@ -273,7 +273,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         description="One family, one worker: cases allocated to locality teams and lead"
         " practitioners within their caseload caps, or queued until a place frees.",
     )
-    protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
+    protect(app, settings, runtime.db, POLICY, on_start=runtime.on_start, clock=runtime.clock)
 
     app.add_exception_handler(NotFound, answer_with(404))
     app.add_exception_handler(AlreadyExists, answer_with(409))

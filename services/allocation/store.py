@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.allocation.domain import (
@@ -46,6 +46,7 @@ from services.allocation.ports import (
     Workers,
 )
 from shared.events import AllocationKind, AllocationStatus, CaseOutcome, LevelOfNeed
+from shared.listing import BucketedList
 from shared.mongo import Database, Document, MongoClient, MongoUnitOfWork, Session, in_transaction
 from shared.outbox import Outbox
 from shared.unit_of_work import ConcurrentUpdate
@@ -81,10 +82,6 @@ OPEN = "open"
 CLOSED = "closed"
 
 DUPLICATE_KEY = 11000
-
-LIST_SCAN_LIMIT = 2_000
-"""Cases a filtered page looks through at most before answering with what it found: a rare
-match (one worker's cases in the county's list) comes a few pages at a time, each fast."""
 
 CLAIMS_KEPT_S = 86_400
 """How long a district's version claim is kept: far longer than any transaction lasts."""
@@ -334,7 +331,7 @@ class MongoCases:
     def __init__(self, db: Database, session: Session | None) -> None:
         self._cases = db[CASES]
         self._open_cases = db[OPEN_CASES]
-        self._positions = db[LIST_POSITIONS]
+        self._db = db
         self._session = session
 
     async def open_cases_of(self, family_ids: Sequence[str]) -> dict[str, Case]:
@@ -386,7 +383,7 @@ class MongoCases:
         for case in cases:
             counts[case.district] = counts.get(case.district, 0) + 1
         firsts = {
-            chain: await _take_positions(self._positions, chain, count)
+            chain: await case_list(None if chain == COUNTY_LIST else chain).take(self._db, count)
             for chain, count in counts.items()
         }
         documents = []
@@ -415,14 +412,20 @@ class MongoCases:
             await self._open_cases.delete_many({"_id": {"$in": closed}}, session=self._session)
 
 
+def case_list(district: str | None) -> BucketedList:
+    """The county's list of cases, or a district's."""
+    if district is None:
+        return BucketedList(COUNTY_LIST, LIST_POSITIONS, per_bucket=CASES_A_BUCKET)
+    return BucketedList(
+        district, LIST_POSITIONS, "district_position", "district_bucket", CASES_A_BUCKET
+    )
+
+
 def list_fields(district: str, county_position: int, district_position: int) -> Document:
-    """Where a case stands in the county's list and its district's: each a position, and
-    the bucket of ``CASES_A_BUCKET`` positions it falls in."""
+    """Where a case stands in the county's list and its district's."""
     return {
-        "list_position": county_position,
-        "list_bucket": f"{COUNTY_LIST}|{county_position // CASES_A_BUCKET}",
-        "district_position": district_position,
-        "district_bucket": f"{district}|{district_position // CASES_A_BUCKET}",
+        **case_list(None).fields(county_position),
+        **case_list(district).fields(district_position),
     }
 
 
@@ -433,17 +436,6 @@ UNLISTED = {name: 0 for name in LIST_FIELDS}
 
 def _unlisted(case: Document) -> Document:
     return {name: value for name, value in case.items() if name not in LIST_FIELDS}
-
-
-async def _take_positions(positions: Any, chain: str, count: int) -> int:
-    """The first of ``count`` new positions in list ``chain``, taken at once."""
-    taken = await positions.find_one_and_update(
-        {"_id": chain},
-        {"$inc": {"next": count}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-    )
-    return int(taken["next"]) - count
 
 
 def _descending(text: str) -> tuple[int, ...]:
@@ -678,34 +670,15 @@ class MongoAllocationViews:
             found.sort(key=lambda case: (case.get("list_position", -1), case["opened_at"]))
             return [_unlisted(case) for case in found[::-1][:limit]], None
         district = filters.get("district")
-        chain = COUNTY_LIST if district is None else district
-        field, bucket = (
-            ("list_position", "list_bucket")
-            if district is None
-            else ("district_position", "district_bucket")
-        )
-        if before is None:
-            head = await self._db[LIST_POSITIONS].find_one({"_id": chain})
-            before = -1 if head is None else int(head["next"]) - 1
         rest = {name: value for name, value in filters.items() if name != "district"}
-        page: list[Document] = []
-        examined = 0
-        while before >= 0 and len(page) < limit and examined < LIST_SCAN_LIMIT:
-            number = before // CASES_A_BUCKET
-            found = await cases.find({bucket: f"{chain}|{number}"}).to_list()
-            found.sort(key=lambda case: case[field], reverse=True)
-            for case in found:
-                if case[field] > before:
-                    continue
-                examined += 1
-                before = case[field] - 1
-                if all(case.get(name) == value for name, value in rest.items()):
-                    page.append(case)
-                    if len(page) == limit:
-                        break
-            else:
-                before = number * CASES_A_BUCKET - 1
-        return [_unlisted(case) for case in page], (before if before >= 0 else None)
+        page, following = await case_list(district).page(
+            self._db,
+            CASES,
+            limit,
+            before=before,
+            keep=lambda case: all(case.get(name) == value for name, value in rest.items()),
+        )
+        return [_unlisted(case) for case in page], following
 
     async def get_case(self, case_id: str) -> Document | None:
         return await self._db[CASES].find_one({"_id": case_id}, UNLISTED)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -47,6 +47,7 @@ from shared.events import (
     HeadlineOutcome,
     ReferralSubmitted,
 )
+from shared.listing import NEXT_PAGE, PositionCursor, link_next
 from shared.problems import FieldProblem, ProblemResponse, answer_with, problem
 from shared.requests import RequestBody
 from shared.runtime import Runtime, build_runtime, service_app
@@ -236,7 +237,9 @@ def create_app(
     for error, status_code in ERROR_STATUS.items():
         app.add_exception_handler(error, answer_with(status_code))
 
-    refusals = protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
+    refusals = protect(
+        app, settings, runtime.db, POLICY, on_start=runtime.on_start, clock=runtime.clock
+    )
 
     # -- partner keys: the administrators' API, and the gate of POST /referrals -----------
 
@@ -257,9 +260,21 @@ def create_app(
         )
         return IssuedPartnerKey(**_key_view(record).model_dump(), key=key)
 
-    @app.get("/partner-keys", tags=["partners"], summary="Partner keys, without the keys")
-    async def list_keys() -> list[PartnerKeyView]:
-        return [_key_view(record) for record in await partner_handlers.list_keys(unit_of_work())]
+    @app.get(
+        "/partner-keys",
+        tags=["partners"],
+        summary="Partner keys, without the keys, newest issued first, a page at a time",
+        description="Newest issued first." + NEXT_PAGE,
+    )
+    async def list_keys(
+        request: Request,
+        response: Response,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        cursor: PositionCursor = None,
+    ) -> list[PartnerKeyView]:
+        records, following = await partner_handlers.list_keys(unit_of_work(), limit, before=cursor)
+        link_next(request, response, following)
+        return [_key_view(record) for record in records]
 
     @app.delete("/partner-keys/{key_id}", tags=["partners"], summary="Revoke a partner key")
     async def revoke_key(
@@ -272,15 +287,24 @@ def create_app(
 
     # -- data protection: the access log, erasure and the retention review ----------------
 
-    @app.get("/access-log", tags=["access"], summary="Who looked at a family's data, and why")
+    @app.get(
+        "/access-log",
+        tags=["access"],
+        summary="Who looked at a family's data, and why, newest first, a page at a time",
+        description="Newest first." + NEXT_PAGE,
+    )
     async def access_log(
+        request: Request,
+        response: Response,
         family_id: Annotated[str | None, Query(description="Only this family.")] = None,
         sub: Annotated[str | None, Query(description="Only this member of staff.")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        cursor: PositionCursor = None,
     ) -> list[AccessRecord]:
-        entries = await access_handlers.access_log(
-            unit_of_work(), family_id=family_id, sub=sub, limit=limit
+        entries, following = await access_handlers.access_log(
+            unit_of_work(), family_id=family_id, sub=sub, limit=limit, before=cursor
         )
+        link_next(request, response, following)
         return [_access_record(entry) for entry in entries]
 
     @app.post(

@@ -111,8 +111,11 @@ class PartnerKeys(Protocol):
 
     async def by_hash(self, digest: str) -> PartnerKeyRecord | None: ...
 
-    async def all(self) -> list[PartnerKeyRecord]:
-        """Every key, oldest first."""
+    async def page(
+        self, limit: int, *, before: int | None = None
+    ) -> tuple[list[PartnerKeyRecord], int | None]:
+        """A page of keys, newest issued first from cursor ``before``; and the cursor of the
+        next page, None after the last."""
 
     async def revoke(self, key_id: str, *, by: str, now: datetime) -> PartnerKeyRecord | None:
         """Revoke the key unless it already is; the key as it is then, None if unknown."""
@@ -121,8 +124,11 @@ class PartnerKeys(Protocol):
 class AccessLog(Protocol):
     async def record(self, entry: AccessEntry) -> None: ...
 
-    async def find(self, family_id: str | None, sub: str | None, limit: int) -> list[AccessEntry]:
-        """The newest entries first, of one family or member of staff when given."""
+    async def find(
+        self, family_id: str | None, sub: str | None, limit: int, *, before: int | None = None
+    ) -> tuple[list[AccessEntry], int | None]:
+        """A page of entries, newest first from cursor ``before``, of one family or member
+        of staff when given; and the cursor of the next page, None after the last."""
 
 
 class Referrals(Protocol):

@@ -39,8 +39,10 @@ from services.referral.ports import (
     Lookups,
     Submissions,
 )
+from shared.access_log import access_page, prepare_access_log, record_access
 from shared.clock import utc_now
 from shared.events import EventData, ReferralReceived, ReferralRejected, ReferralSubmitted
+from shared.listing import BucketedList
 from shared.mongo import (
     BulkWrites,
     Database,
@@ -60,6 +62,8 @@ REJECTIONS = "rejections"
 FAMILIES = "families"
 FAMILY_KEYS = "family_keys"
 PARTNER_KEYS = "partner_keys"
+ISSUED_KEYS = BucketedList(PARTNER_KEYS)
+"""Partner keys, newest issued first, a page at a time."""
 ACCESS_LOG = "access_log"
 
 FAMILY_ID_FIELDS = {REFERRALS: "family_id", FAMILY_KEYS: "family_id", ACCESS_LOG: "family_id"}
@@ -542,25 +546,34 @@ class MongoPartnerKeys:
     """The ``partner_keys`` collection: hashes only, never a key."""
 
     def __init__(self, db: Database, session: Session | None = None) -> None:
+        self._db = db
         self._keys = db[PARTNER_KEYS]
         self._session = session
 
     async def ensure_indexes(self) -> None:
         await self._keys.create_index("hash", unique=True)
+        await ISSUED_KEYS.ensure_index(self._db, PARTNER_KEYS)
+        await ISSUED_KEYS.list_existing(self._db, PARTNER_KEYS, "created_at")
 
     async def add(self, record: PartnerKeyRecord) -> None:
         document = asdict(record)
         document["_id"] = document.pop("key_id")
         document["routes"] = list(record.routes)
-        await self._keys.insert_one(document, session=self._session)
+        await self._keys.insert_one(
+            await ISSUED_KEYS.listed(self._db, document), session=self._session
+        )
 
     async def by_hash(self, digest: str) -> PartnerKeyRecord | None:
         found = await self._keys.find_one({"hash": digest}, session=self._session)
         return None if found is None else _partner_key_record(found)
 
-    async def all(self) -> list[PartnerKeyRecord]:
-        found = self._keys.find({}, session=self._session).sort("created_at", 1)
-        return [_partner_key_record(document) async for document in found]
+    async def page(
+        self, limit: int, *, before: int | None = None
+    ) -> tuple[list[PartnerKeyRecord], int | None]:
+        found, following = await ISSUED_KEYS.page(
+            self._db, PARTNER_KEYS, limit, before=before, session=self._session
+        )
+        return [_partner_key_record(document) for document in found], following
 
     async def revoke(self, key_id: str, *, by: str, now: datetime) -> PartnerKeyRecord | None:
         await self._keys.update_one(
@@ -576,19 +589,26 @@ class MongoAccessLog:
     """The ``access_log`` collection: written before personal data leaves the service."""
 
     def __init__(self, db: Database, session: Session | None = None) -> None:
-        self._log = db[ACCESS_LOG]
+        self._db = db
         self._session = session
 
     async def ensure_indexes(self) -> None:
-        await self._log.create_index([("family_id", 1), ("at", -1)])
+        await prepare_access_log(self._db)
 
     async def record(self, entry: AccessEntry) -> None:
-        await self._log.insert_one(asdict(entry), session=self._session)
+        await record_access(self._db, entry, session=self._session)
 
-    async def find(self, family_id: str | None, sub: str | None, limit: int) -> list[AccessEntry]:
-        filters = {name: value for name, value in (("family_id", family_id), ("sub", sub)) if value}
-        found = self._log.find(filters, {"_id": 0}, session=self._session).sort("at", -1)
-        return [AccessEntry(**document) for document in await found.to_list(limit)]
+    async def find(
+        self, family_id: str | None, sub: str | None, limit: int, *, before: int | None = None
+    ) -> tuple[list[AccessEntry], int | None]:
+        return await access_page(
+            self._db,
+            family_id=family_id,
+            sub=sub,
+            limit=limit,
+            before=before,
+            session=self._session,
+        )
 
 
 class MongoReferralUnitOfWork(MongoUnitOfWork):

@@ -84,6 +84,7 @@ def create_app(settings: ReportingSettings | None = None) -> FastAPI:
         settings,
         runtime.db,
         POLICY,
+        on_start=runtime.on_start,
         clock=clock,
         known_districts=read_models.districts,
     )

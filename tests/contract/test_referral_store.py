@@ -510,17 +510,28 @@ async def test_a_partner_key_is_found_by_its_hash_once_committed(backend: Backen
     assert await store.partner_keys.by_hash("hash-pk-2") is None
 
 
-async def test_partner_keys_are_listed_oldest_first(backend: Backend) -> None:
+async def test_partner_keys_are_listed_newest_issued_first_a_page_at_a_time(
+    backend: Backend,
+) -> None:
     store = backend.store
-    newer = partner_key("pk-a", created_at=LATER)
-    older = partner_key("pk-b", created_at=AT)
+    issued = [
+        partner_key(f"pk-{number}", created_at=AT + timedelta(minutes=number))
+        for number in range(105)
+    ]
     async with store.unit_of_work() as uow:
-        await uow.partner_keys.add(newer)
-        await uow.partner_keys.add(older)
+        for record in issued:
+            await uow.partner_keys.add(record)
         await uow.commit()
 
-    async with store.unit_of_work() as uow:
-        assert await uow.partner_keys.all() == [older, newer]
+    pages: list[list[PartnerKeyRecord]] = []
+    before: int | None = None
+    while not pages or before is not None:
+        async with store.unit_of_work() as uow:
+            page, before = await uow.partner_keys.page(40, before=before)
+        pages.append(page)
+
+    assert [len(page) for page in pages] == [40, 40, 25]
+    assert [record for page in pages for record in page] == issued[::-1]
 
 
 async def test_revoking_a_key_keeps_the_first_revocation(backend: Backend) -> None:
@@ -557,15 +568,29 @@ def look(minutes: int, sub: str, family_id: str | None) -> AccessEntry:
     )
 
 
+async def every_page(
+    store: ReferralStore, family_id: str | None, sub: str | None, limit: int
+) -> list[list[AccessEntry]]:
+    """Each page of the log, following the cursors to the end."""
+    pages: list[list[AccessEntry]] = []
+    before: int | None = None
+    while True:
+        async with store.unit_of_work() as uow:
+            page, before = await uow.access_log.find(family_id, sub, limit, before=before)
+        pages.append(page)
+        if before is None:
+            return pages
+
+
 async def test_the_access_log_gives_the_newest_first_by_family_and_member_of_staff(
     backend: Backend,
 ) -> None:
     store = backend.store
     entries = [
-        look(2, "pat", "fam-1"),
         look(0, "pat", "fam-2"),
-        look(3, "sam", "fam-1"),
         look(1, "sam", None),
+        look(2, "pat", "fam-1"),
+        look(3, "sam", "fam-1"),
     ]
     async with store.unit_of_work() as uow:
         for entry in entries:
@@ -573,17 +598,46 @@ async def test_the_access_log_gives_the_newest_first_by_family_and_member_of_sta
         await uow.commit()
 
     async with store.unit_of_work() as uow:
-        everything = await uow.access_log.find(None, None, 10)
-        newest = await uow.access_log.find(None, None, 2)
-        of_family = await uow.access_log.find("fam-1", None, 10)
-        of_staff = await uow.access_log.find(None, "pat", 10)
-        of_both = await uow.access_log.find("fam-1", "pat", 10)
+        everything, _ = await uow.access_log.find(None, None, 10)
+        newest, _ = await uow.access_log.find(None, None, 2)
+        of_family, _ = await uow.access_log.find("fam-1", None, 10)
+        of_staff, _ = await uow.access_log.find(None, "pat", 10)
+        of_both, _ = await uow.access_log.find("fam-1", "pat", 10)
 
     assert [entry.resource for entry in everything] == ["ref-3", "ref-2", "ref-1", "ref-0"]
-    assert newest == [entries[2], entries[0]]
-    assert of_family == [entries[2], entries[0]]
-    assert of_staff == [entries[0], entries[1]]
-    assert of_both == [entries[0]]
+    assert newest == [entries[3], entries[2]]
+    assert of_family == [entries[3], entries[2]]
+    assert of_staff == [entries[2], entries[0]]
+    assert of_both == [entries[2]]
+
+
+async def test_the_access_log_comes_a_page_at_a_time_across_its_buckets(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    entries = [
+        look(minute, ("pat", "sam", "kim")[minute % 3], f"fam-{minute % 2}")
+        for minute in range(230)
+    ]
+    async with store.unit_of_work() as uow:
+        for entry in entries:
+            await uow.access_log.record(entry)
+        await uow.commit()
+
+    pages = await every_page(store, None, None, 40)
+    of_sam = await every_page(store, None, "sam", 25)
+    of_family = await every_page(store, "fam-1", None, 30)
+
+    assert [len(page) for page in pages] == [40] * 5 + [30]
+    assert [entry for page in pages for entry in page] == entries[::-1]
+    assert [entry for page in of_sam for entry in page] == [
+        entry for entry in entries[::-1] if entry.sub == "sam"
+    ]
+    assert all(len(page) <= 25 for page in of_sam)
+    assert [entry for page in of_family for entry in page] == [
+        entry for entry in entries[::-1] if entry.family_id == "fam-1"
+    ]
+    assert [len(page) for page in of_family] == [30, 30, 30, 25]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,8 +780,8 @@ async def test_leaving_a_unit_of_work_without_commit_keeps_nothing(backend: Back
         assert await uow.families.erase(family_id, by="a", reason="r", now=LATER) == 3
 
     async with store.unit_of_work() as uow:
-        assert await uow.partner_keys.all() == []
-        assert await uow.access_log.find(None, None, 10) == []
+        assert await uow.partner_keys.page(10) == ([], None)
+        assert await uow.access_log.find(None, None, 10) == ([], None)
         assert await uow.families.key_values(family_id) == key_values(submitted("s-1"))
         referral = await uow.referrals.get(referral_id)
     assert await family(store, family_id) == before
@@ -746,5 +800,5 @@ async def test_a_commit_keeps_what_another_committed_on_other_records_meanwhile(
         await uow.commit()
 
     async with store.unit_of_work() as uow:
-        assert await uow.access_log.find(None, None, 10) == [look(0, "pat", None)]
+        assert await uow.access_log.find(None, None, 10) == ([look(0, "pat", None)], None)
         assert await uow.families.key_values(family_id) == key_values(submitted("s-1"))

@@ -272,8 +272,16 @@ class InMemoryPartnerKeys:
     async def by_hash(self, digest: str) -> PartnerKeyRecord | None:
         return next((key for key in self._state.partner_keys.values() if key.hash == digest), None)
 
-    async def all(self) -> list[PartnerKeyRecord]:
-        return sorted(self._state.partner_keys.values(), key=lambda key: key.created_at)
+    async def page(
+        self, limit: int, *, before: int | None = None
+    ) -> tuple[list[PartnerKeyRecord], int | None]:
+        """Positions are places in the order issued."""
+        issued = sorted(self._state.partner_keys.values(), key=lambda key: key.created_at)
+        last = len(issued) - 1 if before is None else before
+        found = list(enumerate(issued[: last + 1]))[::-1]
+        page = found[:limit]
+        following = page[-1][0] - 1 if len(found) > limit else None
+        return [record for _, record in page], following
 
     async def revoke(self, key_id: str, *, by: str, now: datetime) -> PartnerKeyRecord | None:
         found = self._state.partner_keys.get(key_id)
@@ -289,13 +297,19 @@ class InMemoryAccessLog:
     async def record(self, entry: AccessEntry) -> None:
         self._state.access_log.append(entry)
 
-    async def find(self, family_id: str | None, sub: str | None, limit: int) -> list[AccessEntry]:
+    async def find(
+        self, family_id: str | None, sub: str | None, limit: int, *, before: int | None = None
+    ) -> tuple[list[AccessEntry], int | None]:
+        """Positions are places in the list as written."""
+        last = len(self._state.access_log) - 1 if before is None else before
         found = [
-            entry
-            for entry in self._state.access_log
+            (position, entry)
+            for position, entry in enumerate(self._state.access_log[: last + 1])
             if (not family_id or entry.family_id == family_id) and (not sub or entry.sub == sub)
-        ]
-        return sorted(found, key=lambda entry: entry.at, reverse=True)[:limit]
+        ][::-1]
+        page = found[:limit]
+        following = page[-1][0] - 1 if len(found) > limit else None
+        return [entry for _, entry in page], following
 
 
 class InMemoryReferralUnitOfWork(InMemoryUnitOfWork[ReferralState]):

@@ -97,7 +97,7 @@ async def test_undecodable_message_is_dead_lettered_with_its_bytes_and_the_parti
     assert garbage not in record.value
     assert record.key == b"k"
     assert await runtime.db[DEAD_LETTERS].count_documents({}) == 1
-    [listed] = await runtime.dead_letters.recent(10)
+    [listed], _ = await runtime.dead_letters.recent(10)
     assert (listed["dead_letter_id"], listed["topic"]) == (notice.dead_letter_id, topic)
     stored = await runtime.db[DEAD_LETTERS].find_one({})
     assert stored is not None

@@ -188,7 +188,7 @@ async def test_a_poison_message_on_every_internal_topic_is_dead_lettered_by_ever
         for runtime in runtimes:
             [stored] = [
                 letter
-                for letter in await runtime.dead_letters.recent(100)
+                for letter in (await runtime.dead_letters.recent(100))[0]
                 if letter["topic"] == topic
             ]
             _, original = await runtime.dead_letters.original(stored["dead_letter_id"])

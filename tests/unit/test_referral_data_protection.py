@@ -202,11 +202,20 @@ async def test_a_look_at_a_referral_is_recorded_with_the_data_it_returns(
 
     assert (found["_id"], found["family_id"]) == (referral_id, family_id)
     assert "submission" not in found
-    assert await access_log.access_log(uow, family_id=family_id, sub=None, limit=10) == [
-        AccessEntry(
-            NOW, "pat-1", "practitioner", "read_referral", family_id, referral_id, "visit planning"
-        )
-    ]
+    assert await access_log.access_log(uow, family_id=family_id, sub=None, limit=10) == (
+        [
+            AccessEntry(
+                NOW,
+                "pat-1",
+                "practitioner",
+                "read_referral",
+                family_id,
+                referral_id,
+                "visit planning",
+            )
+        ],
+        None,
+    )
 
 
 async def test_a_look_at_nothing_is_not_found_and_not_recorded(

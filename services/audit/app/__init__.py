@@ -187,7 +187,7 @@ def create_app(
         " families by id only.",
     )
     app.state.draw_if_due = draw_if_due
-    protect(app, settings, runtime.db, POLICY, clock=runtime.clock)
+    protect(app, settings, runtime.db, POLICY, on_start=runtime.on_start, clock=runtime.clock)
 
     @app.exception_handler(Refused)
     async def refused(_: Request, error: Refused) -> ProblemResponse:

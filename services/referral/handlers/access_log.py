@@ -41,7 +41,12 @@ async def read_rejection(
 
 
 async def access_log(
-    uow: ReferralUnitOfWork, *, family_id: str | None, sub: str | None, limit: int
-) -> list[AccessEntry]:
+    uow: ReferralUnitOfWork,
+    *,
+    family_id: str | None,
+    sub: str | None,
+    limit: int,
+    before: int | None = None,
+) -> tuple[list[AccessEntry], int | None]:
     async with uow:
-        return await uow.access_log.find(family_id, sub, limit)
+        return await uow.access_log.find(family_id, sub, limit, before=before)

@@ -47,9 +47,11 @@ async def issue_key(
     return record, key
 
 
-async def list_keys(uow: ReferralUnitOfWork) -> list[PartnerKeyRecord]:
+async def list_keys(
+    uow: ReferralUnitOfWork, limit: int, *, before: int | None = None
+) -> tuple[list[PartnerKeyRecord], int | None]:
     async with uow:
-        return await uow.partner_keys.all()
+        return await uow.partner_keys.page(limit, before=before)
 
 
 async def revoke_key(
