@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
@@ -186,3 +187,20 @@ class Serving:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+async def followed(
+    http: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> list[list[dict[str, Any]]]:
+    """Every page of ``path``, each from the previous page's ``Link``."""
+    pages, url = [], path
+    while True:
+        answer = await http.get(url, headers=headers)
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.json())
+        link = answer.headers.get("link")
+        if link is None:
+            return pages
+        target, relation = link.split(";")
+        assert relation.strip() == 'rel="next"'
+        url = path.split("?")[0] + target.strip()[1:-1]

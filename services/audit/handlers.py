@@ -26,7 +26,7 @@ from services.audit.domain import (
     DrawRound,
     Submission,
 )
-from services.audit.ports import AuditNotOpen, AuditUnitOfWork
+from services.audit.ports import AuditNotOpen, AuditPlace, AuditUnitOfWork
 from shared.events import CaseAllocated, CaseClosed
 from shared.months import month_end
 from shared.unit_of_work import retrying
@@ -236,12 +236,14 @@ async def find_audits(
     auditor_id: str | None,
     status: AuditStatus | None,
     limit: int,
-) -> list[domain.AuditAsOf]:
+    after: AuditPlace | None = None,
+) -> tuple[list[domain.AuditAsOf], AuditPlace | None]:
+    """A page of audits as they stand at ``now``, and where the next page starts."""
     async with uow:
-        found = await uow.audits.find(
-            month=month, auditor_id=auditor_id, status=status, now=now, limit=limit
+        found, following = await uow.audits.find(
+            month=month, auditor_id=auditor_id, status=status, now=now, limit=limit, after=after
         )
-    return [domain.as_of(audit, now) for audit in found]
+    return [domain.as_of(audit, now) for audit in found], following
 
 
 async def get_audit(audit_id: str, *, uow: AuditUnitOfWork, now: datetime) -> domain.AuditAsOf:

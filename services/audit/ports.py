@@ -43,6 +43,10 @@ class AuditorRepository(Protocol):
     async def count(self) -> int: ...
 
 
+AuditPlace = tuple[str, str, str]
+"""Where a list of audits stopped: the last one's month, auditor and id."""
+
+
 class AuditRepository(Protocol):
     async def get(self, audit_id: str) -> Audit | None: ...
 
@@ -57,9 +61,11 @@ class AuditRepository(Protocol):
         status: AuditStatus | None,
         now: datetime,
         limit: int,
-    ) -> list[Audit]:
-        """At most ``limit`` audits matching every filter given: newest month first, then
-        by auditor and id; ``status`` as it stands at ``now``."""
+        after: AuditPlace | None = None,
+    ) -> tuple[list[Audit], AuditPlace | None]:
+        """At most ``limit`` audits of drawn months matching every filter given, after the
+        place ``after`` names: newest month first, then by auditor and id; ``status`` as it
+        stands at ``now``. And the place to go on from, or None at the end."""
 
     async def assigned_per_auditor(self, month: str) -> dict[str, int]:
         """How many audits of ``month`` each auditor holds, completed or not."""

@@ -17,7 +17,7 @@ from services.audit.domain import (
     DrawRecord,
     DrawRound,
 )
-from services.audit.ports import AuditNotOpen
+from services.audit.ports import AuditNotOpen, AuditPlace
 from shared.mongo import (
     BulkWrites,
     Database,
@@ -51,7 +51,8 @@ class MongoAuditStore:
         await self._db[AUDITS].create_index(
             [("month", 1), ("case_id", 1)], unique=True, name="one_audit_per_case_a_month"
         )
-        await self._db[AUDITS].create_index([("auditor_id", 1), ("month", 1)])
+        await self._db[AUDITS].create_index([("month", 1), ("auditor_id", 1), ("_id", 1)])
+        await self._db[AUDITS].create_index([("auditor_id", 1), ("month", 1), ("_id", 1)])
 
     def unit_of_work(self, session: Session | None = None) -> MongoAuditUnitOfWork:
         """A transaction of its own, or the consumer's ``session`` joined (its owner commits).
@@ -136,6 +137,7 @@ class MongoAuditors:
 
 class MongoAudits:
     def __init__(self, db: Database, session: Session) -> None:
+        self._db = db
         self._audits = db[AUDITS]
         self._session = session
 
@@ -155,10 +157,11 @@ class MongoAudits:
         status: AuditStatus | None,
         now: datetime,
         limit: int,
-    ) -> list[Audit]:
+        after: AuditPlace | None = None,
+    ) -> tuple[list[Audit], AuditPlace | None]:
+        # A month at a time, newest first: each read is by the month's equality (with the
+        # auditor's, when asked), so a page costs the same however many months are kept.
         query: dict[str, Any] = {}
-        if month is not None:
-            query["month"] = month
         if auditor_id is not None:
             query["auditor_id"] = auditor_id
         if status is AuditStatus.COMPLETED:
@@ -167,10 +170,33 @@ class MongoAudits:
             query |= {"status": "assigned", "due_by": {"$lte": now}}
         elif status is AuditStatus.ASSIGNED:
             query |= {"status": "assigned", "due_by": {"$gt": now}}
-        found = self._audits.find(query, session=self._session).sort(
-            [("month", -1), ("auditor_id", 1), ("_id", 1)]
-        )
-        return [_audit(document) async for document in found.limit(limit)]
+        months = [month] if month is not None else await self._months_drawn()
+        if after is not None:
+            months = [drawn for drawn in months if drawn <= after[0]]
+        page: list[Audit] = []
+        for drawn in months:
+            in_month = {**query, "month": drawn}
+            if after is not None and drawn == after[0]:
+                in_month["$or"] = [
+                    {"auditor_id": {"$gt": after[1]}},
+                    {"auditor_id": after[1], "_id": {"$gt": after[2]}},
+                ]
+            wanted = limit - len(page)
+            found = (
+                self._audits.find(in_month, session=self._session)
+                .sort([("auditor_id", 1), ("_id", 1)])
+                .limit(wanted + 1)
+            )
+            audits = [_audit(document) async for document in found]
+            page += audits[:wanted]
+            if len(audits) > wanted:  # one more than the page holds: there is a next
+                last = page[-1]
+                return page, (last.month, last.auditor_id, last.id)
+        return page, None
+
+    async def _months_drawn(self) -> list[str]:
+        found = self._db[DRAWS].find({}, {"_id": 1}, session=self._session).sort("_id", -1)
+        return [document["_id"] async for document in found]
 
     async def assigned_per_auditor(self, month: str) -> dict[str, int]:
         found = self._audits.find({"month": month}, {"auditor_id": 1}, session=self._session)

@@ -17,7 +17,7 @@ from services.audit.domain import (
     DrawRecord,
     DrawRound,
 )
-from services.audit.ports import AuditNotOpen, AuditStore
+from services.audit.ports import AuditNotOpen, AuditPlace, AuditStore
 from services.audit.store import MongoAuditStore
 from shared.events import AuditAssigned
 from shared.unit_of_work import ConcurrentUpdate
@@ -130,8 +130,11 @@ def assigned_event(audit_id: str, auditor_id: str = "tm-1") -> AuditAssigned:
 
 
 async def added(store: AuditStore, *audits: Audit) -> None:
+    """Audits stored as a draw stores them: with a round of each of their months' draws."""
     async with store.unit_of_work() as uow:
         await uow.audits.add(audits)
+        for month in {audit.month for audit in audits}:
+            await uow.draws.add_round(month, DrawRound(seed=17, at=T0, assigned=len(audits)))
         await uow.commit()
 
 
@@ -306,10 +309,27 @@ async def find(
     limit: int = 100,
 ) -> list[str]:
     async with store.unit_of_work() as uow:
-        found = await uow.audits.find(
+        found, _ = await uow.audits.find(
             month=month, auditor_id=auditor_id, status=status, now=now, limit=limit
         )
     return [audit.id for audit in found]
+
+
+async def every_page(store: AuditStore, limit: int, **filters: object) -> list[list[str]]:
+    """Each page of audits in turn, each going on from where the one before stopped."""
+    pages: list[list[str]] = []
+    after: AuditPlace | None = None
+    while True:
+        async with store.unit_of_work() as uow:
+            found, after = await uow.audits.find(
+                **{"month": None, "auditor_id": None, "status": None, **filters},  # type: ignore[arg-type]
+                now=DUE,
+                limit=limit,
+                after=after,
+            )
+        pages.append([audit.id for audit in found])
+        if after is None:
+            return pages
 
 
 async def test_find_gives_the_newest_month_first_then_by_auditor_then_by_id(
@@ -330,6 +350,37 @@ async def test_find_gives_the_newest_month_first_then_by_auditor_then_by_id(
 
 
 DUE = datetime(2026, 4, 1, tzinfo=UTC)
+
+
+async def test_audits_come_a_page_at_a_time_across_months_and_auditors(
+    store: AuditStore,
+) -> None:
+    months = ["2025-11", "2025-12", "2026-01", "2026-02", "2026-03"]
+    audits = [
+        an_audit(f"aud-{month}-{auditor}-{number}", month=month, auditor_id=auditor)
+        for month in months
+        for auditor in ("tm-2", "tm-1")
+        for number in range(3)
+    ]
+    await added(store, *audits)
+    in_order = sorted(audits, key=lambda audit: (audit.auditor_id, audit.id))
+    in_order.sort(key=lambda audit: audit.month, reverse=True)
+    of_tm1 = [audit.id for audit in in_order if audit.auditor_id == "tm-1"]
+
+    pages = await every_page(store, 4)
+    pages_of_tm1 = await every_page(store, 4, auditor_id="tm-1")
+    one_month = await every_page(store, 5, month="2026-01")
+    exactly = await every_page(store, 30)
+
+    assert pages == [
+        [audit.id for audit in in_order[start : start + 4]] for start in range(0, 30, 4)
+    ]
+    assert pages_of_tm1 == [of_tm1[start : start + 4] for start in range(0, 15, 4)]
+    assert [len(page) for page in one_month] == [5, 1]
+    assert [audit_id for page in one_month for audit_id in page] == [
+        audit.id for audit in in_order if audit.month == "2026-01"
+    ]
+    assert exactly == [[audit.id for audit in in_order]]
 
 
 @pytest.mark.parametrize(

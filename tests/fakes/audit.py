@@ -18,7 +18,7 @@ from services.audit.domain import (
     DrawRound,
     audit_status,
 )
-from services.audit.ports import AuditNotOpen
+from services.audit.ports import AuditNotOpen, AuditPlace
 from shared.unit_of_work import ConcurrentUpdate
 from tests.fakes.units import InMemoryStore, InMemoryUnitOfWork
 
@@ -93,7 +93,8 @@ class InMemoryAudits:
         status: AuditStatus | None,
         now: datetime,
         limit: int,
-    ) -> list[Audit]:
+        after: AuditPlace | None = None,
+    ) -> tuple[list[Audit], AuditPlace | None]:
         found = [
             audit
             for audit in self._audits.values()
@@ -103,7 +104,17 @@ class InMemoryAudits:
         ]
         found.sort(key=lambda audit: (audit.auditor_id, audit.id))
         found.sort(key=lambda audit: audit.month, reverse=True)
-        return found[:limit]
+        if after is not None:
+            found = [
+                audit
+                for audit in found
+                if audit.month < after[0]
+                or (audit.month == after[0] and (audit.auditor_id, audit.id) > after[1:])
+            ]
+        if len(found) <= limit:
+            return found, None
+        last = found[limit - 1]
+        return found[:limit], (last.month, last.auditor_id, last.id)
 
     async def assigned_per_auditor(self, month: str) -> dict[str, int]:
         return dict(Counter(audit.auditor_id for audit in await self.of_month(month)))

@@ -37,7 +37,7 @@ from shared.events import (
 from shared.mongo import Database, create_mongo_client
 from tests.auth import AllowedRole, as_role
 from tests.conftest import Infra, Namespace
-from tests.support import TopicReader, eventually, produce
+from tests.support import TopicReader, eventually, followed, produce
 
 pytestmark = pytest.mark.infra
 
@@ -275,6 +275,29 @@ async def test_two_draws_of_one_month_at_once_assign_its_audits_once(
     assert sorted([first.status_code, second.status_code]) == [200, 201]
     assert len(assigned) == 3
     assert sorted(a["id"] for a in await service.audits(month="2030-09")) == sorted(assigned)
+
+
+async def test_audits_are_listed_a_page_at_a_time_following_each_link(
+    service: AuditService,
+) -> None:
+    await service.allocate(
+        *(allocation(unique("case"), "southford", "southford-west") for _ in range(6))
+    )
+    for district in ("southford", "northvale", "eastmere"):
+        await service.add_auditor(f"hos-{district}", district, None)
+    for month in ("2030-09", "2030-10"):
+        assert (await service.draw(month, seed=4)).status_code == 201
+    listed = await service.audits(limit="10")
+
+    pages = await followed(service.http, "/audits?limit=2", {})
+    made_up = await service.http.get("/audits", params={"cursor": "bm90LWEtcGxhY2U"})
+
+    assert [audit["month"] for audit in listed] == ["2030-10"] * 3 + ["2030-09"] * 3
+    assert [[audit["id"] for audit in page] for page in pages] == [
+        [audit["id"] for audit in listed[start : start + 2]] for start in (0, 2, 4)
+    ]
+    assert made_up.status_code == 400
+    assert "cursor" in made_up.json()["detail"]
 
 
 async def test_a_case_is_not_drawn_again_within_twelve_months(service: AuditService) -> None:

@@ -21,6 +21,7 @@ from shared.listing import POSITION, BucketedList
 from shared.mongo import Database, create_mongo_client
 from tests.auth import ADMIN, as_role
 from tests.conftest import Infra, Namespace
+from tests.support import followed
 
 pytestmark = pytest.mark.infra
 
@@ -130,23 +131,6 @@ async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http,
     ):
         yield http
-
-
-async def followed(
-    http: httpx.AsyncClient, path: str, headers: dict[str, str]
-) -> list[list[dict[str, Any]]]:
-    """Every page of ``path``, each from the previous page's ``Link``."""
-    pages, url = [], path
-    while True:
-        answer = await http.get(url, headers=headers)
-        assert answer.status_code == 200, answer.text
-        pages.append(answer.json())
-        link = answer.headers.get("link")
-        if link is None:
-            return pages
-        target, relation = link.split(";")
-        assert relation.strip() == 'rel="next"'
-        url = path.split("?")[0] + target.strip()[1:-1]
 
 
 async def test_refusals_are_listed_a_page_at_a_time_following_each_link(

@@ -507,7 +507,7 @@ async def test_audits_are_shown_with_their_status_at_the_time_asked() -> None:
     due = audit.due_by
 
     before = await handlers.get_audit(audit.id, uow=store.unit_of_work(), now=due - timedelta(1))
-    overdue = await handlers.find_audits(
+    overdue, following = await handlers.find_audits(
         uow=store.unit_of_work(),
         now=due,
         month="2026-10",
@@ -519,7 +519,7 @@ async def test_audits_are_shown_with_their_status_at_the_time_asked() -> None:
         await handlers.get_audit("aud-unknown", uow=store.unit_of_work(), now=due)
 
     assert before == AuditAsOf(audit, AuditStatus.ASSIGNED)
-    assert overdue == [AuditAsOf(audit, AuditStatus.OVERDUE)]
+    assert (overdue, following) == ([AuditAsOf(audit, AuditStatus.OVERDUE)], None)
 
 
 async def test_a_months_compliance_counts_each_auditors_audits_at_the_time_asked() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.audit import domain, handlers
@@ -48,6 +48,7 @@ from services.audit.domain import (
     Refused,
     Submission,
 )
+from services.audit.ports import AuditPlace
 from services.audit.sample import sample_auditors
 from services.audit.settings import AuditSettings
 from services.audit.store import MongoAuditStore
@@ -56,6 +57,7 @@ from shared.auth import SignedIn, protect
 from shared.clock import utc_now
 from shared.consumer import Delivered
 from shared.events import CaseAllocated, CaseClosed
+from shared.listing import NEXT_PAGE, TokenCursor, decode_cursor, encode_cursor, link_next
 from shared.months import MONTH_PATTERN
 from shared.problems import FieldProblem, ProblemResponse, problem
 from shared.runtime import build_runtime, service_app
@@ -297,8 +299,15 @@ def create_app(
 
     # -- audits ----------------------------------------------------------------------------
 
-    @app.get("/audits", tags=["audits"], summary="Audits, newest month first")
+    @app.get(
+        "/audits",
+        tags=["audits"],
+        summary="Audits, newest month first, a page at a time",
+        description="Newest month first, then by auditor and id." + NEXT_PAGE,
+    )
     async def list_audits(
+        request: Request,
+        response: Response,
         month: Annotated[
             str | None, Query(pattern=MONTH_PATTERN, description="Only this month, YYYY-MM.")
         ] = None,
@@ -307,15 +316,18 @@ def create_app(
             AuditStatus | None, Query(description="assigned, overdue or completed.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 200,
+        cursor: TokenCursor = None,
     ) -> list[AuditView]:
-        found = await handlers.find_audits(
+        found, following = await handlers.find_audits(
             uow=store.unit_of_work(),
             now=runtime.clock(),
             month=month,
             auditor_id=auditor_id,
             status=status,
             limit=limit,
+            after=None if cursor is None else audit_place(cursor),
         )
+        link_next(request, response, None if following is None else encode_cursor(following))
         return [audit_view(audit) for audit in found]
 
     @app.get(
@@ -374,3 +386,11 @@ def create_app(
 
 def _fresh_seed() -> int:
     return secrets.randbelow(2**31)
+
+
+def audit_place(cursor: str) -> AuditPlace:
+    """The place an audits cursor names: 400 when it is not one this list handed out."""
+    month, auditor_id, audit_id = decode_cursor(cursor, 3)
+    if not all(isinstance(part, str) for part in (month, auditor_id, audit_id)):
+        raise HTTPException(400, "cursor: not one this list handed out; start again without it")
+    return month, auditor_id, audit_id
