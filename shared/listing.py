@@ -8,19 +8,18 @@ ranges; the cursor is the position to go on from. Positions are taken outside an
 transaction, so writers never conflict over them; a write that is rolled back leaves a gap
 a page steps over.
 
-Lists in another order (the queue, audits by month) keep their own buckets and name their
-place with an opaque cursor (``encode_cursor``).
+Lists in another order (the queue by band, audits by month) read their own buckets and name
+their place by its fields (``join_cursor``).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import HTTPException, Query, Request, Response
+from fastapi import Query, Request, Response
 from pymongo import ReturnDocument, UpdateOne
 
 if TYPE_CHECKING:
@@ -166,14 +165,6 @@ PositionCursor = Annotated[
         description="Where the page starts, from the previous page's `Link` header.",
     ),
 ]
-TokenCursor = Annotated[
-    str | None,
-    Query(
-        max_length=400,
-        pattern="^[A-Za-z0-9_-]+$",
-        description="Where the page starts, from the previous page's `Link` header.",
-    ),
-]
 NEXT_PAGE = (
     ' A page that is not the last carries a `Link` header to the next (`rel="next"`) naming'
     " its `cursor`; a filtered page may hold fewer than `limit` and still have a next."
@@ -189,18 +180,36 @@ def link_next(request: Request, response: Response, cursor: int | str | None) ->
         response.headers["Link"] = f'<?{following}>; rel="next"'
 
 
-def encode_cursor(place: Sequence[Any]) -> str:
-    """A place in a list as a URL-safe token."""
-    text = json.dumps(list(place), separators=(",", ":"), default=str)
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+CURSOR_SEPARATOR = "~"
+"""Between the parts of a cursor that names a place by several fields (no id holds one)."""
+ANY_PART = "[^~]{1,120}"
+"""A cursor's part that is an id or a name."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def decode_cursor(token: str, length: int) -> list[Any]:
-    """The place a token names; 400 when it is not one this service handed out."""
-    try:
-        place = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except ValueError:
-        place = None
-    if not isinstance(place, list) or len(place) != length:
-        raise HTTPException(400, "cursor: not one this list handed out; start again without it")
-    return place
+def cursor_query(pattern: str) -> Any:
+    """A cursor naming a place by several fields, as a query parameter matching
+    ``pattern``: every string it matches names a place (perhaps one no record holds), so a
+    cursor is never refused for what it says, only for its shape, like any parameter."""
+    return Query(
+        pattern=pattern,
+        max_length=400,
+        description="Where the page starts, from the previous page's `Link` header.",
+    )
+
+
+def join_cursor(*parts: object) -> str:
+    return CURSOR_SEPARATOR.join(str(part) for part in parts)
+
+
+def split_cursor(cursor: str) -> list[str]:
+    return cursor.split(CURSOR_SEPARATOR)
+
+
+def micros(at: datetime) -> int:
+    """``at`` in whole microseconds since 1970, for a cursor."""
+    return (at - EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(count: int) -> datetime:
+    return EPOCH + timedelta(microseconds=count)

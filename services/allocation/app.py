@@ -19,10 +19,12 @@ from services.allocation.domain import (
     AlreadyExists,
     CaseNotOpen,
     NotFound,
+    QueuePlace,
     Team,
     Worker,
     is_for_allocation,
 )
+from services.allocation.ports import QueueMark
 from services.allocation.sample import sample_county
 from services.allocation.settings import AllocationSettings
 from services.allocation.store import MongoAllocationStore
@@ -36,6 +38,17 @@ from shared.events import (
     CaseOutcome,
     LevelOfNeed,
     ReferralReceived,
+)
+from shared.listing import (
+    ANY_PART,
+    NEXT_PAGE,
+    PositionCursor,
+    cursor_query,
+    from_micros,
+    join_cursor,
+    link_next,
+    micros,
+    split_cursor,
 )
 from shared.problems import answer_with
 from shared.requests import RequestBody
@@ -173,21 +186,26 @@ class Departure(BaseModel):
     reallocated: list[CaseAllocated] = Field(description="Each of their cases' new allocation.")
 
 
-def link_next_page(
-    request: Request, response: Response, *, offset: int, limit: int, found: int
-) -> None:
-    """A full page names the next in ``Link`` (RFC 8288); relative, so that it holds behind
-    a proxy that adds a host or a path prefix."""
-    if found == limit:
-        following = request.url.include_query_params(offset=offset + limit).query
-        response.headers["Link"] = f'<?{following}>; rel="next"'
+QUEUE_CURSOR = f"^{ANY_PART}~-?[0-9]{{1,2}}~-?[0-9]{{1,2}}~[0-9]{{1,16}}~{ANY_PART}~[0-9]{{1,9}}$"
+"""District, priority, need rank, received (microseconds), case id, place number."""
 
 
-def link_next_cursor(request: Request, response: Response, cursor: str | None) -> None:
-    """Name the next page in ``Link`` (RFC 8288) by its cursor, while there is one."""
-    if cursor is not None:
-        following = request.url.include_query_params(cursor=cursor).query
-        response.headers["Link"] = f'<?{following}>; rel="next"'
+def queue_cursor(mark: QueueMark) -> str:
+    place = mark.place
+    return join_cursor(
+        mark.district,
+        place.priority,
+        place.need_rank,
+        micros(place.referral_received_at),
+        place.case_id,
+        mark.number,
+    )
+
+
+def queue_mark(cursor: str) -> QueueMark:
+    district, priority, need_rank, received, case_id, number = split_cursor(cursor)
+    place = QueuePlace(int(priority), int(need_rank), from_micros(int(received)), case_id)
+    return QueueMark(district, place, int(number))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,18 +423,20 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         tags=["cases"],
         summary="Cases waiting for a worker, in allocation order, a page at a time",
         description="By district, then in the order cases will be allocated; `place` is a"
-        " case's place in its district's queue (1 is next). A full page carries a `Link`"
-        ' header to the next (`rel="next"`).',
+        " case's place in its district's queue (1 is next), as it stood when the page was"
+        " read." + NEXT_PAGE,
     )
     async def queue(
         request: Request,
         response: Response,
         district: str | None = None,
-        offset: Annotated[int, Query(ge=0, le=10_000_000, description="Cases to skip.")] = 0,
         limit: Annotated[int, Query(ge=1, le=500, description="Cases in the page.")] = 100,
+        cursor: Annotated[str | None, cursor_query(QUEUE_CURSOR)] = None,
     ) -> list[QueueEntry]:
-        page = await views.queue(district, offset=offset, limit=limit)
-        link_next_page(request, response, offset=offset, limit=limit, found=len(page))
+        page, following = await views.queue(
+            district, limit=limit, after=None if cursor is None else queue_mark(cursor)
+        )
+        link_next(request, response, None if following is None else queue_cursor(following))
         return [
             QueueEntry(
                 place=case["place"],
@@ -435,9 +455,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         "/cases",
         tags=["cases"],
         summary="Cases, newest first, a page at a time",
-        description="Newest opened first. A page that is not the last carries a `Link` header"
-        ' to the next (`rel="next"`), naming its `cursor`; a filtered page may hold fewer than'
-        " `limit` cases and still have a next.",
+        description="Newest opened first." + NEXT_PAGE,
     )
     async def list_cases(
         request: Request,
@@ -446,13 +464,7 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
         district: str | None = None,
         worker_id: str | None = None,
         status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
-        cursor: Annotated[
-            str | None,
-            Query(
-                pattern="^[0-9]{1,12}$",
-                description="Where the page starts, from the previous page's `Link`.",
-            ),
-        ] = None,
+        cursor: PositionCursor = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[CaseView]:
         filters = {
@@ -465,10 +477,8 @@ def create_app(settings: AllocationSettings | None = None) -> FastAPI:
             )
             if value is not None
         }
-        page, following = await views.list_cases(
-            filters, limit, before=None if cursor is None else int(cursor)
-        )
-        link_next_cursor(request, response, None if following is None else str(following))
+        page, following = await views.list_cases(filters, limit, before=cursor)
+        link_next(request, response, following)
         return [_case_view(case) for case in page]
 
     @app.get("/cases/{case_id}", tags=["cases"], summary="One case")

@@ -7,7 +7,7 @@ changes and the events it stages are kept together or not at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from services.allocation.domain import Band, Case, District, QueuePlace, Team, Worker
 from shared.unit_of_work import OutgoingEvents, UnitOfWork
@@ -98,6 +98,15 @@ class AllocationStore(Protocol):
         """What managers read of the records the units of work commit."""
 
 
+class QueueMark(NamedTuple):
+    """Where a page of the queue stopped: the last case's district, its place in the order
+    cases are allocated, and its place number, which the next page counts on from."""
+
+    district: str
+    place: QueuePlace
+    number: int
+
+
 class AllocationViews(Protocol):
     """What managers read: teams, workers, the queue and cases, as answer documents.
 
@@ -115,11 +124,15 @@ class AllocationViews(Protocol):
         """The worker as a team shows them, with ``case_ids``, their open cases' ids."""
 
     async def queue(
-        self, district: str | None = None, *, offset: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Each queued case's document with ``place``, its place in its district's queue
-        (1 is next), by district then allocation order: ``limit`` of them from the
-        ``offset``-th, so a long queue is read a page at a time."""
+        self,
+        district: str | None = None,
+        *,
+        limit: int | None = None,
+        after: QueueMark | None = None,
+    ) -> tuple[list[dict[str, Any]], QueueMark | None]:
+        """Queued cases' documents, each with ``place``, its place in its district's queue
+        (1 is next), by district then allocation order: up to ``limit`` of them (all when
+        None) after the one ``after`` marks; and the mark of the last, when more follow."""
 
     async def list_cases(
         self, filters: dict[str, Any], limit: int, *, before: int | None = None

@@ -42,6 +42,7 @@ from services.allocation.ports import (
     AllocationViews,
     Cases,
     Districts,
+    QueueMark,
     Teams,
     Workers,
 )
@@ -65,14 +66,8 @@ CASES_A_BUCKET = 100
 """Cases per bucket of a list: a page of cases is a read of a bucket or two by one field's
 equality (MongoDB's bucket pattern), whatever the number of cases kept."""
 
-QUEUE_ORDER = [
-    ("district", 1),
-    ("priority", 1),
-    ("need_rank", 1),
-    ("referral_received_at", 1),
-    ("_id", 1),
-]
-"""The order of ``queue_entries``: each district's queue as ``QueuePlace`` orders it."""
+BAND_ORDER = [("referral_received_at", 1), ("_id", 1)]
+"""The order of a band's ``queue_entries``, as ``QueuePlace`` orders them."""
 
 FAMILY_ID_FIELDS = {CASES: "family_id"}
 """Where this service's records name a family (``OPEN_CASES`` is keyed by it)."""
@@ -113,8 +108,8 @@ class MongoAllocationStore:
         )
         await db[QUEUE_ENTRIES].create_index("band")
         await db[QUEUE_ENTRIES].create_index("district")
-        # The whole sort of a page of the queue, the case id last, so MongoDB walks it.
-        await db[QUEUE_ENTRIES].create_index(QUEUE_ORDER, name="queue_pages")
+        # A band in its order from any case in it, the case id last, so MongoDB walks it.
+        await db[QUEUE_ENTRIES].create_index([("band", 1), *BAND_ORDER], name="band_pages")
 
     def unit_of_work(self, session: Session | None = None) -> MongoAllocationUnitOfWork:
         return MongoAllocationUnitOfWork(self._client, self._db, self._outbox, session=session)
@@ -632,31 +627,54 @@ class MongoAllocationViews:
         return {**_worker_view(worker, loads), "case_ids": sorted(case["_id"] for case in cases)}
 
     async def queue(
-        self, district: str | None = None, *, offset: int = 0, limit: int | None = None
-    ) -> list[Document]:
-        """The waiting cases in the order they will be allocated, numbered per district: a
-        page read in that order from the ``queue_pages`` index, not the whole queue."""
-        query = {} if district is None else {"district": district}
-        page = self._db[QUEUE_ENTRIES].find(query).sort(QUEUE_ORDER).skip(offset)
-        entries = await (page.limit(limit) if limit is not None else page).to_list()
-        if not entries:
-            return []
-        places = [(entry["district"], _entry_place(entry)) for entry in entries]
+        self,
+        district: str | None = None,
+        *,
+        limit: int | None = None,
+        after: QueueMark | None = None,
+    ) -> tuple[list[Document], QueueMark | None]:
+        """A district's bands in turn, each read by the band's equality: MongoDB walks the
+        ``band_pages`` index from the mark; a server that scans ranges reads the band."""
+        query: Document = {"queued": {"$gt": 0}} if district is None else {"_id": district}
+        if after is not None:
+            query = {"$and": [query, {"_id": {"$gte": after.district}}]}
+        districts = await self._db[DISTRICTS].find(query, {"bands": 1}).sort("_id", 1).to_list()
+        marks: list[QueueMark] = []
+        for document in districts:
+            number = 0
+            if after is not None and document["_id"] == after.district:
+                number = after.number
+            for band in document["bands"]:
+                key = (band["priority"], band["need_rank"])
+                in_band: dict[str, Any] = {"band": _band_key(document["_id"], key)}
+                if after is not None and document["_id"] == after.district:
+                    if key < after.place.band:
+                        continue
+                    if key == after.place.band:
+                        received = after.place.referral_received_at
+                        in_band["$or"] = [
+                            {"referral_received_at": {"$gt": received}},
+                            {"referral_received_at": received, "_id": {"$gt": after.place.case_id}},
+                        ]
+                if not band["count"]:
+                    continue
+                found = self._db[QUEUE_ENTRIES].find(in_band).sort(BAND_ORDER)
+                if limit is not None:
+                    found = found.limit(limit - len(marks) + 1)
+                async for entry in found:
+                    if limit is not None and len(marks) == limit:
+                        return await self._queued(marks), marks[-1]
+                    number += 1
+                    marks.append(QueueMark(document["_id"], _entry_place(entry), number))
+        return await self._queued(marks), None
+
+    async def _queued(self, marks: Sequence[QueueMark]) -> list[Document]:
+        """The cases at ``marks``, each with its place number."""
         found = self._db[CASES].find(
-            {"_id": {"$in": [place.case_id for _, place in places]}}, UNLISTED
+            {"_id": {"$in": [mark.place.case_id for mark in marks]}}, UNLISTED
         )
         cases = {case["_id"]: case async for case in found}
-        first = places[0][0]
-        # The page's first place: how far into its district's queue the offset falls.
-        before = offset
-        if district is None and offset:
-            before -= await self._db[QUEUE_ENTRIES].count_documents({"district": {"$lt": first}})
-        counts = {first: before}
-        numbered: list[Document] = []
-        for district_id, place in places:
-            counts[district_id] = counts.get(district_id, 0) + 1
-            numbered.append({**cases[place.case_id], "place": counts[district_id]})
-        return numbered
+        return [{**cases[mark.place.case_id], "place": mark.number} for mark in marks]
 
     async def list_cases(
         self, filters: dict[str, Any], limit: int, *, before: int | None = None

@@ -311,7 +311,7 @@ async def test_teams_are_counted_once_committed(backend: Backend) -> None:
 async def test_the_queue_is_each_districts_cases_in_allocation_order_numbered_per_district(
     county: Backend,
 ) -> None:
-    queue = await county.views.queue()
+    queue = await queued(county.views)
 
     assert [(each["_id"], each["district"], each["place"]) for each in queue] == [
         ("case-eq", EASTMOOR, 1),
@@ -322,37 +322,122 @@ async def test_the_queue_is_each_districts_cases_in_allocation_order_numbered_pe
     ]
 
 
+async def queued(views: AllocationViews, district: str | None = None) -> list[dict[str, Any]]:
+    """The whole queue, or a district's."""
+    queue, following = await views.queue(district)
+    assert following is None
+    return queue
+
+
+async def queue_pages(
+    views: AllocationViews, limit: int, district: str | None = None
+) -> list[list[tuple[str, str, int]]]:
+    """Every page of the queue, each from the mark the one before left."""
+    pages, after = [], None
+    while True:
+        page, after = await views.queue(district, limit=limit, after=after)
+        pages.append([(each["_id"], each["district"], each["place"]) for each in page])
+        if after is None:
+            return pages
+
+
 @pytest.mark.parametrize(
-    ("offset", "limit", "expected"),
+    ("limit", "expected"),
     [
-        (0, 2, [("case-eq", EASTMOOR, 1), ("case-q4", NORTHVALE, 1)]),
-        (1, 2, [("case-q4", NORTHVALE, 1), ("case-q3", NORTHVALE, 2)]),
-        (2, 2, [("case-q3", NORTHVALE, 2), ("case-q2", NORTHVALE, 3)]),
-        (4, 2, [("case-q1", NORTHVALE, 4)]),
-        (5, 2, []),
+        (
+            2,
+            [
+                [("case-eq", EASTMOOR, 1), ("case-q4", NORTHVALE, 1)],
+                [("case-q3", NORTHVALE, 2), ("case-q2", NORTHVALE, 3)],
+                [("case-q1", NORTHVALE, 4)],
+            ],
+        ),
+        (
+            1,
+            [
+                [("case-eq", EASTMOOR, 1)],
+                [("case-q4", NORTHVALE, 1)],
+                [("case-q3", NORTHVALE, 2)],
+                [("case-q2", NORTHVALE, 3)],
+                [("case-q1", NORTHVALE, 4)],
+            ],
+        ),
+        (
+            5,
+            [
+                [
+                    ("case-eq", EASTMOOR, 1),
+                    ("case-q4", NORTHVALE, 1),
+                    ("case-q3", NORTHVALE, 2),
+                    ("case-q2", NORTHVALE, 3),
+                    ("case-q1", NORTHVALE, 4),
+                ]
+            ],
+        ),
     ],
 )
 async def test_the_county_s_queue_is_read_a_page_at_a_time_with_each_case_s_place(
-    county: Backend, offset: int, limit: int, expected: list[tuple[str, str, int]]
+    county: Backend, limit: int, expected: list[list[tuple[str, str, int]]]
 ) -> None:
-    page = await county.views.queue(offset=offset, limit=limit)
-
-    assert [(each["_id"], each["district"], each["place"]) for each in page] == expected
+    assert await queue_pages(county.views, limit) == expected
 
 
 async def test_a_district_s_queue_is_read_a_page_at_a_time(county: Backend) -> None:
-    pages = [await county.views.queue(NORTHVALE, offset=start, limit=3) for start in (0, 3)]
+    pages = await queue_pages(county.views, 3, NORTHVALE)
 
-    assert [[(each["_id"], each["place"]) for each in page] for page in pages] == [
-        [("case-q4", 1), ("case-q3", 2), ("case-q2", 3)],
-        [("case-q1", 4)],
+    assert pages == [
+        [("case-q4", NORTHVALE, 1), ("case-q3", NORTHVALE, 2), ("case-q2", NORTHVALE, 3)],
+        [("case-q1", NORTHVALE, 4)],
     ]
+
+
+async def test_a_long_queue_comes_a_page_at_a_time_across_its_bands(
+    backend: Backend,
+) -> None:
+    kinds = (AllocationKind.STEP_DOWN, AllocationKind.STANDARD)
+    levels = (LevelOfNeed.EARLY_HELP_MULTI_AGENCY, LevelOfNeed.EARLY_HELP_SINGLE_AGENCY)
+    waiting = [
+        # Received in the same few minutes, so the case id breaks ties within a band.
+        case(f"case-{number:02}", district, kind=kind, level=level, received_minutes=number % 3)
+        for number, (district, kind, level) in enumerate(
+            (district, kind, level)
+            for district in ("westfield", "eastmoor")
+            for kind in kinds
+            for level in levels
+            for _ in range(4)
+        )
+    ]
+    async with backend.store.unit_of_work() as uow:
+        for district_id in ("westfield", "eastmoor"):
+            district = District(district_id)
+            for queued in waiting:
+                if queued.district == district_id:
+                    district.enqueue(place_of(queued))
+            await uow.districts.save(district)
+        await uow.cases.add(waiting)
+        await uow.commit()
+    in_order = sorted(waiting, key=lambda queued: (queued.district, place_of(queued)))
+    expected = [
+        (queued.id, queued.district, number)
+        for district_id in ("eastmoor", "westfield")
+        for number, queued in enumerate(
+            (queued for queued in in_order if queued.district == district_id), start=1
+        )
+    ]
+
+    pages = await queue_pages(backend.views, 5)
+    westfield = await queue_pages(backend.views, 7, "westfield")
+
+    assert [len(page) for page in pages] == [5] * 6 + [2]
+    assert [entry for page in pages for entry in page] == expected
+    assert [entry for page in westfield for entry in page] == expected[16:]
+    assert [entry[1] for entry in expected] == ["eastmoor"] * 16 + ["westfield"] * 16
 
 
 async def test_a_districts_queue_shows_each_waiting_case_whole_with_its_place(
     county: Backend,
 ) -> None:
-    queue = await county.views.queue(NORTHVALE)
+    queue = await queued(county.views, NORTHVALE)
 
     assert ids(queue) == NORTHVALE_QUEUE
     for number, entry in enumerate(queue, start=1):
@@ -363,7 +448,7 @@ async def test_a_districts_queue_shows_each_waiting_case_whole_with_its_place(
         LevelOfNeed.EARLY_HELP_SINGLE_AGENCY,
         AllocationStatus.QUEUED,
     )
-    assert await county.views.queue("nowhere") == []
+    assert await county.views.queue("nowhere") == ([], None)
 
 
 async def test_a_case_allocated_from_the_queue_leaves_it_and_the_rest_move_up(
@@ -387,7 +472,7 @@ async def test_a_case_allocated_from_the_queue_leaves_it_and_the_rest_move_up(
         )
         await uow.commit()
 
-    queue = await county.views.queue(NORTHVALE)
+    queue = await queued(county.views, NORTHVALE)
 
     assert [(each["_id"], each["place"]) for each in queue] == [
         ("case-q3", 1),

@@ -32,6 +32,7 @@ from services.allocation.ports import (
     AllocationViews,
     Cases,
     Districts,
+    QueueMark,
     Teams,
     Workers,
 )
@@ -362,24 +363,36 @@ class InMemoryAllocationViews:
         return {**_worker_view(state, worker, worker.district), "case_ids": sorted(held)}
 
     async def queue(
-        self, district: str | None = None, *, offset: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+        self,
+        district: str | None = None,
+        *,
+        limit: int | None = None,
+        after: QueueMark | None = None,
+    ) -> tuple[list[dict[str, Any]], QueueMark | None]:
         state = self._store.state
         entries = sorted(
             (entry.district, entry.place)
             for entry in state.queue.values()
             if district in (None, entry.district)
         )
-        page = entries[offset : None if limit is None else offset + limit]
-        counts: dict[str, int] = {}
-        for district_id, _ in entries[:offset]:
-            counts[district_id] = counts.get(district_id, 0) + 1
-        numbered: list[dict[str, Any]] = []
-        for district_id, place in page:
-            counts[district_id] = counts.get(district_id, 0) + 1
-            case = _case_document(state.cases[place.case_id])
-            numbered.append({**case, "place": counts[district_id]})
-        return numbered
+        marks: list[QueueMark] = []
+        for district_id, place in entries:
+            if after is not None and (district_id, place) <= (after.district, after.place):
+                continue
+            if limit is not None and len(marks) == limit:
+                break
+            counted = marks[-1] if marks else after
+            number = counted.number if counted and counted.district == district_id else 0
+            marks.append(QueueMark(district_id, place, number + 1))
+        else:
+            return self._queued(marks), None
+        return self._queued(marks), marks[-1]
+
+    def _queued(self, marks: list[QueueMark]) -> list[dict[str, Any]]:
+        cases = self._store.state.cases
+        return [
+            {**_case_document(cases[mark.place.case_id]), "place": mark.number} for mark in marks
+        ]
 
     async def list_cases(
         self, filters: dict[str, Any], limit: int, *, before: int | None = None

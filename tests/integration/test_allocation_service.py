@@ -373,6 +373,18 @@ async def test_without_capacity_cases_queue_step_downs_first_then_need_then_olde
         [(1, step_down.family_id), (2, level_3.family_id), (3, older_level_2.family_id)],
         [(4, newer_level_2.family_id)],
     ]
+    # A cursor names a place by its fields: past the step-downs, the level 3 band comes
+    # next, numbered on from the place the cursor gives; one of another shape is refused.
+    past_step_downs = await service.http.get(
+        "/queue", params={"district": district, "cursor": f"{district}~0~9~0~zzz~1"}
+    )
+    made_up = await service.http.get("/queue", params={"cursor": "not-a-place"})
+    assert [(entry["place"], entry["family_id"]) for entry in past_step_downs.json()] == [
+        (2, level_3.family_id),
+        (3, older_level_2.family_id),
+        (4, newer_level_2.family_id),
+    ]
+    assert made_up.status_code == 422
     everything = (await service.http.get("/cases", params={"district": district})).json()
     paged: list[str] = []
     url = f"/cases?district={district}&limit=2"

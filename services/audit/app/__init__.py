@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.audit import domain, handlers
@@ -57,7 +57,7 @@ from shared.auth import SignedIn, protect
 from shared.clock import utc_now
 from shared.consumer import Delivered
 from shared.events import CaseAllocated, CaseClosed
-from shared.listing import NEXT_PAGE, TokenCursor, decode_cursor, encode_cursor, link_next
+from shared.listing import ANY_PART, NEXT_PAGE, cursor_query, join_cursor, link_next, split_cursor
 from shared.months import MONTH_PATTERN
 from shared.problems import FieldProblem, ProblemResponse, problem
 from shared.runtime import build_runtime, service_app
@@ -316,7 +316,7 @@ def create_app(
             AuditStatus | None, Query(description="assigned, overdue or completed.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 200,
-        cursor: TokenCursor = None,
+        cursor: Annotated[str | None, cursor_query(AUDITS_CURSOR)] = None,
     ) -> list[AuditView]:
         found, following = await handlers.find_audits(
             uow=store.unit_of_work(),
@@ -327,7 +327,7 @@ def create_app(
             limit=limit,
             after=None if cursor is None else audit_place(cursor),
         )
-        link_next(request, response, None if following is None else encode_cursor(following))
+        link_next(request, response, None if following is None else join_cursor(*following))
         return [audit_view(audit) for audit in found]
 
     @app.get(
@@ -388,9 +388,10 @@ def _fresh_seed() -> int:
     return secrets.randbelow(2**31)
 
 
+AUDITS_CURSOR = f"^[0-9]{{4}}-[0-9]{{2}}~{ANY_PART}~{ANY_PART}$"
+"""The last audit's month, auditor and id."""
+
+
 def audit_place(cursor: str) -> AuditPlace:
-    """The place an audits cursor names: 400 when it is not one this list handed out."""
-    month, auditor_id, audit_id = decode_cursor(cursor, 3)
-    if not all(isinstance(part, str) for part in (month, auditor_id, audit_id)):
-        raise HTTPException(400, "cursor: not one this list handed out; start again without it")
+    month, auditor_id, audit_id = split_cursor(cursor)
     return month, auditor_id, audit_id
