@@ -4,7 +4,8 @@ at a time, with the token of the role that reads it.
 Issue 20's bar is a 95th percentile of no more than 150 ms for each, with two years of
 history stored (``benchmarks.history``). Each page is asked for in a few variants (the
 queue of each district, the last months) in turn, so that an answer cached once does not
-stand for the page.
+stand for the page; the lists that grow are timed deep in too (the 50th page of cases),
+reached by following their links, where the list is that long.
 
 Usage: ``python -m benchmarks.pages --month 2026-11 --auth-secret-file data/auth-secret``
 against a running platform (``--base-url allocation=http://127.0.0.1:8002`` and so on when
@@ -50,6 +51,18 @@ TIMEOUT_S = 120.0
 """Long enough to time a slow page rather than fail on it."""
 
 
+@dataclass(frozen=True)
+class DeepList:
+    """A list whose page ``depth`` pages in is timed too: the cost of a page must not grow
+    with how far into the list it is."""
+
+    name: str
+    service: str
+    path: str
+    params: Mapping[str, str | int]
+    depth: int
+
+
 class PageFailed(RuntimeError):
     """A page answered other than 2xx: the benchmark stops, with what it said."""
 
@@ -90,6 +103,31 @@ def pages(month: str, districts: Sequence[str]) -> list[Page]:
     ]
 
 
+def deep_lists(districts: Sequence[str]) -> list[DeepList]:
+    """The lists that grow with the records, each with how deep its deep page is."""
+    lists = [
+        DeepList("cases_deep", "allocation", "/cases", {"limit": 100}, 50),
+        DeepList("audits_deep", "audit", "/audits", {"limit": 100}, 5),
+    ]
+    lists += [
+        DeepList("queue_deep", "allocation", "/queue", {"district": name, "limit": 100}, 10)
+        for name in districts[:1]
+    ]
+    return lists
+
+
+async def deep_page(client: httpx.AsyncClient, listed: DeepList) -> Page | None:
+    """The page ``listed.depth`` pages in, reached by following each page's ``Link``; None
+    when the list is shorter than that."""
+    params: dict[str, str | int] = dict(listed.params)
+    for _ in range(listed.depth):
+        link = (await _answer(client, listed.path, params)).headers.get("link")
+        if link is None:
+            return None
+        params = dict(httpx.QueryParams(link[link.index("<?") + 2 : link.index(">")]))
+    return Page(listed.name, listed.service, listed.path, [params])
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile: a value that was measured, never one in between."""
     ordered = sorted(values)
@@ -107,10 +145,16 @@ def tokens(auth_secret: str) -> dict[str, str]:
 
 
 async def _get(client: httpx.AsyncClient, path: str, params: Mapping[str, str | int]) -> bytes:
+    return (await _answer(client, path, params)).content
+
+
+async def _answer(
+    client: httpx.AsyncClient, path: str, params: Mapping[str, str | int]
+) -> httpx.Response:
     answer = await client.get(path, params=dict(params))
     if not answer.is_success:
         raise PageFailed(f"GET {answer.request.url} answered {answer.status_code}: {answer.text}")
-    return answer.content
+    return answer
 
 
 async def page_latencies(
@@ -137,8 +181,9 @@ async def page_latencies(
     try:
         teams = json.loads(await _get(clients["allocation"], "/teams", {}))
         districts = sorted({team["district"] for team in teams})
+        deep = [await deep_page(clients[each.service], each) for each in deep_lists(districts)]
         figures: dict[str, dict[str, float]] = {}
-        for page in pages(month, districts):
+        for page in [*pages(month, districts), *(page for page in deep if page is not None)]:
             client = clients[page.service]
             took: list[float] = []
             body = b""

@@ -69,6 +69,30 @@ async def test_every_page_is_timed_with_its_role_and_varied() -> None:
     assert asked["/cases", ""] == 2
 
 
+async def test_a_long_list_is_timed_deep_in_at_the_page_its_links_lead_to() -> None:
+    asked: Counter[str] = Counter()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/teams":
+            return httpx.Response(200, json=TEAMS)
+        cursor = int(request.url.params.get("cursor", 0))
+        asked[f"{request.url.path}?{cursor}"] += 1
+        # Cases run 60 pages deep, audits 3 and the queue none: only cases have a deep page.
+        last = {"/cases": 60, "/audits": 3}.get(request.url.path, 0)
+        headers = {"link": f'<?limit=100&cursor={cursor + 1}>; rel="next"'} if cursor < last else {}
+        return httpx.Response(200, json=[{"at": cursor}], headers=headers)
+
+    figures = await page_latencies(
+        BASE_URLS, TEST_SECRET, month="2026-11", samples=4, transport=httpx.MockTransport(answer)
+    )
+
+    assert "cases_deep" in figures
+    assert not {"audits_deep", "queue_deep"} & set(figures)
+    assert asked["/cases?50"] == 4  # its link reached, then only timed
+    assert asked["/cases?49"] == 1
+    assert asked["/cases?51"] == 0
+
+
 async def test_a_page_that_fails_stops_the_benchmark_with_what_it_said() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/teams":
