@@ -29,6 +29,8 @@ class Unreadable(ValueError):
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""How a surrogate gets into decoded JSON: UTF-8 cannot carry one, only an escape can."""
 
 
 def read_json(raw: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> Any:
@@ -59,7 +61,10 @@ def read_json(raw: bytes, *, max_bytes: int = MAX_RECORD_BYTES) -> Any:
         raise
     except ValueError as error:  # JSONDecodeError, and ints over Python's 4300 digits
         raise Unreadable("unreadable", f"not JSON: {error}") from error
-    _check_shape(document)
+    # Walked only when it might be needed: nesting deeper than the brackets in the text
+    # allow, or a surrogate without its escape, cannot be there.
+    if text.count("{") + text.count("[") > MAX_NESTING or _SURROGATE_ESCAPE.search(text):
+        _check_shape(document)
     return document
 
 

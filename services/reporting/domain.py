@@ -15,11 +15,13 @@ A month is that of the fact's own time in UTC, never of its arrival.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import zlib
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -423,6 +425,48 @@ def project(events: Sequence[EventData], known: Mapping[FactKey, Fact]) -> Proje
     )
 
 
+class Fold:
+    """Events folded in order into facts held in memory, from none stored: a rebuild's,
+    written once at the end rather than read and written again for every batch. ``keep``
+    takes the share of the facts a fold holds, so a long log is folded a share at a time.
+    """
+
+    def __init__(self, keep: Callable[[FactKey], bool] | None = None) -> None:
+        self.facts: dict[FactKey, Fact] = {}
+        self.touched: set[MonthKey] = set()
+        self.changed_by = 0
+        """Events that changed the first of their facts (``fact_keys``), the thing they are
+        about: each counted by the one fold holding that fact."""
+        self._keep = keep
+
+    def add(self, data: EventData) -> None:
+        moved = False
+        for index, key in enumerate(fact_keys(data)):
+            if self._keep is not None and not self._keep(key):
+                continue
+            old = self.facts.get(key)
+            new = record(key[0], old, data)
+            if new != old:
+                self.facts[key] = new
+                moved = True
+                self.changed_by += index == 0
+        if moved:
+            self.touched.update(touched(data))
+
+    def increments(self, leaving_out: Collection[FactKey] = ()) -> dict[Increment, int]:
+        """What the facts add to the aggregates, but for those ``leaving_out``."""
+        counts: Counter[Increment] = Counter()
+        for key, fact in self.facts.items():
+            if key not in leaving_out:
+                counts.update(contributions(key[0], fact))
+        return {path: count for path, count in counts.items() if count}
+
+
+def share_of(key: FactKey, shares: int) -> int:
+    """Which of ``shares`` a fact falls in, the same in every process (unlike ``hash``)."""
+    return zlib.crc32(f"{key[0]}|{key[1]}".encode()) % shares
+
+
 # ---------------------------------------------------------------------------------------------
 # The monthly report
 
@@ -624,7 +668,9 @@ def _path(prefix: str, *names: object) -> str:
     return ".".join([prefix, *(_escaped(str(name)) for name in names)])
 
 
+@functools.lru_cache(maxsize=4096)
 def _escaped(name: str) -> str:
+    """Cached: the names are a county's districts, teams, months and routes, over and over."""
     return name.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
 
 

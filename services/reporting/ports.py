@@ -7,12 +7,12 @@ so neither can undo the other's write when both commit at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from services.reporting.domain import MonthTotals
+from services.reporting.domain import Fact, FactKey, Increment, MonthKey, MonthTotals
 from shared.events import EventData
 from shared.unit_of_work import OutgoingEvents, UnitOfWork
 
@@ -65,6 +65,17 @@ class ReadModelStore(Protocol):
 
     async def drop_all(self) -> None:
         """Forget every fact, aggregate, change count and published snapshot."""
+
+    async def load(self, facts: Mapping[FactKey, Fact]) -> set[FactKey]:
+        """Store ``facts`` as new, in bulk, outside any transaction: a rebuild's, after the
+        drop. Any the live projection stored meanwhile is left as it is, and returned."""
+
+    async def add_up(
+        self, increments: Mapping[Increment, int], touched: Iterable[MonthKey], *, now: datetime
+    ) -> None:
+        """Add ``increments`` to the aggregates (a rebuild's: each inserted whole where none
+        is stored), and count a change of the figures ``touched`` moved (``domain.marked``),
+        for the snapshots."""
 
 
 class Snapshots(Protocol):

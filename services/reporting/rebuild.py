@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.reporting import handlers
 from services.reporting.handlers import PROJECTED, Decoded
@@ -32,8 +32,7 @@ from shared.topics import topic_name
 log = logging.getLogger(__name__)
 
 BATCH = 5_000
-"""Events applied in one transaction: a replay's cost is set by the writes, and a batch of
-thousands writes each case, month and district once for all its events."""
+"""Events decoded at a time: the fold holds the facts, not the events."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,8 @@ class Rebuilt:
 
 class RetainedEvents:
     """Every event retained on the projected topics, from each partition's start to the end
-    it had when the reading began, decoded in batches; counts what it read."""
+    it had when first asked, decoded in batches, as often as asked; counts what the first
+    reading read."""
 
     def __init__(
         self, settings: ReportingSettings, *, batch_size: int, registry: EventRegistry
@@ -63,19 +63,37 @@ class RetainedEvents:
             enable_auto_commit=False,
             **KafkaSecurity().aiokafka_options(),
         )
+        self._ends: dict[TopicPartition, int] | None = None
+        self._starts: dict[TopicPartition, int] = {}
+        self._readings = 0
         self.read = self.undecodable = 0
         self.by_topic: Counter[str] = Counter()
 
+    async def _log(self) -> dict[TopicPartition, int]:
+        """Each partition's end, fixed when first asked: later events are the live
+        projection's."""
+        if self._ends is None:
+            await self._consumer.start()
+            bootstrap = self._settings.kafka_bootstrap_servers
+            partitions = await topic_partitions(bootstrap, self._models)
+            self._ends = await self._consumer.end_offsets(partitions) if partitions else {}
+            self._starts = await self._consumer.beginning_offsets(partitions) if partitions else {}
+            if partitions:
+                self._consumer.assign(partitions)
+        return self._ends
+
+    async def count(self) -> int:
+        ends = await self._log()
+        return sum(end - self._starts.get(tp, 0) for tp, end in ends.items())
+
     async def batches(self) -> AsyncIterator[list[Decoded]]:
+        ends = await self._log()
+        self._readings += 1
+        first = self._readings == 1
         consumer = self._consumer
-        await consumer.start()
-        partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self._models)
-        if not partitions:
-            return
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
+        remaining = {tp for tp, end in ends.items() if end > self._starts.get(tp, 0)}
+        if remaining:
+            await consumer.seek_to_beginning(*remaining)
         batch: list[Decoded] = []
         while remaining:
             records = await consumer.getmany(
@@ -84,19 +102,26 @@ class RetainedEvents:
             for tp, messages in records.items():
                 model = self._models[tp.topic]
                 for message in messages:
-                    self.read += 1
+                    if message.offset >= ends[tp]:
+                        continue  # after the end the log had: the live projection's
                     item = read_record(record_of(message), model, self._registry)
                     if isinstance(item, Delivered):
                         batch.append((item.envelope, item.event))
-                        self.by_topic[tp.topic.removeprefix(self._settings.topic_namespace)] += 1
-                    else:
-                        self.undecodable += 1  # the live consumer dead-lettered it already
+                    if first:
+                        self._counted(tp.topic, item)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
             if len(batch) >= self._batch_size or not remaining:
                 yield batch
                 batch = []
+
+    def _counted(self, topic: str, item: object) -> None:
+        self.read += 1
+        if isinstance(item, Delivered):
+            self.by_topic[topic.removeprefix(self._settings.topic_namespace)] += 1
+        else:
+            self.undecodable += 1  # the live consumer dead-lettered it already
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -109,7 +134,7 @@ async def rebuild(settings: ReportingSettings, *, batch_size: int = BATCH) -> Re
     store = MongoReportingStore(runtime.client, runtime.db, runtime.outbox)
     try:
         applied = await handlers.rebuild(
-            retained.batches(),
+            retained,
             read_model_store=store,
             unit_of_work=store.unit_of_work,
             clock=runtime.clock,

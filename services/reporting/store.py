@@ -12,7 +12,7 @@ so two transactions changing one fact cannot both count what it contributed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,14 @@ from pymongo import InsertOne, ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.reporting import domain
-from services.reporting.domain import ALL_DISTRICTS, Fact, FactKey, MonthTotals
+from services.reporting.domain import (
+    ALL_DISTRICTS,
+    Fact,
+    FactKey,
+    Increment,
+    MonthKey,
+    MonthTotals,
+)
 from services.reporting.ports import DueSnapshot
 from shared.events import EventData
 from shared.idempotency import PROCESSED_EVENTS
@@ -59,6 +66,8 @@ READ_MODELS = (
     SNAPSHOT_MARKS,
     SNAPSHOTS_PUBLISHED,
 )
+LOAD_CHUNK = 1_000
+"""Facts a rebuild inserts a command."""
 REVISION = "rev"
 """A fact's revision: a write over it names the one it read."""
 
@@ -78,10 +87,38 @@ class MongoProjections:
         known, revisions = await self._facts(keys)
         projection = domain.project(events, known)
         await self._write_facts(projection.facts, revisions)
+        await self.add_up(projection.increments, projection.touched, now=now)
+        return projection.changed_by
+
+    async def add_up(
+        self,
+        increments: Mapping[Increment, int],
+        touched: Iterable[MonthKey],
+        *,
+        now: datetime,
+        as_new: bool = False,
+    ) -> None:
+        """The increments on the aggregates, and a change counted on each figure moved.
+        ``as_new`` (a rebuild's, after the drop) inserts each aggregate whole, which costs
+        far less than an increment of each of its counters, where none is stored yet."""
+        grouped = _by_aggregate(increments)
+        if as_new:
+            for kind, collection in AGGREGATES.items():
+                whole = [
+                    {"_id": aggregate_id, **_nested(paths)}
+                    for (of_kind, aggregate_id), paths in grouped.items()
+                    if of_kind == kind
+                ]
+                stored = await self._insert_new(collection, whole)
+                grouped = {
+                    key: paths
+                    for key, paths in grouped.items()
+                    if key[0] != kind or key[1] in stored
+                }
         writes = BulkWrites()
-        for (kind, aggregate_id), paths in _by_aggregate(projection.increments).items():
+        for (kind, aggregate_id), paths in grouped.items():
             writes.update_one(AGGREGATES[kind], {"_id": aggregate_id}, {"$inc": paths}, upsert=True)
-        for month, district in sorted(domain.marked(projection.touched, now=now)):
+        for month, district in sorted(domain.marked(touched, now=now)):
             # Counted with $inc: the snapshots never write the mark, so a snapshot's commit
             # cannot undo the count.
             writes.update_one(
@@ -91,7 +128,34 @@ class MongoProjections:
                 upsert=True,
             )
         await writes.send(self._db, session=self._session)
-        return projection.changed_by
+
+    async def load(self, facts: Mapping[FactKey, Fact]) -> set[FactKey]:
+        """``facts`` inserted as new (revision 1), a kind at a time; those already stored
+        (by the live projection, meanwhile) are left and returned."""
+        by_kind: dict[str, list[Document]] = defaultdict(list)
+        for (kind, fact_id), fact in facts.items():
+            by_kind[kind].append({"_id": fact_id, REVISION: 1, **fact})
+        stored: set[FactKey] = set()
+        for kind, documents in by_kind.items():
+            stored |= {
+                (kind, fact_id) for fact_id in await self._insert_new(FACTS[kind], documents)
+            }
+        return stored
+
+    async def _insert_new(self, collection: str, documents: Sequence[Document]) -> set[str]:
+        """``documents`` inserted a chunk at a time, unordered; the ids of those that were
+        stored already, left as they are."""
+        stored: set[str] = set()
+        for start in range(0, len(documents), LOAD_CHUNK):
+            chunk = documents[start : start + LOAD_CHUNK]
+            try:
+                await self._db[collection].insert_many(chunk, ordered=False, session=self._session)
+            except BulkWriteError as error:
+                errors = error.details.get("writeErrors", [])
+                if any(each.get("code") != 11000 for each in errors):
+                    raise
+                stored |= {chunk[each["index"]]["_id"] for each in errors}
+        return stored
 
     async def _facts(
         self, keys: Iterable[FactKey]
@@ -191,11 +255,25 @@ async def _by_id(collection: Any, ids: Sequence[str]) -> dict[str, Document]:
     }
 
 
-def _by_aggregate(increments: dict[domain.Increment, int]) -> dict[tuple[str, str], dict[str, int]]:
+def _by_aggregate(
+    increments: Mapping[domain.Increment, int],
+) -> dict[tuple[str, str], dict[str, int]]:
     grouped: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for (kind, aggregate_id, path), count in sorted(increments.items()):
         grouped[(kind, aggregate_id)][path] = count
     return grouped
+
+
+def _nested(paths: Mapping[str, int]) -> Document:
+    """Counters by dotted path as the document ``$inc`` of them would make from nothing."""
+    document: Document = {}
+    for path, count in paths.items():
+        *parents, name = path.split(".")
+        level = document
+        for parent in parents:
+            level = level.setdefault(parent, {})
+        level[name] = count
+    return document
 
 
 class MongoSnapshots:
@@ -298,6 +376,14 @@ class MongoReportingStore:
     async def drop_all(self) -> None:
         for name in (*READ_MODELS, PROCESSED_EVENTS):  # the last kept by earlier versions
             await self._db.drop_collection(name)
+
+    async def load(self, facts: Mapping[FactKey, Fact]) -> set[FactKey]:
+        return await MongoProjections(self._db, None).load(facts)
+
+    async def add_up(
+        self, increments: Mapping[Increment, int], touched: Iterable[MonthKey], *, now: datetime
+    ) -> None:
+        await MongoProjections(self._db, None).add_up(increments, touched, now=now, as_new=True)
 
 
 def _due(mark: Document, *, first: bool, version: int) -> DueSnapshot:

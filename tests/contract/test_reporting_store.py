@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from services.reporting import handlers
-from services.reporting.domain import MonthTotals, monthly_report
+from services.reporting.domain import Fold, MonthTotals, monthly_report
 from services.reporting.ports import DueSnapshot, ReportingStore
 from services.reporting.store import MongoReportingStore
 from shared.events import (
@@ -524,6 +524,50 @@ async def test_dropped_read_models_leave_nothing_to_read_until_the_events_are_ap
         "2027-01|northvale": (1, 0, True),
         "2027-01|all": (1, 0, True),
     }
+
+
+async def test_facts_folded_for_a_rebuild_are_loaded_and_added_up_as_projection_leaves_them(
+    store: ReportingStore,
+) -> None:
+    events = [
+        referral_received(referral_id="ref-1", received_at=at(11, 3)),
+        referral_received(referral_id="ref-2", district="eastmere", received_at=at(11, 4)),
+        allocated("1", None, at(11, 3)),
+        allocated("1", "northvale-north", at(11, 5)),
+        closed("1", at(12, 2)),
+    ]
+    projected = InMemoryReportingStore()
+    await project(projected, *events)
+    fold = Fold()
+    for data in events:
+        fold.add(data)
+    # The live projection stored one of the facts first: it is left as it stored it.
+    await project(store, events[1])
+    stored_first = ("referral", "ref-2")
+
+    stored = await store.load(fold.facts)
+    await store.add_up(fold.increments(leaving_out=stored), fold.touched, now=NOW)
+
+    assert stored == {stored_first}
+    for month in ("2026-11", "2026-12", "2027-01"):
+        for district in (None, "northvale", "eastmere"):
+            assert await figures(store, month, district) == await figures(
+                projected, month, district
+            ), (month, district)
+    assert keys(await store.snapshots.due(0, now=NOW)).keys() == {
+        f"{month}|{district}"
+        for month in ("2026-11", "2026-12", "2027-01")
+        for district in ("northvale", "eastmere", "all")
+    } - {"2026-12|eastmere"}
+    # The live projection goes on over the loaded facts as over its own.
+    later = [
+        allocated("2", "eastmere-coast", at(11, 6), district="eastmere"),
+        referral_received(referral_id="ref-1", received_at=at(11, 3), district="eastmere"),
+    ]
+    await project(store, *later)
+    await project(projected, *later)
+    assert (await figures(store, "2026-11", "eastmere"))["allocations"]["count"] == 1
+    assert await figures(store, "2026-11") == await figures(projected, "2026-11")
 
 
 # ---------------------------------------------------------------------------------------------

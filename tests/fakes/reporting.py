@@ -12,7 +12,7 @@ different documents do not clash.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,13 +69,24 @@ class InMemoryProjections:
         projection = domain.project(events, known)
         for (kind, fact_id), fact in projection.facts.items():
             collections[kind][fact_id] = copy.deepcopy(fact)
-        for (kind, aggregate_id, path), count in projection.increments.items():
-            increment(collections[kind].setdefault(aggregate_id, {}), path, count)
-        for month, district in domain.marked(projection.touched, now=now):
-            key = domain.month_id(month, district)
-            mark = state.marks.setdefault(key, {"month": month, "district": district})
-            mark["changes"] = mark.get("changes", 0) + 1
+        add_up(state, projection.increments, projection.touched, now=now)
         return projection.changed_by
+
+
+def add_up(
+    state: ReportingState,
+    increments: Mapping[domain.Increment, int],
+    touched: Iterable[domain.MonthKey],
+    *,
+    now: datetime,
+) -> None:
+    collections = state.collections()
+    for (kind, aggregate_id, path), count in increments.items():
+        increment(collections[kind].setdefault(aggregate_id, {}), path, count)
+    for month, district in domain.marked(touched, now=now):
+        key = domain.month_id(month, district)
+        mark = state.marks.setdefault(key, {"month": month, "district": district})
+        mark["changes"] = mark.get("changes", 0) + 1
 
 
 def increment(document: Fact, path: str, count: int) -> None:
@@ -189,6 +200,23 @@ class InMemoryReportingStore(InMemoryStore[ReportingState]):
     async def drop_all(self) -> None:
         for name in READ_MODELS:
             getattr(self.state, name).clear()
+
+    async def load(self, facts: Mapping[domain.FactKey, Fact]) -> set[domain.FactKey]:
+        collections = self.state.collections()
+        stored = {(kind, fact_id) for kind, fact_id in facts if fact_id in collections[kind]}
+        for (kind, fact_id), fact in facts.items():
+            if (kind, fact_id) not in stored:
+                collections[kind][fact_id] = copy.deepcopy(fact)
+        return stored
+
+    async def add_up(
+        self,
+        increments: Mapping[domain.Increment, int],
+        touched: Iterable[domain.MonthKey],
+        *,
+        now: datetime,
+    ) -> None:
+        add_up(self.state, increments, touched, now=now)
 
     def check(self, read: ReportingState, mine: ReportingState) -> None:
         clashes = _changes(read, mine) & _changes(read, self.state)

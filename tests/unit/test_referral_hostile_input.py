@@ -32,6 +32,7 @@ from services.referral.handlers import (
     rejection_id_of_bytes,
 )
 from services.referral.ports import Accepted
+from shared import strict_json
 from shared.consumer import Record, read_record
 from shared.events import PLATFORM_EVENTS, ReferralSubmitted, UndecodableEvent, read_envelope
 from shared.strict_json import MAX_NESTING, Unreadable, read_json
@@ -352,6 +353,44 @@ def test_the_strict_reader_refuses_what_json_loads_would_crash_on_or_guess(
 def test_the_strict_reader_reads_json_nested_to_the_limit() -> None:
     assert read_json(deeply_nested(MAX_NESTING, b"[")) is not None
     assert read_json(b'{"a": "\\ud83d\\ude42", "b": 1.5e300}') == {"a": "🙂", "b": 1.5e300}
+
+
+def verdict(read: Any) -> object:
+    try:
+        return ("read", read())
+    except Unreadable as refused:
+        return ("refused", refused.code)
+
+
+json_leaves = st.sampled_from(
+    ['"\\ud800"', '"\\uDFFF"', '"\\ud83d\\ude42"', '"\\\\ud800"', '"[{"', "1", "null", '"a"']
+)
+json_texts = st.recursive(
+    json_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3).map(lambda items: f"[{','.join(items)}]")
+        | st.lists(inner, max_size=3).map(
+            lambda items: "{" + ",".join(f'"k{n}":{item}' for n, item in enumerate(items)) + "}"
+        )
+    ),
+    max_leaves=20,
+)
+nested_texts = st.tuples(st.integers(MAX_NESTING - 3, MAX_NESTING + 3), json_leaves).map(
+    lambda pair: "[" * pair[0] + pair[1] + "]" * pair[0]
+)
+
+
+@HOSTILE
+@given(json_texts | nested_texts)
+def test_the_strict_reader_s_shortcut_gives_the_verdict_of_walking_every_value(text: str) -> None:
+    raw = text.encode()
+
+    def walked() -> Any:
+        document = read_json(raw)
+        strict_json._check_shape(document)  # what the reader skips when it cannot find
+        return document
+
+    assert verdict(lambda: read_json(raw)) == verdict(walked)
 
 
 @HOSTILE

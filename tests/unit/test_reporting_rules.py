@@ -3,7 +3,7 @@ over in-memory fakes of their ports."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -519,24 +519,136 @@ async def test_funding_weights_that_cannot_be_used_are_refused() -> None:
     ]
 
 
+class Log:
+    """Retained events in batches, read as often as asked; ``meanwhile`` runs as the first
+    reading ends, as a live projection may."""
+
+    def __init__(
+        self,
+        *batches: list[Decoded],
+        meanwhile: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self._batches = batches
+        self._meanwhile = meanwhile
+        self.readings = 0
+        self.seen: list[list[str]] = []
+        self.store: InMemoryReportingStore | None = None
+
+    async def count(self) -> int:
+        return sum(len(batch) for batch in self._batches)
+
+    async def batches(self) -> AsyncIterator[list[Decoded]]:
+        self.readings += 1
+        if self.store is not None:
+            self.seen.append(await referral_ids(self.store))
+        for batch in self._batches:
+            yield batch
+        if self.readings == 1 and self._meanwhile is not None:
+            await self._meanwhile()
+
+
+async def rebuilt(store: InMemoryReportingStore, log: Log, **options: int) -> int:
+    return await handlers.rebuild(
+        log,
+        read_model_store=store,
+        unit_of_work=store.unit_of_work,
+        clock=lambda: NOW,
+        **options,
+    )
+
+
+def a_month_of_cases() -> list[Decoded]:
+    """Referrals, their cases allocated (some queued first), and some closed, as delivered."""
+    events: list[EventData] = []
+    for number in range(12):
+        name, district = f"{number}", ("northvale", "eastmere")[number % 2]
+        received = at(2 + number)
+        events.append(
+            referral_received(referral_id=f"ref-{name}", district=district, received_at=received)
+        )
+        if number % 3 == 0:
+            events.append(allocated(name, None, received, district=district))
+        events.append(allocated(name, f"{district}-north", received + timedelta(hours=number)))
+        if number % 4 == 0:
+            events.append(example(CaseClosed, case_id=f"case-{name}", closed_at=at(20)))
+    return [
+        PLATFORM_EVENTS.decode(
+            service_event(data, service="test", event_id=f"ev-{index}"), type(data)
+        )
+        for index, data in enumerate(events)
+    ]
+
+
+async def figures(store: InMemoryReportingStore) -> list[MonthlyReport]:
+    """Every report the events move: November's and December's (where the open cases stand),
+    each district's and the county's."""
+    wanted = [
+        (month, district)
+        for month in ("2026-11", "2026-12")
+        for district in (None, "northvale", "eastmere")
+    ]
+    return await handlers.reports(wanted, read_models=store.read_models, now=NOW)
+
+
+async def live(events: list[Decoded]) -> InMemoryReportingStore:
+    store = InMemoryReportingStore()
+    for event in events:
+        await handlers.project_new_events([event], unit_of_work=store.unit_of_work, now=NOW)
+    return store
+
+
 async def test_a_rebuild_forgets_everything_before_reading_then_applies_each_event_once() -> None:
     store = InMemoryReportingStore()
     # Applied before the rebuild: "a" is applied again after it, "z" is not retained.
     await handlers.project_new_events(
         [delivered("a"), delivered("z")], unit_of_work=store.unit_of_work, now=NOVEMBER
     )
-    seen_when_read: list[list[str]] = []
+    log = Log([delivered("a"), delivered("b")], [], [delivered("a"), delivered("c")])
+    log.store = store
 
-    async def retained() -> AsyncIterator[list[Decoded]]:
-        seen_when_read.append(await referral_ids(store))
-        yield [delivered("a"), delivered("b")]
-        yield []
-        yield [delivered("a"), delivered("c")]
-
-    count = await handlers.rebuild(
-        retained(), read_model_store=store, unit_of_work=store.unit_of_work, clock=lambda: NOW
-    )
+    count = await rebuilt(store, log)
 
     assert count == 3
-    assert seen_when_read == [[]]
+    assert log.seen == [[]]
     assert await referral_ids(store) == ["ref-a", "ref-b", "ref-c"]
+
+
+@pytest.mark.parametrize("events_a_fold", [1_000, 10, 1])
+async def test_a_rebuild_a_share_of_the_facts_at_a_time_ends_with_the_live_figures(
+    events_a_fold: int,
+) -> None:
+    events = a_month_of_cases()
+    expected = await live(events)
+    store = InMemoryReportingStore()
+    log = Log(events[:10], events[10:25], events[25:])
+
+    count = await rebuilt(store, log, events_a_fold=events_a_fold)
+
+    assert log.readings == -(-len(events) // events_a_fold)
+    assert count == len(events)
+    assert await figures(store) == await figures(expected)
+    assert (await figures(store))[0].requests.total == 12
+    assert store.state.case == expected.state.case
+    assert store.state.marks.keys() == expected.state.marks.keys()
+
+
+async def test_facts_stored_live_during_a_rebuild_take_the_rebuild_s_events_once() -> None:
+    events = a_month_of_cases()
+    expected = await live(events)
+    store = InMemoryReportingStore()
+    # While the log is read, the live service applies two of its events: one to a fact
+    # the rebuild also holds, and a late allocation of another case.
+    applied_meanwhile = [events[1], events[-1]]
+    log = Log(
+        events,
+        meanwhile=lambda: handlers.project_new_events(
+            applied_meanwhile, unit_of_work=store.unit_of_work, now=NOW
+        ),
+    )
+
+    count = await rebuilt(store, log)
+
+    assert log.readings == 2  # once to fold, once for the facts stored meanwhile
+    assert count == len(events)
+    assert await figures(store) == await figures(expected)
+    assert store.state.case == expected.state.case
