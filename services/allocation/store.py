@@ -647,25 +647,31 @@ class MongoAllocationViews:
             for band in document["bands"]:
                 key = (band["priority"], band["need_rank"])
                 in_band: dict[str, Any] = {"band": _band_key(document["_id"], key)}
+                mark: QueuePlace | None = None
                 if after is not None and document["_id"] == after.district:
                     if key < after.place.band:
                         continue
                     if key == after.place.band:
-                        received = after.place.referral_received_at
-                        in_band["$or"] = [
-                            {"referral_received_at": {"$gt": received}},
-                            {"referral_received_at": received, "_id": {"$gt": after.place.case_id}},
-                        ]
+                        # A range on the time after the band's equality, the ties on it
+                        # stepped over here: an $or would be a scan on many servers.
+                        mark = after.place
+                        in_band["referral_received_at"] = {"$gte": mark.referral_received_at}
                 if not band["count"]:
                     continue
                 found = self._db[QUEUE_ENTRIES].find(in_band).sort(BAND_ORDER)
                 if limit is not None:
-                    found = found.limit(limit - len(marks) + 1)
+                    found = found.batch_size(limit - len(marks) + 2)
+                    if mark is None:
+                        found = found.limit(limit - len(marks) + 1)
                 async for entry in found:
+                    place = _entry_place(entry)
+                    if mark is not None and place <= mark:
+                        continue
                     if limit is not None and len(marks) == limit:
+                        await found.close()
                         return await self._queued(marks), marks[-1]
                     number += 1
-                    marks.append(QueueMark(document["_id"], _entry_place(entry), number))
+                    marks.append(QueueMark(document["_id"], place, number))
         return await self._queued(marks), None
 
     async def _queued(self, marks: Sequence[QueueMark]) -> list[Document]:

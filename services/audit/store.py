@@ -176,22 +176,27 @@ class MongoAudits:
         page: list[Audit] = []
         for drawn in months:
             in_month = {**query, "month": drawn}
-            if after is not None and drawn == after[0]:
-                in_month["$or"] = [
-                    {"auditor_id": {"$gt": after[1]}},
-                    {"auditor_id": after[1], "_id": {"$gt": after[2]}},
-                ]
+            mark = after[1:] if after is not None and drawn == after[0] else None
+            if mark is not None and auditor_id is None:
+                # A range after the month's equality, the ties stepped over here: an $or
+                # would be a scan on many servers.
+                in_month["auditor_id"] = {"$gte": mark[0]}
             wanted = limit - len(page)
             found = (
                 self._audits.find(in_month, session=self._session)
                 .sort([("auditor_id", 1), ("_id", 1)])
-                .limit(wanted + 1)
+                .batch_size(wanted + 2)
             )
-            audits = [_audit(document) async for document in found]
-            page += audits[:wanted]
-            if len(audits) > wanted:  # one more than the page holds: there is a next
-                last = page[-1]
-                return page, (last.month, last.auditor_id, last.id)
+            if mark is None:
+                found = found.limit(wanted + 1)
+            async for document in found:
+                if mark is not None and (document["auditor_id"], document["_id"]) <= mark:
+                    continue
+                if len(page) == limit:  # one more than the page holds: there is a next
+                    await found.close()
+                    last = page[-1]
+                    return page, (last.month, last.auditor_id, last.id)
+                page.append(_audit(document))
         return page, None
 
     async def _months_drawn(self) -> list[str]:
