@@ -16,7 +16,8 @@ own is handled again one record at a time, so a poison record is dead-lettered a
 behind. The dead letter is recorded and staged in the outbox in one transaction, and only
 then is the offset committed, so the partition moves on and nothing is lost. If even that
 fails (the database is down), the record is not committed and is delivered again. A handler
-that fails because the database cannot be reached is retried until it can, without using up
+that fails because the database cannot be reached, or that is still overtaken by another
+transaction after its own tries, is retried until it can go through, without using up
 its tries: an outage is not the record's fault.
 
 A handler returns how many of its records changed something; the rest count as duplicates.
@@ -50,6 +51,7 @@ from shared.events import EventData, EventRegistry, RawEvent, UndecodableEvent, 
 from shared.logs import correlated
 from shared.metrics import DEAD_LETTERED, DUPLICATE, FAILED_ATTEMPT, PROCESSED, Metrics
 from shared.strict_json import MAX_RECORD_BYTES
+from shared.unit_of_work import ConcurrentUpdate
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,10 @@ def is_outage(error: BaseException) -> bool:
     kept failing transiently: nothing about the message itself."""
     if isinstance(error, ConnectionFailure):  # AutoReconnect, ServerSelectionTimeoutError...
         return True
+    if isinstance(error, ConcurrentUpdate) and isinstance(error.__cause__, PyMongoError):
+        # Still conflicting after the unit of work's own tries: a transaction left open by a
+        # process that was killed holds its documents until the server reaps it.
+        error = error.__cause__
     return isinstance(error, PyMongoError) and error.has_error_label("TransientTransactionError")
 
 

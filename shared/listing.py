@@ -3,7 +3,7 @@
 A list that only grows (dead letters, the access log, refusals, partner keys, cases) hands
 each record a position as it is written, and files it in the bucket of ``PER_BUCKET``
 positions the position falls in (MongoDB's bucket pattern). A page, newest first, is then a
-read of a bucket or two by one field's equality, on MongoDB or on a server that scans
+read of a few buckets by one field's equality, on MongoDB or on a server that scans
 ranges; the cursor is the position to go on from. Positions are taken outside any
 transaction, so writers never conflict over them; a write that is rolled back leaves a gap
 a page steps over.

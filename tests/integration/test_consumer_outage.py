@@ -14,6 +14,7 @@ from shared.dead_letters import DEAD_LETTERS
 from shared.events import CaseClosed
 from shared.runtime import build_runtime
 from shared.settings import ServiceSettings
+from shared.unit_of_work import ConcurrentUpdate
 from tests.conftest import Infra, Namespace
 from tests.integration.test_consumer import EVENT_TYPE, Closures, closed_event
 from tests.support import eventually, produce
@@ -70,5 +71,12 @@ def test_only_an_unreachable_database_or_a_transient_transaction_counts_as_an_ou
     assert is_outage(ServerSelectionTimeoutError("no server"))
     assert is_outage(AutoReconnect("connection reset"))
     assert is_outage(transient)
+    # A write conflict still standing after the unit of work's own tries (a transaction a
+    # killed process left open holds its documents until the server reaps it) is waited out;
+    # a conflict found by the service itself is the record's try.
+    overtaken = ConcurrentUpdate("overtaken")
+    overtaken.__cause__ = transient
+    assert is_outage(overtaken)
+    assert not is_outage(ConcurrentUpdate("a fact changed meanwhile"))
     assert not is_outage(OperationFailure("bad query", code=2))
     assert not is_outage(RuntimeError("allocation rules exploded"))
