@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Query, Request
+from pymongo import DESCENDING
 
 from shared.auth import current_principal
 from shared.listing import POSITION, BucketedList
@@ -108,8 +109,8 @@ async def access_page(
     session: Session | None = None,
 ) -> tuple[list[AccessEntry], int | None]:
     """A page of the log, newest first, of one family or member of staff when given; and the
-    cursor of the next page, None after the last. A family's entries are few, and read by
-    its id alone."""
+    cursor of the next page, None after the last. A family's are read by its id (MongoDB
+    walks the ``family_pages`` index from the cursor down)."""
     if family_id is None:
         page, following = await LOOKS.page(
             db,
@@ -120,14 +121,18 @@ async def access_page(
             session=session,
         )
     else:
-        found = await db[ACCESS_LOG].find({"family_id": family_id}, session=session).to_list()
-        found = [
-            entry
-            for entry in found
-            if (sub is None or entry["sub"] == sub)
-            and (before is None or entry.get(POSITION, -1) <= before)
-        ]
-        found.sort(key=lambda entry: (entry.get(POSITION, -1), entry["at"]), reverse=True)
+        query: dict[str, Any] = {"family_id": family_id}
+        if sub is not None:
+            query["sub"] = sub
+        if before is not None:
+            query[POSITION] = {"$lte": before}
+        found = (
+            await db[ACCESS_LOG]
+            .find(query, session=session)
+            .sort([(POSITION, DESCENDING), ("at", DESCENDING)])
+            .limit(limit + 1)
+            .to_list()
+        )
         page = found[:limit]
         more = len(found) > limit and POSITION in page[-1]
         following = int(page[-1][POSITION]) - 1 if more else None
@@ -141,5 +146,6 @@ def _entry(document: dict[str, Any]) -> AccessEntry:
 async def prepare_access_log(db: Database) -> None:
     """Index the log, and list the entries stored before it was kept as a list."""
     await db[ACCESS_LOG].create_index("family_id")
+    await db[ACCESS_LOG].create_index([("family_id", 1), (POSITION, -1)], name="family_pages")
     await LOOKS.ensure_index(db, ACCESS_LOG)
     await LOOKS.list_existing(db, ACCESS_LOG, "at")
