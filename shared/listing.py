@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query, Request, Response
 from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 if TYPE_CHECKING:
     from shared.mongo import Database, Session
@@ -30,6 +31,8 @@ Document = dict[str, Any]
 LIST_POSITIONS = "list_positions"
 """Per list, the next position to hand out (``_id`` is the list's name)."""
 PER_BUCKET = 100
+LISTING_CLAIM = timedelta(minutes=10)
+"""How long a replica listing records holds its claim: another takes over after it dies."""
 SCAN_LIMIT = 2_000
 """Records a filtered page looks through at most (and buckets, ``SCAN_LIMIT / per_bucket``)
 before answering with what it found: a rare match comes a few pages at a time, each fast,
@@ -118,31 +121,42 @@ class BucketedList:
                 before = number * self.per_bucket - 1
         return page, (before if before >= 0 else None)
 
-    async def list_existing(self, db: Database, collection: str, oldest_first: str) -> int:
-        """Give the records stored before the list was kept their places, oldest first by
-        ``oldest_first``, once: how many (0 when the list exists already)."""
-        done = f"{self.name}|listed"
-        if await db[self.positions].find_one({"_id": done}) is not None:
+    async def list_existing(
+        self, db: Database, collection: str, oldest_first: str, *, now: datetime | None = None
+    ) -> int:
+        """Give the records stored without a place (before the list was kept, or by a
+        replica of an older version) their places, oldest first by ``oldest_first``: how
+        many. Run at each start; one replica at a time lists, under a claim that lapses if
+        it dies, so two starting together leave neither gaps nor a scrambled order."""
+        # Equality on the missing bucket: an index look-up, so a start costs nothing once
+        # every record is listed.
+        unlisted = await db[collection].find({self.bucket_field: None}, {oldest_first: 1}).to_list()
+        if not unlisted:
             return 0
-        unlisted = await (
-            db[collection]
-            .find({self.position_field: {"$exists": False}}, {oldest_first: 1})
-            .to_list()
-        )
-        unlisted.sort(key=lambda record: (str(record.get(oldest_first)), str(record["_id"])))
-        if unlisted:
-            first = await self.take(db, len(unlisted))
+        at = now or datetime.now(UTC)
+        claim = f"{self.name}|listing"
+        try:
+            await db[self.positions].update_one(
+                {"_id": claim, "until": {"$lt": at}},
+                {"$set": {"until": at + LISTING_CLAIM}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return 0  # another replica is listing them
+        try:
+            unlisted = await (
+                db[collection].find({self.bucket_field: None}, {oldest_first: 1}).to_list()
+            )
+            unlisted.sort(key=lambda record: (str(record.get(oldest_first)), str(record["_id"])))
+            first = await self.take(db, len(unlisted)) if unlisted else 0
             updates = [
-                UpdateOne(
-                    # A replica listing them at the same moment leaves gaps, not doubles.
-                    {"_id": record["_id"], self.position_field: {"$exists": False}},
-                    {"$set": self.fields(first + index)},
-                )
+                UpdateOne({"_id": record["_id"]}, {"$set": self.fields(first + index)})
                 for index, record in enumerate(unlisted)
             ]
             for start in range(0, len(updates), 1000):
                 await db[collection].bulk_write(updates[start : start + 1000], ordered=False)
-        await db[self.positions].update_one({"_id": done}, {"$set": {"done": True}}, upsert=True)
+        finally:
+            await db[self.positions].delete_one({"_id": claim})
         return len(unlisted)
 
     async def ensure_index(self, db: Database, collection: str) -> None:

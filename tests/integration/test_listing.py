@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from services.allocation.settings import AllocationSettings
 from services.referral.app import create_app as referral_app
 from services.referral.settings import ReferralSettings
 from shared.auth import Role
-from shared.listing import POSITION, BucketedList
+from shared.listing import LIST_POSITIONS, LISTING_CLAIM, POSITION, BucketedList
 from shared.mongo import Database, create_mongo_client
 from tests.auth import ADMIN, as_role
 from tests.conftest import Infra, Namespace
@@ -118,6 +119,38 @@ async def test_records_kept_before_the_list_are_listed_oldest_first_once(db: Dat
     assert await every_page(db, notes, 10) == [[4, 3, 2, 1, 0]]
     positions = {record["n"]: record[POSITION] async for record in db[NOTES].find()}
     assert positions == {0: 0, 1: 1, 2: 2, 3: 3, 4: 4}
+
+
+async def test_records_an_older_replica_stores_unlisted_are_listed_at_the_next_start(
+    db: Database,
+) -> None:
+    notes = BucketedList("notes", per_bucket=10)
+    await notes.ensure_index(db, NOTES)
+    await write(db, notes, 3)
+    # During a rolling upgrade a replica of the version before writes without a place.
+    await db[NOTES].insert_one({"_id": "from-old", "n": 3, "at": "2026-01-01"})
+
+    assert await every_page(db, notes, 10) == [[2, 1, 0]]
+    assert await notes.list_existing(db, NOTES, "at") == 1
+    assert await every_page(db, notes, 10) == [[3, 2, 1, 0]]
+    assert await notes.list_existing(db, NOTES, "at") == 0
+
+
+async def test_one_replica_lists_at_a_time_and_a_dead_one_s_claim_lapses(db: Database) -> None:
+    notes = BucketedList("notes", per_bucket=10)
+    await db[NOTES].insert_many([{"_id": f"old{n}", "n": n, "at": f"t{n}"} for n in range(3)])
+    now = datetime(2026, 12, 2, 9, tzinfo=UTC)
+    # Another replica is listing them, and then dies.
+    await db[LIST_POSITIONS].insert_one(
+        {"_id": "notes|listing", "until": now + timedelta(minutes=1)}
+    )
+
+    while_held = await notes.list_existing(db, NOTES, "at", now=now)
+    after_lapse = await notes.list_existing(db, NOTES, "at", now=now + LISTING_CLAIM)
+
+    assert (while_held, after_lapse) == (0, 3)
+    assert await every_page(db, notes, 10) == [[2, 1, 0]]
+    assert await db[LIST_POSITIONS].find_one({"_id": "notes|listing"}) is None
 
 
 # ---------------------------------------------------------------------------------------------
