@@ -47,7 +47,7 @@ from services.allocation.ports import (
     Workers,
 )
 from shared.events import AllocationKind, AllocationStatus, CaseOutcome, LevelOfNeed
-from shared.listing import BucketedList
+from shared.listing import BucketedList, unlisted
 from shared.mongo import Database, Document, MongoClient, MongoUnitOfWork, Session, in_transaction
 from shared.outbox import Outbox
 from shared.unit_of_work import ConcurrentUpdate
@@ -429,10 +429,6 @@ UNLISTED = {name: 0 for name in LIST_FIELDS}
 """A case as the views show it: without its places in the lists."""
 
 
-def _unlisted(case: Document) -> Document:
-    return {name: value for name, value in case.items() if name not in LIST_FIELDS}
-
-
 def _descending(text: str) -> tuple[int, ...]:
     """A key that sorts ``text`` backwards: the newest-first list shows ties by id."""
     return (*(-ord(character) for character in text), 1)
@@ -692,7 +688,7 @@ class MongoAllocationViews:
         if "family_id" in filters:
             found = await cases.find(filters).to_list()
             found.sort(key=lambda case: (case.get("list_position", -1), case["opened_at"]))
-            return [_unlisted(case) for case in found[::-1][:limit]], None
+            return [unlisted(case, LIST_FIELDS) for case in found[::-1][:limit]], None
         district = filters.get("district")
         rest = {name: value for name, value in filters.items() if name != "district"}
         page, following = await case_list(district).page(
@@ -702,7 +698,7 @@ class MongoAllocationViews:
             before=before,
             keep=lambda case: all(case.get(name) == value for name, value in rest.items()),
         )
-        return [_unlisted(case) for case in page], following
+        return [unlisted(case, LIST_FIELDS) for case in page], following
 
     async def get_case(self, case_id: str) -> Document | None:
         return await self._db[CASES].find_one({"_id": case_id}, UNLISTED)

@@ -39,7 +39,7 @@ from services.referral.ports import (
     Lookups,
     Submissions,
 )
-from shared.access_log import access_page, prepare_access_log, record_access
+from shared.access_log import ACCESS_LOG, access_page, prepare_access_log, record_access
 from shared.clock import utc_now
 from shared.events import EventData, ReferralReceived, ReferralRejected, ReferralSubmitted
 from shared.listing import BucketedList
@@ -64,7 +64,6 @@ FAMILY_KEYS = "family_keys"
 PARTNER_KEYS = "partner_keys"
 ISSUED_KEYS = BucketedList(PARTNER_KEYS)
 """Partner keys, newest issued first, a page at a time."""
-ACCESS_LOG = "access_log"
 
 FAMILY_ID_FIELDS = {REFERRALS: "family_id", FAMILY_KEYS: "family_id", ACCESS_LOG: "family_id"}
 """Where this service's records name a family (``FAMILIES`` is keyed by it)."""
