@@ -170,6 +170,8 @@ class Figures:
     cases_queued: int
     backlog_database: dict[str, DatabaseWork]
     """Per service, what the whole backlog had the database do."""
+    backlog_cpu_s: dict[str, float]
+    """Per process, the CPU seconds the backlog took, from publication to agreement."""
     steady_rate: float
     fresh_latency_samples: int
     fresh_latency_p50_s: float
@@ -441,9 +443,9 @@ def rebuild(platform: Platform) -> tuple[int, float]:
     raise SystemExit(f"rebuild printed no count: {finished.stdout} {finished.stderr}")
 
 
-def peak_memory(root: int) -> dict[str, float]:
-    """Peak resident memory (VmHWM) of each process the platform started."""
-    found: dict[str, float] = {}
+def platform_processes(root: int) -> dict[str, int]:
+    """Each process the platform started, by name: the services, the broker, the database."""
+    found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -459,10 +461,31 @@ def peak_memory(root: int) -> dict[str, float]:
             if "services." in command
             else ("kafka (broker)" if "kafka.Kafka" in command else DATABASE_PROCESS)
         )
-        mib = peak_memory_of(int(entry.name))
-        if mib is not None:
-            found[name] = mib
+        found[name] = int(entry.name)
     return found
+
+
+def peak_memory(root: int) -> dict[str, float]:
+    """Peak resident memory (VmHWM) of each process the platform started."""
+    return {
+        name: mib
+        for name, pid in platform_processes(root).items()
+        if (mib := peak_memory_of(pid)) is not None
+    }
+
+
+def cpu_seconds(root: int) -> dict[str, float]:
+    """The CPU time (user and system) each process the platform started has used so far:
+    taken before and after a phase, it says which process the machine's cores went to."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for name, pid in platform_processes(root).items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return used
 
 
 DATABASE_PROCESS = "secantusdb (database)"
@@ -555,10 +578,12 @@ async def run(platform: Platform, args: argparse.Namespace) -> Figures:
         await wait_until_done(http, platform, args.limit_s)
         print(f"fresh latency: median {fresh[1] * 1000:.0f} ms", flush=True)
         before = await database_work(http, platform)
+        cpu_before = cpu_seconds(platform.process.pid)
         started = time.perf_counter()
         published_s = await publish_backlog(platform.bootstrap, args.backlog, args.seed)
         await wait_until_done(http, platform, args.limit_s)
         done_s = time.perf_counter() - started
+        cpu_after = cpu_seconds(platform.process.pid)
         backlog_database = work_since(before, await database_work(http, platform))
         memory = peak_memory(platform.process.pid)
         counts = await agreement(http, platform)
@@ -581,6 +606,9 @@ async def run(platform: Platform, args: argparse.Namespace) -> Figures:
         cases_allocated=counts["allocated"],
         cases_queued=counts["queued"],
         backlog_database=backlog_database,
+        backlog_cpu_s={
+            name: cpu_after[name] - cpu_before.get(name, 0.0) for name in sorted(cpu_after)
+        },
         steady_rate=args.rate,
         fresh_latency_samples=fresh[0],
         fresh_latency_p50_s=fresh[1],
@@ -1048,6 +1076,7 @@ def report(ceilings: Ceilings, figures: Figures, history: HistoryFigures) -> lis
                 ceilings, figures.backlog_database, figures.backlog, throughput
             )
         ),
+        *cpu_lines(figures),
         f"latency, publication to case-allocated, at {figures.steady_rate:g}/s on a fresh"
         f" database ({figures.fresh_latency_samples} cases):"
         f" median {figures.fresh_latency_p50_s * 1000:.0f} ms,"
@@ -1078,6 +1107,24 @@ def report(ceilings: Ceilings, figures: Figures, history: HistoryFigures) -> lis
         *(goal.line() for goal in goals(ceilings, figures, history)),
     ]
     return lines
+
+
+def cpu_lines(figures: Figures) -> list[str]:
+    """Where the machine's cores went during the backlog: each process's CPU seconds, a
+    thousand submissions' worth, and its share of what the cores could give in that time."""
+    available = (os.cpu_count() or 1) * figures.backlog_done_s
+    total = sum(figures.backlog_cpu_s.values())
+    return [
+        f"  CPU during the backlog: {total:,.0f} s of the {available:,.0f} s the"
+        f" {os.cpu_count()} cores had = {total / available:.0%} busy; by process:",
+        *(
+            f"    {name:<22} {seconds:7.1f} s = {seconds * 1000 / figures.backlog:.2f} s"
+            f" a 1,000 submissions, {seconds / available:.0%} of the cores"
+            for name, seconds in sorted(
+                figures.backlog_cpu_s.items(), key=lambda item: item[1], reverse=True
+            )
+        ),
+    ]
 
 
 def results(ceilings: Ceilings, figures: Figures, history: HistoryFigures) -> dict[str, Any]:
