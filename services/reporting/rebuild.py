@@ -61,6 +61,9 @@ class RetainedEvents:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
+            # An assigned partition's first position is reset in the background; to the
+            # start, so it cannot land at the end after the seek and read nothing.
+            auto_offset_reset="earliest",
             **KafkaSecurity().aiokafka_options(),
         )
         self._ends: dict[TopicPartition, int] | None = None
@@ -76,10 +79,14 @@ class RetainedEvents:
             await self._consumer.start()
             bootstrap = self._settings.kafka_bootstrap_servers
             partitions = await topic_partitions(bootstrap, self._models)
-            self._ends = await self._consumer.end_offsets(partitions) if partitions else {}
-            self._starts = await self._consumer.beginning_offsets(partitions) if partitions else {}
-            if partitions:
-                self._consumer.assign(partitions)
+            if not partitions:
+                self._ends = {}
+                return self._ends
+            # Assigned first, so the consumer's metadata knows the partitions' leaders:
+            # asked before, the offsets wait out a refresh (0.7 s here).
+            self._consumer.assign(partitions)
+            self._ends = await self._consumer.end_offsets(partitions)
+            self._starts = await self._consumer.beginning_offsets(partitions)
         return self._ends
 
     async def count(self) -> int:
