@@ -56,6 +56,7 @@ def figures(**changed: object) -> Figures:
             "referral": DatabaseWork(120_000, 40_000, 0, 10_000),
             "allocation": DatabaseWork(80_000, 40_000, 20_000, 10_000),
         },
+        "backlog_cpu_s": {"secantusdb (database)": 150.0, "services.referral": 20.0},
         "steady_rate": 10.0,
         "fresh_latency_samples": 300,
         "fresh_latency_p50_s": 0.05,
@@ -236,6 +237,21 @@ def test_the_front_door_goals_use_its_own_cost_a_request() -> None:
     assert accepted.ratio_to_ceiling == pytest.approx(100 * 0.003)
     assert named(found, "front door over HTTP, p99").met is True
     assert named(found, "front door: answered").met is True
+
+
+def test_cpu_is_shown_busiest_first_a_thousand_submissions_worth_and_against_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+
+    lines = pipeline.cpu_lines(figures())
+
+    # 170 s used of the 2 cores' 400 s in the backlog's 200 s
+    assert "170 s of the 400 s" in lines[0]
+    assert "= 42% busy" in lines[0]
+    assert lines[1].split()[0] == "secantusdb"
+    assert "150.0 s = 7.50 s a 1,000 submissions, 38% of the cores" in lines[1]
+    assert "20.0 s = 1.00 s a 1,000 submissions, 5% of the cores" in lines[2]
 
 
 def test_percentile_is_the_nearest_rank() -> None:
