@@ -242,7 +242,7 @@ def test_the_front_door_goals_use_its_own_cost_a_request() -> None:
 def test_cpu_is_shown_busiest_first_a_thousand_submissions_worth_and_against_the_cores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("benchmarks.pipeline.os.cpu_count", lambda: 2)
 
     lines = pipeline.cpu_lines(figures())
 
