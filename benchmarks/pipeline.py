@@ -607,7 +607,8 @@ async def run(platform: Platform, args: argparse.Namespace) -> Figures:
         cases_queued=counts["queued"],
         backlog_database=backlog_database,
         backlog_cpu_s={
-            name: cpu_after[name] - cpu_before.get(name, 0.0) for name in sorted(cpu_after)
+            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
+            for name in sorted(cpu_after)
         },
         steady_rate=args.rate,
         fresh_latency_samples=fresh[0],
@@ -1112,11 +1113,12 @@ def report(ceilings: Ceilings, figures: Figures, history: HistoryFigures) -> lis
 def cpu_lines(figures: Figures) -> list[str]:
     """Where the machine's cores went during the backlog: each process's CPU seconds, a
     thousand submissions' worth, and its share of what the cores could give in that time."""
-    available = (os.cpu_count() or 1) * figures.backlog_done_s
+    cores = os.cpu_count() or 1
+    available = cores * figures.backlog_done_s
     total = sum(figures.backlog_cpu_s.values())
     return [
         f"  CPU during the backlog: {total:,.0f} s of the {available:,.0f} s the"
-        f" {os.cpu_count()} cores had = {total / available:.0%} busy; by process:",
+        f" {cores} cores had = {total / available:.0%} busy; by process:",
         *(
             f"    {name:<22} {seconds:7.1f} s = {seconds * 1000 / figures.backlog:.2f} s"
             f" a 1,000 submissions, {seconds / available:.0%} of the cores"
